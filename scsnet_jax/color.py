@@ -1,0 +1,103 @@
+"""sRGB <-> CIE LAB (D65) and the network's [-1, 1] normalisation.
+
+Every function takes an array namespace ``xp`` (``jax.numpy`` by default,
+``numpy`` in grain workers, which must not touch JAX), so the input pipeline
+and the differentiable losses share one implementation. Constants follow
+scikit-image (``skimage.color.rgb2lab`` with illuminant D65, observer 2).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+try:  # JAX is optional for the numpy-only callers (grain workers).
+  import jax.numpy as jnp
+except ImportError:  # pragma: no cover
+  jnp = None
+
+XYZ_FROM_RGB = np.array([[0.412453, 0.357580, 0.180423],
+                         [0.212671, 0.715160, 0.072169],
+                         [0.019334, 0.119193, 0.950227]])
+RGB_FROM_XYZ = np.linalg.inv(XYZ_FROM_RGB)
+D65_WHITE = np.array([0.95047, 1.0, 1.08883])
+
+# CIE constants: f(t) is a cube root above EPSILON, linear below.
+_EPSILON = 0.008856
+_KAPPA_SLOPE = 7.787
+_OFFSET = 16.0 / 116.0
+_F_THRESHOLD = 0.20689655172413793  # f(_EPSILON) = 6/29
+
+L_SCALE, L_OFFSET, AB_SCALE = 50.0, 1.0, 110.0
+
+
+def _ns(xp):
+  return jnp if xp is None else xp
+
+
+def _matmul_last(x, matrix, xp):
+  return xp.einsum('...c,dc->...d', x, xp.asarray(matrix, dtype=x.dtype))
+
+
+def srgb_to_linear(rgb, xp=None):
+  xp = _ns(xp)
+  safe = xp.maximum(rgb, 0.04045)
+  return xp.where(rgb <= 0.04045, rgb / 12.92, ((safe + 0.055) / 1.055)**2.4)
+
+
+def linear_to_srgb(lin, xp=None):
+  xp = _ns(xp)
+  safe = xp.maximum(lin, 0.0031308)  # keeps the power's gradient finite at 0
+  return xp.where(lin <= 0.0031308, 12.92 * lin,
+                  1.055 * safe**(1.0 / 2.4) - 0.055)
+
+
+def rgb_to_lab(rgb, xp=None):
+  """sRGB in [0, 1], (..., 3) -> CIE LAB (L in [0, 100])."""
+  xp = _ns(xp)
+  xyz = _matmul_last(srgb_to_linear(rgb, xp), XYZ_FROM_RGB, xp)
+  t = xyz / xp.asarray(D65_WHITE, dtype=xyz.dtype)
+  f = xp.where(t > _EPSILON, xp.maximum(t, _EPSILON)**(1.0 / 3.0),
+               _KAPPA_SLOPE * t + _OFFSET)
+  fx, fy, fz = f[..., 0], f[..., 1], f[..., 2]
+  return xp.stack([116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)],
+                  axis=-1)
+
+
+def lab_to_rgb(lab, xp=None, clip=True):
+  """CIE LAB (..., 3) -> sRGB; clipped to [0, 1] unless ``clip=False``."""
+  xp = _ns(xp)
+  fy = (lab[..., 0] + 16.0) / 116.0
+  fx = lab[..., 1] / 500.0 + fy
+  fz = xp.maximum(fy - lab[..., 2] / 200.0, 0.0)  # as skimage: z >= 0
+  f = xp.stack([fx, fy, fz], axis=-1)
+  t = xp.where(f > _F_THRESHOLD, f**3, (f - _OFFSET) / _KAPPA_SLOPE)
+  xyz = t * xp.asarray(D65_WHITE, dtype=t.dtype)
+  rgb = linear_to_srgb(_matmul_last(xyz, RGB_FROM_XYZ, xp), xp)
+  return xp.clip(rgb, 0.0, 1.0) if clip else rgb
+
+
+def normalize_lab(lab, xp=None):
+  """LAB -> the network's range: (L/50 - 1, a/110, b/110)."""
+  xp = _ns(xp)
+  return xp.stack([lab[..., 0] / L_SCALE - L_OFFSET, lab[..., 1] / AB_SCALE,
+                   lab[..., 2] / AB_SCALE], axis=-1)
+
+
+def denormalize_lab(nlab, xp=None):
+  xp = _ns(xp)
+  return xp.stack([(nlab[..., 0] + L_OFFSET) * L_SCALE,
+                   nlab[..., 1] * AB_SCALE, nlab[..., 2] * AB_SCALE], axis=-1)
+
+
+def rgb_to_nlab(rgb, xp=None):
+  """sRGB [0, 1] -> normalised LAB in [-1, 1] (the network's colour space)."""
+  return normalize_lab(rgb_to_lab(rgb, xp), xp)
+
+
+def nlab_to_rgb(nlab, xp=None, clip=True):
+  return lab_to_rgb(denormalize_lab(nlab, xp), xp, clip=clip)
+
+
+def rgb_to_gray_nl(rgb, xp=None):
+  """sRGB [0, 1] (..., 3) -> normalised L channel (..., 1)."""
+  return rgb_to_nlab(rgb, xp)[..., :1]

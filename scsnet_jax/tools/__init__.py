@@ -1,0 +1,1 @@
+"""Offline converters from public PyTorch weight files to ours."""
