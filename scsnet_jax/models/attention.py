@@ -1,0 +1,114 @@
+"""The generator's attention modules: SAGAN self-attention and PVCAttn.
+
+PVCAttn (pyramid valve cross attention) lets the source features borrow the
+reference's colour features at three scales; each valve is a learned sigmoid
+gate deciding, per channel and pixel, how much of the source and of the
+borrowed reference to keep.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from scsnet_jax.models.layers import attend, conv, flatten_hw, lrelu
+
+
+class SelfAttention(nnx.Module):
+  """SAGAN block: ``x + gamma * attend(q, k, v)``; gamma starts at 0."""
+
+  def __init__(self, channels: int, qk_channels: int, *, dtype=jnp.float32,
+               attention_impl=None, rngs: nnx.Rngs):
+    self.query = conv(1, channels, qk_channels, dtype=dtype, rngs=rngs)
+    self.key = conv(1, channels, qk_channels, dtype=dtype, rngs=rngs)
+    self.value = conv(1, channels, channels, dtype=dtype, rngs=rngs)
+    self.gamma = nnx.Param(jnp.zeros((), jnp.float32))
+    self.attention_impl = attention_impl
+
+  def __call__(self, x):
+    out = attend(flatten_hw(self.query(x)), flatten_hw(self.key(x)),
+                 flatten_hw(self.value(x)),
+                 implementation=self.attention_impl)
+    gamma = self.gamma[...].astype(out.dtype)
+    return x + gamma * out.reshape(x.shape)
+
+
+class ValveCrossAttention(nnx.Module):
+  """VCAttn: source ``s`` (B,h,w,C) attends to reference ``r`` (B,hr,wr,C)."""
+
+  def __init__(self, channels: int, qk_channels: int, *, dtype=jnp.float32,
+               attention_impl=None, rngs: nnx.Rngs):
+    self.query = conv(1, channels, qk_channels, dtype=dtype, rngs=rngs)
+    self.key = conv(1, channels, qk_channels, dtype=dtype, rngs=rngs)
+    self.value = conv(1, channels, channels, dtype=dtype, rngs=rngs)
+    self.valve_hidden = conv(1, 2 * channels, channels, dtype=dtype, rngs=rngs)
+    self.valve_gate = conv(1, channels, 2 * channels, dtype=dtype, rngs=rngs)
+    self.attention_impl = attention_impl
+
+  def __call__(self, s, r):
+    borrowed = attend(flatten_hw(self.query(s)), flatten_hw(self.key(r)),
+                      flatten_hw(self.value(r)),
+                      implementation=self.attention_impl).reshape(s.shape)
+    gate = jax.nn.sigmoid(self.valve_gate(lrelu(
+        self.valve_hidden(jnp.concatenate([s, borrowed], axis=-1)))))
+    keep_source, keep_borrowed = jnp.split(gate, 2, axis=-1)
+    return keep_source * s + keep_borrowed * borrowed
+
+
+def avg_pool_ceil(x, factor: int):
+  """Average pooling, window = stride = factor, ceil mode.
+
+  Edge windows average only the pixels they cover, so odd sizes work.
+  """
+  if factor == 1:
+    return x
+  h, w = x.shape[1], x.shape[2]
+  pad = ((0, 0), (0, (-h) % factor), (0, (-w) % factor), (0, 0))
+  window = (1, factor, factor, 1)
+  total = jax.lax.reduce_window(x, 0.0, jax.lax.add, window, window, pad)
+  ones = jnp.ones((1, h, w, 1), x.dtype)
+  count = jax.lax.reduce_window(ones, 0.0, jax.lax.add, window, window, pad)
+  return total / count
+
+
+class PyramidLevel(nnx.Module):
+  """One pyramid level: pooled, projected source and reference, then VCAttn."""
+
+  def __init__(self, channels: int, qk_channels: int, *, dtype, attention_impl,
+               rngs: nnx.Rngs):
+    self.source_proj = conv(1, channels, channels, dtype=dtype, rngs=rngs)
+    self.reference_proj = conv(1, channels, channels, dtype=dtype, rngs=rngs)
+    self.valve = ValveCrossAttention(channels, qk_channels, dtype=dtype,
+                                     attention_impl=attention_impl, rngs=rngs)
+
+  def __call__(self, f_s, f_r, factor: int):
+    s = lrelu(self.source_proj(avg_pool_ceil(f_s, factor)))
+    r = lrelu(self.reference_proj(avg_pool_ceil(f_r, factor)))
+    return self.valve(s, r)
+
+
+class PyramidValveCrossAttention(nnx.Module):
+  """PVCAttn: three VCAttn levels (pool 1, 2, 4) fused back at f_s's size."""
+
+  def __init__(self, channels: int = 256, qk_channels: int = 64,
+               levels: int = 3, *, dtype=jnp.float32, attention_impl=None,
+               rngs: nnx.Rngs):
+    self.levels = nnx.List([
+        PyramidLevel(channels, qk_channels, dtype=dtype,
+                     attention_impl=attention_impl, rngs=rngs)
+        for _ in range(levels)])
+    self.fuse_hidden = conv(1, levels * channels, channels, dtype=dtype,
+                            rngs=rngs)
+    self.fuse_out = conv(3, channels, channels, dtype=dtype, rngs=rngs)
+
+  def __call__(self, f_s, f_r):
+    outputs = []
+    for index, level in enumerate(self.levels):
+      t = level(f_s, f_r, 2**index)
+      if index:
+        t = jax.image.resize(t, f_s.shape[:3] + (t.shape[3],), 'bilinear',
+                             antialias=False)
+      outputs.append(t)
+    return self.fuse_out(lrelu(self.fuse_hidden(
+        jnp.concatenate(outputs, axis=-1))))

@@ -1,0 +1,153 @@
+"""CPM (continuous pixel mapping): colour at any continuous position.
+
+For a query point (x, y) in (0, 1) the CPM bilinearly samples the fused
+low-resolution feature map (corners aligned, as ``grid_sample(...,
+align_corners=True)``), appends the point's local coordinate inside its LR
+pixel, and runs a per-point MLP. The MLP is written for ONE point and lifted
+over all points with ``jax.vmap``; points go through in chunks (``lax.map``)
+so memory stays bounded for any output size.
+
+"Project first": the MLP's first Dense is linear and bilinear sampling is
+linear, so ``W1 . sample(f) == sample(f . W1)``. Applying the feature half of
+W1 to the LR map before sampling is mathematically equal and cheaper
+whenever there are more output points than LR pixels (upscaling).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+
+def grid_coordinates(out_h: int, out_w: int):
+  """Pixel centres of an (out_h, out_w) grid as (out_h*out_w, 2) (x, y)."""
+  y = (jnp.arange(out_h, dtype=jnp.float32) + 0.5) / out_h
+  x = (jnp.arange(out_w, dtype=jnp.float32) + 0.5) / out_w
+  yy, xx = jnp.meshgrid(y, x, indexing='ij')
+  return jnp.stack([xx.reshape(-1), yy.reshape(-1)], axis=-1)
+
+
+def bilinear_sample_point(feature_map, xy):
+  """Sample (H, W, C) at one point xy = (x, y) in [0, 1], corners aligned.
+
+  Source coordinates are ``u = x (W-1)``, ``v = y (H-1)``; returns (C,).
+  """
+  h, w = feature_map.shape[0], feature_map.shape[1]
+  u = xy[0] * (w - 1)
+  v = xy[1] * (h - 1)
+  x0 = jnp.clip(jnp.floor(u), 0, w - 1)
+  y0 = jnp.clip(jnp.floor(v), 0, h - 1)
+  wx = (u - x0).astype(feature_map.dtype)
+  wy = (v - y0).astype(feature_map.dtype)
+  x0i, y0i = x0.astype(jnp.int32), y0.astype(jnp.int32)
+  x1i, y1i = jnp.minimum(x0i + 1, w - 1), jnp.minimum(y0i + 1, h - 1)
+  top = feature_map[y0i, x0i] * (1 - wx) + feature_map[y0i, x1i] * wx
+  bottom = feature_map[y1i, x0i] * (1 - wx) + feature_map[y1i, x1i] * wx
+  return top * (1 - wy) + bottom * wy
+
+
+def local_coordinate(xy, lr_h: int, lr_w: int):
+  """Position inside the containing LR pixel, in [-1, 1): (x first)."""
+  x, y = xy[0], xy[1]
+  return jnp.stack([2 * (x * lr_w - jnp.floor(x * lr_w)) - 1,
+                    2 * (y * lr_h - jnp.floor(y * lr_h)) - 1])
+
+
+class ContinuousPixelMapping(nnx.Module):
+  """The CPM head: features (B, H, W, C) -> colours at query points."""
+
+  def __init__(self, in_features: int = 256,
+               hidden: Sequence[int] = (512, 256, 256), out_features: int = 3,
+               *, chunk_size: int = 65536, project_first='auto',
+               dtype=jnp.float32, rngs: nnx.Rngs):
+    widths = [in_features + 2, *hidden]
+    self.hidden_layers = nnx.List([
+        nnx.Linear(a, b, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
+        for a, b in zip(widths[:-1], widths[1:])])
+    self.output_layer = nnx.Linear(widths[-1], out_features, dtype=dtype,
+                                   param_dtype=jnp.float32, rngs=rngs)
+    self.in_features = in_features
+    self.chunk_size = chunk_size
+    self.project_first = project_first
+    self.dtype = dtype
+
+  # -- the per-point MLP ------------------------------------------------------
+  def _first_preactivation(self, sampled, z, projected: bool):
+    """Pre-activation of the first Dense for one point."""
+    first = self.hidden_layers[0]
+    if not projected:
+      return first(jnp.concatenate([sampled, z.astype(sampled.dtype)]))
+    kernel = first.kernel[...][self.in_features:].astype(sampled.dtype)
+    return sampled + z.astype(sampled.dtype) @ kernel + first.bias[...].astype(
+        sampled.dtype)
+
+  def _point_mlp(self, sampled, z, projected: bool):
+    """(C or 512,), (2,) -> (3,): the MLP written for one coordinate."""
+    h = jax.nn.relu(self._first_preactivation(sampled, z, projected))
+    for layer in self.hidden_layers[1:]:
+      h = jax.nn.relu(layer(h))
+    return self.output_layer(h)
+
+  def _project(self, features):
+    """Feature half of the first Dense applied to the LR map (no bias)."""
+    kernel = self.hidden_layers[0].kernel[...][:self.in_features]
+    return jnp.einsum('bhwc,cd->bhwd', features.astype(self.dtype),
+                      kernel.astype(self.dtype))
+
+  def _use_projection(self, lr_pixels, n_points):
+    if self.project_first == 'auto':
+      if isinstance(lr_pixels, int) and isinstance(n_points, int):
+        return n_points > lr_pixels
+      return True  # symbolic shapes (export): upscaling is the use case
+    return bool(self.project_first)
+
+  # -- rendering ---------------------------------------------------------------
+  def _render(self, features, coords, coords_per_image: bool):
+    """features (B,H,W,C); coords (B,N,2) or shared (N,2) -> (B,N,3)."""
+    lr_h, lr_w = features.shape[1], features.shape[2]
+    n_points = coords.shape[-2]
+    projected = self._use_projection(lr_h * lr_w, n_points)
+    source = self._project(features) if projected else features.astype(
+        self.dtype)
+
+    def one_point(feature_map, xy):
+      z = local_coordinate(xy, lr_h, lr_w)
+      return self._point_mlp(bilinear_sample_point(feature_map, xy), z,
+                             projected)
+
+    per_image = jax.vmap(one_point, in_axes=(None, 0))  # over points
+    over_batch = jax.vmap(per_image, in_axes=(0, 0 if coords_per_image else None))
+
+    chunk = self.chunk_size
+    if not chunk or not isinstance(n_points, int) or n_points <= chunk:
+      return over_batch(source, coords)
+    n_chunks = math.ceil(n_points / chunk)
+    pad = n_chunks * chunk - n_points
+    if coords_per_image:
+      padded = jnp.pad(coords, ((0, 0), (0, pad), (0, 0)), constant_values=0.5)
+      chunks = padded.reshape(coords.shape[0], n_chunks, chunk, 2).swapaxes(0, 1)
+      out = jax.lax.map(lambda c: over_batch(source, c), chunks)
+      out = out.swapaxes(0, 1)
+    else:
+      padded = jnp.pad(coords, ((0, pad), (0, 0)), constant_values=0.5)
+      chunks = padded.reshape(n_chunks, chunk, 2)
+      out = jax.lax.map(lambda c: over_batch(source, c), chunks)
+      out = jnp.moveaxis(out, 0, 1)
+    out = out.reshape(out.shape[0], n_chunks * chunk, out.shape[-1])
+    return out[:, :n_points]
+
+  def render_points(self, features, coords):
+    """Colours at arbitrary points: coords (B, N, 2) as (x, y) in [0, 1]."""
+    return self._render(features, coords, coords_per_image=True).astype(
+        jnp.float32)
+
+  def __call__(self, features, out_size):
+    """Full grid: features (B, H, W, C) -> (B, Ht, Wt, 3)."""
+    out_h, out_w = out_size
+    coords = grid_coordinates(out_h, out_w)
+    out = self._render(features, coords, coords_per_image=False)
+    return out.reshape(features.shape[0], out_h, out_w, -1).astype(jnp.float32)

@@ -1,0 +1,253 @@
+"""The SCSNet generator (spec: ``shared/spec/ARCHITECTURE.md``).
+
+Data flow::
+
+  gray (B,H,W,1) -> init conv -> f_init (B,H,W,64)
+    colorization branch: source encoder -> f_s (B,H/4,W/4,256)
+        [referential: reference encoder(reference) -> f_r; PVCAttn(f_s, f_r)]
+        -> colour decoder -> f_color (B,H,W,64)
+    super-resolution branch: texture encoder(f_init) -> f_tex (B,H,W,64)
+    fusion conv(concat[f_tex, f_color]) -> f_cs (B,H,W,256)
+    CPM(f_cs, (Ht,Wt)) -> normalised LAB (B,Ht,Wt,3)
+
+Every width lives in ``GeneratorConfig``; nothing else repeats them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Mapping, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from scsnet_jax.models.attention import PyramidValveCrossAttention, SelfAttention
+from scsnet_jax.models.cpm import ContinuousPixelMapping
+from scsnet_jax.models.layers import (Down, ResBlock, Up, conv, lrelu,
+                                      res_stack, run_stack)
+
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
+
+@dataclasses.dataclass(frozen=True)
+class GeneratorConfig:
+  """Widths and switches of the generator; defaults are the spec's."""
+  referential: bool = False
+  dtype: str = 'float32'
+  init_width: int = 64
+  encoder_widths: Sequence[int] = (128, 256)
+  source_res_blocks: int = 3
+  reference_res_blocks: int = 2
+  cross_attention_qk: int = 64
+  pyramid_levels: int = 3
+  self_attention_qk: int = 32
+  decoder_res_blocks: Sequence[int] = (2, 2, 1)
+  texture_res_blocks: int = 20
+  fusion_width: int = 256
+  cpm_hidden: Sequence[int] = (512, 256, 256)
+  cpm_chunk_size: int = 65536
+  cpm_project_first: Any = 'auto'
+  attention_impl: Optional[str] = None
+
+  @classmethod
+  def from_mapping(cls, values: Mapping[str, Any]) -> 'GeneratorConfig':
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - known
+    if unknown:
+      raise ValueError(f'unknown model config keys: {sorted(unknown)}')
+    fixed = {k: tuple(v) if isinstance(v, list) else v
+             for k, v in values.items()}
+    return cls(**fixed)
+
+
+def model_config_dict() -> dict:
+  """Defaults of ``config.model`` (the ConfigDict section)."""
+  return {k: list(v) if isinstance(v, tuple) else v
+          for k, v in dataclasses.asdict(GeneratorConfig()).items()}
+
+
+class SourceEncoder(nnx.Module):
+  """f_init (B,H,W,64) -> f_s (B,H/4,W/4,256)."""
+
+  def __init__(self, cfg: GeneratorConfig, dtype, rngs):
+    mid, out = cfg.encoder_widths
+    self.down1 = Down(cfg.init_width, mid, dtype=dtype, rngs=rngs)
+    self.res1 = ResBlock(mid, dtype=dtype, rngs=rngs)
+    self.down2 = Down(mid, out, dtype=dtype, rngs=rngs)
+    self.res2 = res_stack(cfg.source_res_blocks, out, dtype=dtype, rngs=rngs)
+
+  def __call__(self, x):
+    return run_stack(self.res2, self.down2(self.res1(self.down1(x))))
+
+
+class ReferenceEncoder(SourceEncoder):
+  """Colour reference (B,Hr,Wr,3) -> f_r (B,Hr/4,Wr/4,256)."""
+
+  def __init__(self, cfg: GeneratorConfig, dtype, rngs):
+    super().__init__(dataclasses.replace(
+        cfg, source_res_blocks=cfg.reference_res_blocks), dtype, rngs)
+    self.stem = conv(3, 3, cfg.init_width, dtype=dtype, rngs=rngs)
+
+  def __call__(self, x):
+    return super().__call__(lrelu(self.stem(x)))
+
+
+class ColorDecoder(nnx.Module):
+  """f_int (B,H/4,W/4,256) -> f_color (B,H,W,64)."""
+
+  def __init__(self, cfg: GeneratorConfig, dtype, rngs):
+    mid, wide = cfg.encoder_widths
+    n_wide, n_mid, n_init = cfg.decoder_res_blocks
+    self.self_attention = SelfAttention(wide, cfg.self_attention_qk,
+                                        dtype=dtype,
+                                        attention_impl=cfg.attention_impl,
+                                        rngs=rngs)
+    self.res_wide = res_stack(n_wide, wide, dtype=dtype, rngs=rngs)
+    self.up1 = Up(wide, mid, dtype=dtype, rngs=rngs)
+    self.res_mid = res_stack(n_mid, mid, dtype=dtype, rngs=rngs)
+    self.up2 = Up(mid, cfg.init_width, dtype=dtype, rngs=rngs)
+    self.res_init = res_stack(n_init, cfg.init_width, dtype=dtype, rngs=rngs)
+    self.out = conv(3, cfg.init_width, cfg.init_width, dtype=dtype, rngs=rngs)
+
+  def __call__(self, x):
+    x = run_stack(self.res_wide, self.self_attention(x))
+    x = run_stack(self.res_mid, self.up1(x))
+    x = run_stack(self.res_init, self.up2(x))
+    return self.out(x)
+
+
+class TextureEncoder(nnx.Module):
+  """f_tex = f_init + conv(ResBlock x20 (f_init))."""
+
+  def __init__(self, cfg: GeneratorConfig, dtype, rngs):
+    self.blocks = res_stack(cfg.texture_res_blocks, cfg.init_width,
+                            dtype=dtype, rngs=rngs)
+    self.out = conv(3, cfg.init_width, cfg.init_width, dtype=dtype, rngs=rngs)
+
+  def __call__(self, f_init):
+    return f_init + self.out(run_stack(self.blocks, f_init))
+
+
+def resolve_out_size(height, width, scale=None, out_size=None):
+  """Output (Ht, Wt) from ``scale`` (round(p*H), round(p*W)) or explicit."""
+  if (scale is None) == (out_size is None):
+    raise ValueError('pass exactly one of scale= or out_size=')
+  if out_size is not None:
+    out_h, out_w = out_size
+    for v in (out_h, out_w):
+      if isinstance(v, (int, float)) and (v != int(v) or v < 1):
+        raise ValueError(f'out_size must be positive integers, got {out_size}')
+    return out_h, out_w
+  try:
+    p = float(scale)
+  except (TypeError, ValueError):
+    raise ValueError(f'scale must be a number, got {scale!r}') from None
+  if not math.isfinite(p) or p <= 0:
+    raise ValueError(f'scale must be a positive finite number, got {scale}')
+  if p == int(p):  # integer scales keep symbolic (exported) shapes symbolic
+    return int(p) * height, int(p) * width
+  out_h, out_w = round(p * height), round(p * width)
+  if out_h < 1 or out_w < 1:
+    raise ValueError(f'scale {scale} gives an empty output for {height}x{width}')
+  return out_h, out_w
+
+
+def _check_multiple_of_4(name, shape):
+  for dim in shape[1:3]:
+    if isinstance(dim, int) and dim % 4:
+      raise ValueError(f'{name} height and width must be multiples of 4, '
+                       f'got {shape[1]}x{shape[2]} (pad by reflection first)')
+
+
+class Generator(nnx.Module):
+  """SCSNet generator; automatic mode, plus referential if configured."""
+
+  def __init__(self, config: GeneratorConfig | None = None, *,
+               referential: bool | None = None, rngs: nnx.Rngs):
+    cfg = config or GeneratorConfig()
+    if referential is not None:
+      cfg = dataclasses.replace(cfg, referential=referential)
+    dtype = DTYPES[cfg.dtype]
+    self.config = cfg
+    width = cfg.encoder_widths[-1]
+    self.init_conv = conv(3, 1, cfg.init_width, dtype=dtype, rngs=rngs)
+    self.source_encoder = SourceEncoder(cfg, dtype, rngs)
+    if cfg.referential:
+      self.reference_encoder = ReferenceEncoder(cfg, dtype, rngs)
+      self.pvc_attention = PyramidValveCrossAttention(
+          width, cfg.cross_attention_qk, cfg.pyramid_levels, dtype=dtype,
+          attention_impl=cfg.attention_impl, rngs=rngs)
+    self.color_decoder = ColorDecoder(cfg, dtype, rngs)
+    self.texture_encoder = TextureEncoder(cfg, dtype, rngs)
+    self.fusion = conv(3, 2 * cfg.init_width, cfg.fusion_width, dtype=dtype,
+                       rngs=rngs)
+    self.cpm = ContinuousPixelMapping(
+        cfg.fusion_width, cfg.cpm_hidden, 3, chunk_size=cfg.cpm_chunk_size,
+        project_first=cfg.cpm_project_first, dtype=dtype, rngs=rngs)
+    self.dtype = dtype
+
+  def _validate(self, gray, reference):
+    if gray.ndim != 4 or gray.shape[-1] != 1:
+      raise ValueError(f'gray must be (B, H, W, 1), got shape {gray.shape}')
+    _check_multiple_of_4('gray', gray.shape)
+    if reference is None:
+      return
+    if not self.config.referential:
+      raise ValueError('this generator was built with referential=False; '
+                       'it cannot take a reference image')
+    if reference.ndim != 4 or reference.shape[-1] != 3:
+      raise ValueError('reference must be (B, Hr, Wr, 3) normalised LAB, got '
+                       f'shape {reference.shape}')
+    if reference.shape[0] != gray.shape[0]:
+      raise ValueError(f'reference batch {reference.shape[0]} != gray batch '
+                       f'{gray.shape[0]}')
+    _check_multiple_of_4('reference', reference.shape)
+
+  def features(self, gray, reference=None):
+    """The fused LR feature map f_cs (B, H, W, 256) the CPM samples from."""
+    self._validate(gray, reference)
+    f_init = self.init_conv(gray.astype(self.dtype))
+    f_int = self.source_encoder(f_init)
+    if reference is not None:
+      f_ref = self.reference_encoder(reference.astype(self.dtype))
+      f_int = self.pvc_attention(f_int, f_ref)
+    f_color = self.color_decoder(f_int)
+    f_tex = self.texture_encoder(f_init)
+    return self.fusion(jnp.concatenate([f_tex, f_color], axis=-1))
+
+  def __call__(self, gray, reference=None, *, scale=None, out_size=None):
+    """(B,H,W,1) gray [+ (B,Hr,Wr,3) reference] -> (B,Ht,Wt,3) norm. LAB."""
+    out_h, out_w = resolve_out_size(gray.shape[1], gray.shape[2], scale,
+                                    out_size)
+    return self.cpm(self.features(gray, reference), (out_h, out_w))
+
+  def render_points(self, gray, coords, reference=None):
+    """Colours at arbitrary points: coords (B, N, 2), (x, y) in [0, 1]."""
+    return self.cpm.render_points(self.features(gray, reference), coords)
+
+
+def build_generator(model_config: Mapping[str, Any], rngs: nnx.Rngs,
+                    **overrides) -> Generator:
+  """A Generator from ``config.model`` (a ConfigDict or dict)."""
+  values = dict(model_config.to_dict() if hasattr(model_config, 'to_dict')
+                else model_config)
+  values.update(overrides)
+  return Generator(GeneratorConfig.from_mapping(values), rngs=rngs)
+
+
+def apply_generator(graphdef, params, gray, reference=None, *, out_size):
+  """Pure function form for ``jax.jit``: (graphdef, params, inputs) -> LAB."""
+  return nnx.merge(graphdef, params)(gray, reference, out_size=out_size)
+
+
+# jit with graphdef and out_size static: one compilation per distinct
+# (parameter structure, input shapes, output size, mode). Callers that render
+# many sizes should bucket sizes (inference pads/tiles to a fixed shape).
+jit_apply_generator = jax.jit(apply_generator, static_argnums=0,
+                              static_argnames=('out_size',))
+
+
+def count_params(tree) -> int:
+  return sum(x.size for x in jax.tree.leaves(tree))
