@@ -1,0 +1,71 @@
+"""Colour conversion against scikit-image and closed forms."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from skimage import color as skcolor
+from skimage import data as skdata
+
+from scsnet_jax import color
+
+
+def _random_rgb(n=4096, seed=0):
+  rgb = np.random.default_rng(seed).random((n, 3))
+  # Include the cube's corners and gray ramp (edge cases of both branches).
+  corners = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)])
+  ramp = np.linspace(0, 1, 64)[:, None].repeat(3, axis=1)
+  return np.concatenate([rgb, corners, ramp])
+
+
+def _photo_pixels():
+  return skdata.astronaut()[::8, ::8].reshape(-1, 3) / 255.0
+
+
+@pytest.mark.parametrize('pixels', [_random_rgb(), _photo_pixels()])
+def test_rgb_to_lab_matches_skimage(pixels):
+  expected = skcolor.rgb2lab(pixels)
+  got = np.asarray(color.rgb_to_lab(jnp.asarray(pixels, jnp.float32)))
+  assert np.abs(got - expected).max() < 1e-3
+  assert np.abs(color.rgb_to_lab(pixels, np) - expected).max() < 1e-9
+
+
+def test_lab_to_rgb_matches_skimage():
+  rng = np.random.default_rng(1)
+  lab = np.stack([rng.uniform(0, 100, 2000), rng.uniform(-90, 90, 2000),
+                  rng.uniform(-90, 90, 2000)], axis=-1)
+  expected = skcolor.lab2rgb(lab)  # clips out-of-gamut values to [0, 1]
+  got = np.asarray(color.lab_to_rgb(jnp.asarray(lab, jnp.float32)))
+  assert np.abs(got - expected).max() < 1e-4
+
+
+def test_srgb_round_trip_float32():
+  rgb = jnp.asarray(_random_rgb(seed=3), jnp.float32)
+  back = color.nlab_to_rgb(color.rgb_to_nlab(rgb))
+  assert float(jnp.abs(back - rgb).max()) < 1e-4
+
+
+def test_normalisation_closed_form():
+  lab = np.array([[0.0, 0.0, 0.0], [100.0, 110.0, -110.0], [50.0, 55.0, 22.0]])
+  nlab = color.normalize_lab(lab, np)
+  np.testing.assert_allclose(nlab, [[-1, 0, 0], [1, 1, -1], [0, 0.5, 0.2]])
+  np.testing.assert_allclose(color.denormalize_lab(nlab, np), lab)
+  # White is L=100 (nL=1), black L=0 (nL=-1), both without chroma.
+  gray = color.rgb_to_gray_nl(np.array([[1.0, 1, 1], [0, 0, 0]]), np)
+  np.testing.assert_allclose(gray[:, 0], [1, -1], atol=1e-6)
+
+
+@pytest.mark.parametrize('value', [0.0, 1.0])
+def test_gradients_finite_at_black_and_white(value):
+  rgb = jnp.full((2, 3), value, jnp.float32)
+  g1 = jax.grad(lambda x: color.rgb_to_nlab(x).sum())(rgb)
+  g2 = jax.grad(lambda x: color.nlab_to_rgb(color.rgb_to_nlab(x)).sum())(rgb)
+  nlab = color.rgb_to_nlab(rgb)
+  g3 = jax.grad(lambda x: color.nlab_to_rgb(x, clip=False).sum())(nlab)
+  for g in (g1, g2, g3):
+    assert bool(jnp.all(jnp.isfinite(g)))
+  # d(round trip)/d(rgb) is the identity inside the gamut (white is clipped).
+  if value == 0.0:
+    np.testing.assert_allclose(
+        jax.jacfwd(lambda x: color.nlab_to_rgb(color.rgb_to_nlab(x), clip=False))(
+            jnp.full((3,), 0.5)), np.eye(3), atol=1e-3)
