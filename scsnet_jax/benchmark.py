@@ -1,0 +1,274 @@
+r"""Speed and memory figures: ``python -m scsnet_jax.benchmark [--json F]``.
+
+Measures the generator forward (batch-1 latency, throughput at larger
+batches, float32 and bfloat16, automatic and referential), the GAN train step
+(images/s at a global batch), large-output inference with tiling, and the
+input pipeline. Compile time is reported apart from steady state; steady
+state is the median of ``--repeats`` timed runs after ``--warmup`` runs, each
+ended with ``block_until_ready``.
+
+Importable without tfds, clu or TensorFlow: the train-step, tiling and input
+parts import what they need lazily and report a skip reason otherwise.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from typing import Any, Callable
+
+from absl import app, flags, logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from scsnet_jax import flops as flops_lib
+from scsnet_jax.models import generator as gen_lib
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list('what', ['forward', 'train'],
+                  'Parts to run: forward, train, tiled, input.')
+flags.DEFINE_list('modes', ['automatic', 'referential'], 'Generator modes.')
+flags.DEFINE_list('dtypes', ['float32', 'bfloat16'], 'Compute dtypes.')
+flags.DEFINE_list('batch_sizes', None,
+                  'Forward batch sizes (default 1,16,32,64; 1,2 on CPU).')
+flags.DEFINE_integer('size', 128, 'Gray input height and width.')
+flags.DEFINE_float('scale', 4.0, 'Magnification.')
+flags.DEFINE_integer('train_batch', None,
+                     'Global train batch (default 32; 2 on CPU).')
+flags.DEFINE_string('train_dtype', 'bfloat16', 'Train-step compute dtype.')
+flags.DEFINE_integer('repeats', None, 'Timed repetitions (5; 2 on CPU).')
+flags.DEFINE_integer('warmup', 1, 'Untimed runs after compilation.')
+flags.DEFINE_string('attention_impl', None, "None, 'xla' or 'cudnn'.")
+flags.DEFINE_string('cpm_project_first', 'auto', "'auto', 'true', 'false'.")
+flags.DEFINE_integer('cpm_chunk_size', None, 'CPM points per chunk.')
+flags.DEFINE_integer('tiled_size', 1024, 'Input side for the tiled test.')
+flags.DEFINE_integer('tile', 256, 'Tile side for the tiled test.')
+flags.DEFINE_integer('tile_overlap', 16, 'Tile overlap for the tiled test.')
+flags.DEFINE_string('json', None, 'Write the results as JSON here.')
+
+
+def environment() -> dict[str, Any]:
+  import flax
+  device = jax.devices()[0]
+  return {
+      'date': datetime.datetime.now(datetime.timezone.utc).isoformat(),
+      'platform': device.platform, 'device_kind': device.device_kind,
+      'device_count': jax.device_count(), 'jax': jax.__version__,
+      'flax': flax.__version__, 'python': platform.python_version(),
+      'host': platform.machine(), 'cpu_count': os.cpu_count(),
+  }
+
+
+def peak_memory_bytes() -> dict[str, Any]:
+  """Peak device memory (accelerators) and peak host RSS of this process."""
+  stats = {}
+  try:
+    stats = jax.devices()[0].memory_stats() or {}
+  except Exception:  # CPU backends may not implement it.
+    stats = {}
+  rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+  return {'device_peak_bytes': stats.get('peak_bytes_in_use'),
+          'host_peak_rss_bytes': rss}
+
+
+def time_compiled(jitted, *args, repeats: int, warmup: int) -> dict[str, Any]:
+  """Compile (timed apart), then the median of ``repeats`` timed runs."""
+  start = time.perf_counter()
+  compiled = jitted.lower(*args).compile()
+  compile_s = time.perf_counter() - start
+  for _ in range(warmup):
+    jax.block_until_ready(compiled(*args))
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(compiled(*args))
+    times.append(time.perf_counter() - start)
+  analysis = compiled.cost_analysis()
+  if isinstance(analysis, list):
+    analysis = analysis[0] if analysis else {}
+  return {'compile_s': compile_s, 'median_s': statistics.median(times),
+          'min_s': min(times), 'times_s': times,
+          'xla_flops': float((analysis or {}).get('flops', 0.0)) or None}
+
+
+def _project_first(value: str):
+  return {'auto': 'auto', 'true': True, 'false': False}[value.lower()]
+
+
+def generator_config(referential: bool, dtype: str) -> gen_lib.GeneratorConfig:
+  values = dict(referential=referential, dtype=dtype,
+                attention_impl=FLAGS.attention_impl,
+                cpm_project_first=_project_first(FLAGS.cpm_project_first))
+  if FLAGS.cpm_chunk_size is not None:
+    values['cpm_chunk_size'] = FLAGS.cpm_chunk_size
+  return gen_lib.GeneratorConfig(**values)
+
+
+def init_generator(cfg: gen_lib.GeneratorConfig):
+  """(graphdef, params) with parameters created by one jitted init."""
+  graphdef = nnx.graphdef(nnx.eval_shape(
+      lambda: gen_lib.Generator(cfg, rngs=nnx.Rngs(0))))
+  params = jax.jit(lambda: nnx.state(gen_lib.Generator(
+      cfg, rngs=nnx.Rngs(0))))()
+  return graphdef, params
+
+
+def bench_forward(mode: str, dtype: str, batch: int, env) -> dict[str, Any]:
+  referential = mode == 'referential'
+  cfg = generator_config(referential, dtype)
+  graphdef, params = init_generator(cfg)
+  size, out = FLAGS.size, round(FLAGS.size * FLAGS.scale)
+  rng = np.random.default_rng(0)
+  gray = jnp.asarray(rng.uniform(-1, 1, (batch, size, size, 1)), jnp.float32)
+  reference = (jnp.asarray(rng.uniform(-1, 1, (batch, size, size, 3)),
+                           jnp.float32) if referential else None)
+  forward = jax.jit(lambda p, g, r: gen_lib.apply_generator(
+      graphdef, p, g, r, out_size=(out, out)))
+  timing = time_compiled(forward, params, gray, reference,
+                         repeats=FLAGS.repeats, warmup=FLAGS.warmup)
+  analytic = flops_lib.generator_flops(
+      size, size, out, out, reference_size=(size, size) if referential else None)
+  images_per_s = batch / timing['median_s']
+  peak = flops_lib.peak_flops(env['device_kind'], dtype)
+  achieved = analytic * images_per_s
+  return {'part': 'forward', 'mode': mode, 'dtype': dtype, 'batch': batch,
+          'input': [size, size], 'output': [out, out],
+          'latency_ms': 1e3 * timing['median_s'],
+          'images_per_s': images_per_s, **timing,
+          'analytic_flops_per_image': analytic,
+          'achieved_tflops': achieved / 1e12,
+          'peak_fraction': achieved / peak if peak else None,
+          **peak_memory_bytes()}
+
+
+def bench_train(env) -> dict[str, Any]:
+  """Images/s of one D + one G update (perceptual loss included)."""
+  try:
+    from scsnet_jax import config_lib, sharding, train_state, train_step
+  except ImportError as err:
+    return {'part': 'train', 'skipped': f'training modules unavailable: {err}'}
+  batch = FLAGS.train_batch
+  config = config_lib.get_base_config()
+  size, out = FLAGS.size, round(FLAGS.size * FLAGS.scale)
+  config.train.batch_size = batch
+  config.data.crop_size = out
+  config.data.scale = FLAGS.scale
+  config.model.dtype = FLAGS.train_dtype
+  config.model.referential = True
+  config.model.attention_impl = FLAGS.attention_impl
+  config.loss.allow_random_vgg = True
+  mesh = sharding.create_mesh()
+  state = train_state.create_train_state(config, mesh)
+  step = train_step.make_train_step(config, mesh, state)
+  rng = np.random.default_rng(0)
+  local = {
+      'gray': rng.uniform(-1, 1, (batch, size, size, 1)).astype(np.float32),
+      'target': rng.uniform(-1, 1, (batch, out, out, 3)).astype(np.float32),
+      'reference': rng.uniform(-1, 1, (batch, size, size, 3)).astype(
+          np.float32)}
+  batch_arrays = sharding.global_batch(local, mesh)
+  results = {}
+  for mode, referential in (('automatic', False), ('referential', True)):
+    start = time.perf_counter()
+    state, metrics = step(state, batch_arrays, referential)
+    jax.block_until_ready(metrics)
+    compile_s = time.perf_counter() - start
+    times = []
+    for _ in range(FLAGS.warmup + FLAGS.repeats):
+      start = time.perf_counter()
+      state, metrics = step(state, batch_arrays, referential)
+      jax.block_until_ready(metrics)
+      times.append(time.perf_counter() - start)
+    median = statistics.median(times[FLAGS.warmup:])
+    results[mode] = {'compile_s': compile_s, 'median_s': median,
+                     'images_per_s': batch / median}
+  return {'part': 'train', 'dtype': FLAGS.train_dtype, 'global_batch': batch,
+          'input': [size, size], 'output': [out, out],
+          'images_per_s_alternating': 2 * batch / (
+              results['automatic']['median_s']
+              + results['referential']['median_s']),
+          'by_mode': results, **peak_memory_bytes()}
+
+
+def bench_tiled(env) -> dict[str, Any]:
+  try:
+    from scsnet_jax import inference
+  except ImportError as err:
+    return {'part': 'tiled', 'skipped': f'inference module unavailable: {err}'}
+  fn = getattr(inference, 'benchmark_tiled', None)
+  if fn is None:
+    return {'part': 'tiled', 'skipped': 'inference.benchmark_tiled missing'}
+  return {'part': 'tiled', **fn(size=FLAGS.tiled_size, scale=FLAGS.scale,
+                                tile=FLAGS.tile, overlap=FLAGS.tile_overlap),
+          **peak_memory_bytes()}
+
+
+def bench_input(env) -> dict[str, Any]:
+  try:
+    from scsnet_jax import input_pipeline
+  except ImportError as err:
+    return {'part': 'input', 'skipped': f'input pipeline unavailable: {err}'}
+  return {'part': 'input', **input_pipeline.benchmark_input_from_flags()}
+
+
+def _format_row(r: dict[str, Any]) -> str:
+  if r.get('skipped'):
+    return f"{r['part']:8s} skipped: {r['skipped']}"
+  if r['part'] == 'forward':
+    frac = ('' if r['peak_fraction'] is None
+            else f" {100 * r['peak_fraction']:5.1f}% of peak")
+    return (f"forward  {r['mode']:11s} {r['dtype']:8s} b={r['batch']:<3d} "
+            f"{r['latency_ms']:9.1f} ms {r['images_per_s']:8.1f} img/s "
+            f"compile {r['compile_s']:6.1f} s{frac}")
+  if r['part'] == 'train':
+    return (f"train    {r['dtype']:8s} global b={r['global_batch']:<3d} "
+            f"{r['images_per_s_alternating']:8.1f} img/s (alternating modes)")
+  return f"{r['part']:8s} " + ', '.join(
+      f'{k}={v}' for k, v in r.items() if k != 'part')
+
+
+def main(argv):
+  del argv
+  env = environment()
+  on_cpu = env['platform'] == 'cpu'
+  FLAGS.batch_sizes = FLAGS.batch_sizes or (['1', '2'] if on_cpu
+                                            else ['1', '16', '32', '64'])
+  FLAGS.train_batch = FLAGS.train_batch or (2 if on_cpu else 32)
+  FLAGS.repeats = FLAGS.repeats or (2 if on_cpu else 5)
+  results = []
+  runners: dict[str, Callable[[dict], dict]] = {
+      'train': bench_train, 'tiled': bench_tiled, 'input': bench_input}
+  for part in FLAGS.what:
+    if part == 'forward':
+      for mode in FLAGS.modes:
+        for dtype in FLAGS.dtypes:
+          for batch in map(int, FLAGS.batch_sizes):
+            results.append(bench_forward(mode, dtype, batch, env))
+            print(_format_row(results[-1]), flush=True)
+    elif part in runners:
+      results.append(runners[part](env))
+      print(_format_row(results[-1]), flush=True)
+    else:
+      raise app.UsageError(f'unknown --what part {part!r}')
+  report = {'environment': env, 'settings': {
+      'size': FLAGS.size, 'scale': FLAGS.scale, 'repeats': FLAGS.repeats,
+      'warmup': FLAGS.warmup, 'attention_impl': FLAGS.attention_impl,
+      'cpm_project_first': FLAGS.cpm_project_first}, 'results': results}
+  if FLAGS.json:
+    tmp = FLAGS.json + '.tmp'
+    with open(tmp, 'w') as f:
+      json.dump(report, f, indent=1)
+    os.replace(tmp, FLAGS.json)
+    logging.info('wrote %s', FLAGS.json)
+
+
+if __name__ == '__main__':
+  app.run(main)
