@@ -1,0 +1,133 @@
+"""Generator and discriminator losses: L1 content, VGG16 perceptual, RaLSGAN.
+
+Generator total (spec): ``10 * L_C + 5 * L_P + 1 * L_Adv``; the weights live
+in ``default_loss_config()`` (``config.loss``). All losses are pure functions
+returning float32 scalars; which parameters each one updates is decided by the
+train step (the G loss must not update D, nor the D loss G).
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from absl import logging
+
+from scsnet_jax import color
+from scsnet_jax.models import vgg
+
+# relu1_1 ... relu5_1, as in the spec.
+PERCEPTUAL_LAYER_WEIGHTS = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)
+_RANDOM_VGG_SEED = 0
+_warned_random_vgg = False
+
+
+def default_loss_config() -> ml_collections.ConfigDict:
+  """The ``config.loss`` section."""
+  return ml_collections.ConfigDict({
+      'content_weight': 10.0,
+      'perceptual_weight': 5.0,
+      'adversarial_weight': 1.0,
+      # The converter's .npz (see docs/losses.md); '' = none.
+      'vgg_weights': '',
+      # Without weights, use a random VGG16 (tests/demos; L_P then means little).
+      'allow_random_vgg': False,
+      # Compute dtype of the VGG16 forward pass ('float32' | 'bfloat16').
+      'vgg_dtype': 'float32',
+  })
+
+
+def l1_loss(pred, target):
+  """L_C: mean absolute error over all elements (float32 scalar)."""
+  diff = pred.astype(jnp.float32) - target.astype(jnp.float32)
+  return jnp.mean(jnp.abs(diff))
+
+
+def nlab_to_vgg_input(nlab):
+  """Normalised LAB (B, H, W, 3) -> RGB clipped to [0, 1], ImageNet-normalised."""
+  rgb = color.nlab_to_rgb(nlab.astype(jnp.float32), jnp, clip=True)
+  return vgg.normalize_imagenet(rgb)
+
+
+def perceptual_loss(vgg_params, pred_nlab, target_nlab,
+                    layer_weights=PERCEPTUAL_LAYER_WEIGHTS, *,
+                    dtype=jnp.float32):
+  """L_P: sum_l w_l * mean|VGG_l(pred) - VGG_l(target)| (float32 scalar).
+
+  pred/target: (B, H, W, 3) normalised LAB, H and W >= 16 for relu5_1.
+  The target's features are constants (stop_gradient). ``dtype`` (a dtype or its name, e.g. ``'bfloat16'``, as in
+  ``config.loss.vgg_dtype``) is VGG's compute dtype; the loss is float32.
+  """
+  if len(layer_weights) != len(vgg.PERCEPTUAL_LAYERS):
+    raise ValueError(f'need {len(vgg.PERCEPTUAL_LAYERS)} layer weights, got '
+                     f'{len(layer_weights)}')
+  def features(nlab):
+    return vgg.vgg16_features(vgg_params, nlab_to_vgg_input(nlab),
+                              layers=vgg.PERCEPTUAL_LAYERS, dtype=dtype)
+
+  # Two passes, not one over the concatenated batch: the backward pass then
+  # runs through VGG for the prediction only.
+  pred_features = features(pred_nlab)
+  target_features = features(jax.lax.stop_gradient(target_nlab))
+  total = jnp.zeros((), jnp.float32)
+  for layer, weight in zip(vgg.PERCEPTUAL_LAYERS, layer_weights):
+    diff = (pred_features[layer].astype(jnp.float32) -
+            target_features[layer].astype(jnp.float32))
+    total = total + weight * jnp.mean(jnp.abs(diff))
+  return total
+
+
+def _mean32(x):
+  return jnp.mean(x.astype(jnp.float32))
+
+
+def ralsgan_discriminator_loss(d_real, d_fake):
+  """``mean((Dr - mean(Df) - 1)^2) + mean((Df - mean(Dr) + 1)^2)``.
+
+  d_real/d_fake: logits of any (equal) shape, e.g. (B, h, w, 1); means over
+  batch and patches.
+  """
+  d_real, d_fake = d_real.astype(jnp.float32), d_fake.astype(jnp.float32)
+  return (_mean32((d_real - jnp.mean(d_fake) - 1.0)**2) +
+          _mean32((d_fake - jnp.mean(d_real) + 1.0)**2))
+
+
+def ralsgan_generator_loss(d_real, d_fake):
+  """``mean((Df - mean(Dr) - 1)^2) + mean((Dr - mean(Df) + 1)^2)``.
+
+  Depends on the real logits too (relativistic); the caller makes sure that
+  its gradient reaches only the generator.
+  """
+  d_real, d_fake = d_real.astype(jnp.float32), d_fake.astype(jnp.float32)
+  return (_mean32((d_fake - jnp.mean(d_real) - 1.0)**2) +
+          _mean32((d_real - jnp.mean(d_fake) + 1.0)**2))
+
+
+def load_perceptual_params(loss_config):
+  """VGG16 params for ``perceptual_loss`` from ``loss_config.vgg_weights``.
+
+  With no file configured: random weights if ``allow_random_vgg`` (with one
+  loud warning per process), else a ValueError explaining the conversion.
+  A configured path that does not exist is always an error.
+  """
+  global _warned_random_vgg
+  path = loss_config.get('vgg_weights', '') or ''
+  if path:
+    return vgg.load_vgg16_params(os.path.expanduser(path))
+  if not loss_config.get('allow_random_vgg', False):
+    raise ValueError(
+        'config.loss.vgg_weights is empty: the perceptual loss needs '
+        "torchvision's ImageNet VGG16 weights. Convert them once with "
+        '`python -m scsnet_jax.tools.convert_vgg16 --input '
+        'vgg16-397923af.pth --output vgg16.npz` and set '
+        '--config.loss.vgg_weights=vgg16.npz (or set '
+        'config.loss.allow_random_vgg=True for a smoke test only).')
+  if not _warned_random_vgg:
+    _warned_random_vgg = True
+    logging.warning(
+        '!!! PERCEPTUAL LOSS USES A RANDOMLY INITIALISED VGG16 !!! '
+        'config.loss.allow_random_vgg=True and no vgg_weights: fine for '
+        'tests and demos, meaningless for real training (see docs/losses.md).')
+  return vgg.init_vgg16_params(_RANDOM_VGG_SEED)

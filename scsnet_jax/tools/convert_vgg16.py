@@ -1,0 +1,87 @@
+"""Converts torchvision's VGG16 ImageNet weights to the .npz that L_P reads.
+
+  python -m scsnet_jax.tools.convert_vgg16 \
+      --input vgg16-397923af.pth --output vgg16.npz
+
+``features.<i>.weight`` (OIHW) becomes ``convX_Y/kernel`` (HWIO) and
+``features.<i>.bias`` becomes ``convX_Y/bias``; ``classifier.*`` is ignored.
+The .pth is read without torch by the allow-listed unpickler of
+``torch_reader``; nothing is downloaded. User mistakes end with one line on
+stderr and exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+
+import numpy as np
+
+from scsnet_jax.models import vgg
+from scsnet_jax.tools import torch_reader
+
+
+class ConversionError(ValueError):
+  """The input is not torchvision's VGG16 state dict."""
+
+
+def convert_state_dict(state: dict[str, np.ndarray]
+                       ) -> dict[str, dict[str, np.ndarray]]:
+  """torchvision ``vgg16().state_dict()`` -> ``vgg16_features`` params."""
+  params = {}
+  for name, index, cin, cout in vgg.VGG16_CONV_LAYERS:
+    weight_key, bias_key = f'features.{index}.weight', f'features.{index}.bias'
+    for key in (weight_key, bias_key):
+      if key not in state:
+        raise ConversionError(f'missing {key}: not a torchvision VGG16 state '
+                              'dict (vgg16_bn and vgg19 have other layouts)')
+    weight, bias = state[weight_key], state[bias_key]
+    expected = (cout, cin, vgg.KERNEL_SIZE, vgg.KERNEL_SIZE)
+    if weight.shape != expected or bias.shape != (cout,):
+      raise ConversionError(
+          f'{weight_key} has shape {weight.shape} (expected {expected}) and '
+          f'{bias_key} {bias.shape} (expected {(cout,)})')
+    params[name] = {
+        'kernel': np.ascontiguousarray(
+            np.transpose(weight, (2, 3, 1, 0)).astype(np.float32)),
+        'bias': bias.astype(np.float32),
+    }
+  return params
+
+
+def convert_file(input_path: str, output_path: str) -> None:
+  """Reads the .pth, converts, and writes the .npz atomically."""
+  params = convert_state_dict(torch_reader.load_torch_state_dict(input_path))
+  out_dir = os.path.dirname(os.path.abspath(output_path))
+  os.makedirs(out_dir, exist_ok=True)
+  fd, tmp_path = tempfile.mkstemp(dir=out_dir, suffix='.npz.tmp')
+  os.close(fd)
+  try:
+    vgg.save_vgg16_params(params, tmp_path)
+    os.replace(tmp_path, output_path)
+  except BaseException:
+    os.unlink(tmp_path)
+    raise
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(
+      prog='python -m scsnet_jax.tools.convert_vgg16', description=__doc__,
+      formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--input', required=True,
+                      help="torchvision's vgg16-397923af.pth")
+  parser.add_argument('--output', required=True, help='the .npz to write')
+  args = parser.parse_args(argv)
+  try:
+    convert_file(args.input, args.output)
+  except (OSError, ValueError) as e:  # ValueError covers the reader's errors.
+    print(f'convert_vgg16: error: {e}', file=sys.stderr)
+    return 1
+  print(f'wrote {args.output}')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

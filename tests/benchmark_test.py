@@ -1,0 +1,56 @@
+"""Benchmark CLI: runs on CPU, writes the JSON it promises, and stays
+importable without tfds, clu, grain or TensorFlow (the GPU image lacks them)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+_BLOCKER = """
+import sys
+for name in ('tensorflow', 'tensorflow_datasets', 'clu', 'grain'):
+  sys.modules[name] = None  # import of any of these now raises ImportError
+"""
+
+
+def _run(code_or_args, *, code=False, timeout=600):
+  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=REPO)
+  env.pop('XLA_FLAGS', None)
+  cmd = ([sys.executable, '-c', code_or_args] if code else
+         [sys.executable, *code_or_args])
+  return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True,
+                        text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize('module', ['scsnet_jax.benchmark',
+                                    'scsnet_jax.inference',
+                                    'scsnet_jax.predict', 'scsnet_jax.export'])
+def test_importable_without_training_stack(module):
+  proc = _run(_BLOCKER + f'import {module}\nprint("ok")', code=True)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert proc.stdout.strip().endswith('ok')
+
+
+def test_forward_benchmark_writes_json(tmp_path):
+  out = tmp_path / 'bench.json'
+  code = _BLOCKER + (
+      'import sys\nfrom absl import app\nfrom scsnet_jax import benchmark\n'
+      f'sys.argv = ["benchmark", "--what=forward", "--size=16", "--scale=2",'
+      f' "--batch_sizes=1", "--dtypes=float32", "--modes=automatic",'
+      f' "--repeats=1", "--warmup=0", "--json={out}"]\n'
+      'app.run(benchmark.main)\n')
+  proc = _run(code, code=True)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  report = json.loads(out.read_text())
+  assert report['environment']['platform'] == 'cpu'
+  (row,) = report['results']
+  assert row['output'] == [32, 32] and row['batch'] == 1
+  assert row['median_s'] > 0 and row['compile_s'] > 0
+  assert row['images_per_s'] == pytest.approx(1 / row['median_s'])
+  assert row['peak_fraction'] is None  # no peak figure for CPUs
+  assert row['host_peak_rss_bytes'] > 0
+  assert 'forward  automatic' in proc.stdout
