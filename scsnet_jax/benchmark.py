@@ -52,6 +52,12 @@ flags.DEFINE_integer('cpm_chunk_size', None, 'CPM points per chunk.')
 flags.DEFINE_integer('tiled_size', 1024, 'Input side for the tiled test.')
 flags.DEFINE_integer('tile', 256, 'Tile side for the tiled test.')
 flags.DEFINE_integer('tile_overlap', 16, 'Tile overlap for the tiled test.')
+flags.DEFINE_string('input_source', 'demo', 'Input benchmark: data source.')
+flags.DEFINE_integer('input_crop', 512, 'Input benchmark: HR crop side.')
+flags.DEFINE_integer('input_batch', 8, 'Input benchmark: batch size.')
+flags.DEFINE_integer('input_batches', 10, 'Input benchmark: timed batches.')
+flags.DEFINE_integer('input_workers', 0,
+                     'Input benchmark: grain workers (0 = one, inline).')
 flags.DEFINE_string('json', None, 'Write the results as JSON here.')
 
 
@@ -216,7 +222,12 @@ def bench_input(env) -> dict[str, Any]:
     from scsnet_jax import input_pipeline
   except ImportError as err:
     return {'part': 'input', 'skipped': f'input pipeline unavailable: {err}'}
-  return {'part': 'input', **input_pipeline.benchmark_input_from_flags()}
+  data = input_pipeline.default_data_config()
+  data.source = FLAGS.input_source
+  result = input_pipeline.benchmark_input(
+      data, FLAGS.input_batches, batch_size=FLAGS.input_batch,
+      num_workers=FLAGS.input_workers, crop_size=FLAGS.input_crop)
+  return {'part': 'input', **result}
 
 
 def _format_row(r: dict[str, Any]) -> str:
