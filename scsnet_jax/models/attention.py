@@ -64,7 +64,9 @@ def avg_pool_ceil(x, factor: int):
   if factor == 1:
     return x
   h, w = x.shape[1], x.shape[2]
-  pad = ((0, 0), (0, (-h) % factor), (0, (-w) % factor), (0, 0))
+  # A fixed high-side pad of factor-1 gives ceil(h/factor) windows for every
+  # h, and keeps exported (symbolic) shapes decidable.
+  pad = ((0, 0), (0, factor - 1), (0, factor - 1), (0, 0))
   window = (1, factor, factor, 1)
   total = jax.lax.reduce_window(x, 0.0, jax.lax.add, window, window, pad)
   ones = jnp.ones((1, h, w, 1), x.dtype)

@@ -50,11 +50,15 @@ def bilinear_sample_point(feature_map, xy):
   return top * (1 - wy) + bottom * wy
 
 
+def local_offset(t, lr_size):
+  """Position of t in (0, 1) inside its LR pixel along one axis, in [-1, 1)."""
+  scaled = t * lr_size
+  return 2 * (scaled - jnp.floor(scaled)) - 1
+
+
 def local_coordinate(xy, lr_h: int, lr_w: int):
   """Position inside the containing LR pixel, in [-1, 1): (x first)."""
-  x, y = xy[0], xy[1]
-  return jnp.stack([2 * (x * lr_w - jnp.floor(x * lr_w)) - 1,
-                    2 * (y * lr_h - jnp.floor(y * lr_h)) - 1])
+  return jnp.stack([local_offset(xy[0], lr_w), local_offset(xy[1], lr_h)])
 
 
 class ContinuousPixelMapping(nnx.Module):
@@ -106,48 +110,81 @@ class ContinuousPixelMapping(nnx.Module):
     return bool(self.project_first)
 
   # -- rendering ---------------------------------------------------------------
-  def _render(self, features, coords, coords_per_image: bool):
-    """features (B,H,W,C); coords (B,N,2) or shared (N,2) -> (B,N,3)."""
+  def _source(self, features, n_points):
+    """The map to sample from: f_cs, or f_cs projected by W1 (see above)."""
+    lr_pixels = features.shape[1] * features.shape[2]
+    projected = self._use_projection(lr_pixels, n_points)
+    source = (self._project(features) if projected
+              else features.astype(self.dtype))
+    return source, projected
+
+  def render_points(self, features, coords):
+    """Colours at arbitrary points: coords (B, N, 2) as (x, y) in [0, 1].
+
+    features (B, H, W, C) -> (B, N, 3) float32; chunks of ``chunk_size``.
+    """
     lr_h, lr_w = features.shape[1], features.shape[2]
-    n_points = coords.shape[-2]
-    projected = self._use_projection(lr_h * lr_w, n_points)
-    source = self._project(features) if projected else features.astype(
-        self.dtype)
+    n_points = coords.shape[1]
+    source, projected = self._source(features, n_points)
 
     def one_point(feature_map, xy):
       z = local_coordinate(xy, lr_h, lr_w)
       return self._point_mlp(bilinear_sample_point(feature_map, xy), z,
                              projected)
 
-    per_image = jax.vmap(one_point, in_axes=(None, 0))  # over points
-    over_batch = jax.vmap(per_image, in_axes=(0, 0 if coords_per_image else None))
-
+    per_image = jax.vmap(jax.vmap(one_point, in_axes=(None, 0)))
     chunk = self.chunk_size
     if not chunk or not isinstance(n_points, int) or n_points <= chunk:
-      return over_batch(source, coords)
+      return per_image(source, coords).astype(jnp.float32)
     n_chunks = math.ceil(n_points / chunk)
-    pad = n_chunks * chunk - n_points
-    if coords_per_image:
-      padded = jnp.pad(coords, ((0, 0), (0, pad), (0, 0)), constant_values=0.5)
-      chunks = padded.reshape(coords.shape[0], n_chunks, chunk, 2).swapaxes(0, 1)
-      out = jax.lax.map(lambda c: over_batch(source, c), chunks)
-      out = out.swapaxes(0, 1)
-    else:
-      padded = jnp.pad(coords, ((0, pad), (0, 0)), constant_values=0.5)
-      chunks = padded.reshape(n_chunks, chunk, 2)
-      out = jax.lax.map(lambda c: over_batch(source, c), chunks)
-      out = jnp.moveaxis(out, 0, 1)
+    padded = jnp.pad(coords, ((0, 0), (0, n_chunks * chunk - n_points), (0, 0)),
+                     constant_values=0.5)
+    chunks = padded.reshape(coords.shape[0], n_chunks, chunk, 2).swapaxes(0, 1)
+    out = jax.lax.map(lambda c: per_image(source, c), chunks).swapaxes(0, 1)
     out = out.reshape(out.shape[0], n_chunks * chunk, out.shape[-1])
-    return out[:, :n_points]
+    return out[:, :n_points].astype(jnp.float32)
 
-  def render_points(self, features, coords):
-    """Colours at arbitrary points: coords (B, N, 2) as (x, y) in [0, 1]."""
-    return self._render(features, coords, coords_per_image=True).astype(
-        jnp.float32)
+  def render_separable(self, features, sample_x, sample_y, local_x, local_y):
+    """Colours on a separable grid: point (i, j) samples f at
+    (sample_x[j], sample_y[i]) with local coordinate (local_x[j], local_y[i]).
+
+    features (B,H,W,C); sample_*, local_* (n,) -> (B, ny, nx, 3) float32.
+    The full output grid is one such grid; an inference tile is another
+    (its sampling positions are tile-relative, its local coordinates are
+    those of the global grid). Rows go through ``lax.map`` in chunks of
+    about ``chunk_size`` points.
+    """
+    n_y, n_x = sample_y.shape[0], sample_x.shape[0]
+    source, projected = self._source(features, n_y * n_x)
+
+    def one_point(feature_map, sx, sy, zx, zy):
+      sampled = bilinear_sample_point(feature_map, jnp.stack([sx, sy]))
+      return self._point_mlp(sampled, jnp.stack([zx, zy]), projected)
+
+    row = jax.vmap(one_point, in_axes=(None, 0, None, 0, None))
+    grid = jax.vmap(row, in_axes=(None, None, 0, None, 0))
+    batched = jax.vmap(grid, in_axes=(0, None, None, None, None))
+    chunk = self.chunk_size
+    concrete = isinstance(n_y, int) and isinstance(n_x, int)
+    rows_per_chunk = max(1, chunk // n_x) if chunk and concrete else None
+    if rows_per_chunk is None or rows_per_chunk >= n_y:
+      return batched(source, sample_x, sample_y, local_x, local_y).astype(
+          jnp.float32)
+    n_chunks = math.ceil(n_y / rows_per_chunk)
+    pad = n_chunks * rows_per_chunk - n_y
+    ys = jnp.pad(sample_y, (0, pad), mode='edge').reshape(n_chunks, -1)
+    zs = jnp.pad(local_y, (0, pad), mode='edge').reshape(n_chunks, -1)
+    out = jax.lax.map(
+        lambda c: batched(source, sample_x, c[0], local_x, c[1]), (ys, zs))
+    out = jnp.moveaxis(out, 0, 1).reshape(source.shape[0], -1, n_x,
+                                          out.shape[-1])
+    return out[:, :n_y].astype(jnp.float32)
 
   def __call__(self, features, out_size):
     """Full grid: features (B, H, W, C) -> (B, Ht, Wt, 3)."""
     out_h, out_w = out_size
-    coords = grid_coordinates(out_h, out_w)
-    out = self._render(features, coords, coords_per_image=False)
-    return out.reshape(features.shape[0], out_h, out_w, -1).astype(jnp.float32)
+    x = (jnp.arange(out_w, dtype=jnp.float32) + 0.5) / out_w
+    y = (jnp.arange(out_h, dtype=jnp.float32) + 0.5) / out_h
+    return self.render_separable(features, x, y,
+                                 local_offset(x, features.shape[2]),
+                                 local_offset(y, features.shape[1]))

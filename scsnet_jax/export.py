@@ -1,0 +1,270 @@
+"""Deployable export of a trained generator.
+
+``python -m scsnet_jax.export --checkpoint WORKDIR --output DIR
+[--scales 2,4] [--modes automatic,referential]`` writes::
+
+  DIR/manifest.json                 what is here (format, modes, scales, specs)
+  DIR/params/                       orbax checkpoint: EMA generator parameters
+  DIR/model_config.json             the generator config (``config.model``)
+  DIR/generator_<mode>_x<scale>.jax_export   serialized ``jax.export``
+
+Each artifact has the parameters baked in as constants (one self-contained
+file, no pytree of weights to ship) and symbolic batch and spatial sizes:
+gray (b, m*h, m*w, 1) [+ reference (b, m*hr, m*wr, 3)] -> (b, s*m*h, s*m*w, 3)
+normalised LAB, with m the input multiple recorded in the manifest (4). The
+CPM runs unchunked there (chunking needs concrete sizes); tile big inputs. Non-integer scales and tiling need the parameters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from typing import Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+MANIFEST = 'manifest.json'
+PARAMS_DIR = 'params'
+MODEL_CONFIG = 'model_config.json'
+FORMAT = 'scsnet_jax.export/1'
+MODES = ('automatic', 'referential')
+
+INPUT_MULTIPLE = 4  # the generator needs H, W divisible by 4
+
+
+def artifact_name(mode: str, scale: int) -> str:
+  return f'generator_{mode}_x{scale}.jax_export'
+
+
+def _export_artifact(graphdef, params, mode: str, scale: int, multiple: int,
+                     platforms: Optional[Sequence[str]]):
+  """One ``jax.export.Exported`` with params as constants."""
+  from flax import nnx
+
+  def colorize(gray, reference=None):
+    model = nnx.merge(graphdef, params)
+    return model(gray, reference, scale=scale)
+
+  names = 'b, h, w, hr, wr' if mode == 'referential' else 'b, h, w'
+  dims = jax.export.symbolic_shape(names)
+  gray = jax.ShapeDtypeStruct((dims[0], multiple * dims[1],
+                               multiple * dims[2], 1), jnp.float32)
+  args = [gray]
+  if mode == 'referential':
+    args.append(jax.ShapeDtypeStruct((dims[0], multiple * dims[3],
+                                      multiple * dims[4], 3), jnp.float32))
+  return jax.export.export(jax.jit(colorize), platforms=platforms)(*args)
+
+
+def export_artifact(graphdef, params, mode: str, scale: int,
+                    platforms: Optional[Sequence[str]] = None):
+  """(Exported, input multiple): spatial sizes are multiples of 4."""
+  return _export_artifact(graphdef, params, mode, scale, INPUT_MULTIPLE,
+                          platforms), INPUT_MULTIPLE
+
+
+def export_generator(graphdef, params, model_config: dict, output_dir: str, *,
+                     scales: Sequence[int] = (2, 4),
+                     modes: Sequence[str] = MODES, step: Optional[int] = None,
+                     platforms: Optional[Sequence[str]] = None) -> dict:
+  """Writes params, config and one artifact per (mode, scale); returns the
+  manifest. The folder appears complete or not at all."""
+  import orbax.checkpoint as ocp
+  for mode in modes:
+    if mode not in MODES:
+      raise ValueError(f'unknown mode {mode!r}; use {", ".join(MODES)}')
+  if 'referential' in modes and not model_config.get('referential'):
+    raise ValueError('this checkpoint has no referential mode; export with '
+                     '--modes automatic')
+  for scale in scales:
+    if int(scale) != scale or scale < 1:
+      raise ValueError(f'export scales must be positive integers, got {scale}')
+  output_dir = os.path.abspath(output_dir)
+  if os.path.exists(output_dir) and (not os.path.isdir(output_dir)
+                                     or os.listdir(output_dir)):
+    raise FileExistsError(f'{output_dir}: exists and is not an empty folder')
+  parent = os.path.dirname(output_dir)
+  os.makedirs(parent, exist_ok=True)
+  staging = tempfile.mkdtemp(dir=parent, prefix='.export-tmp-')
+  try:
+    params = jax.tree.map(np.asarray, params)
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(os.path.join(staging, PARAMS_DIR), params)
+    checkpointer.wait_until_finished()
+    with open(os.path.join(staging, MODEL_CONFIG), 'w') as f:
+      json.dump(model_config, f, indent=2, sort_keys=True)
+    artifacts = []
+    for mode in modes:
+      for scale in scales:
+        exported, multiple = export_artifact(graphdef, params, mode,
+                                             int(scale), platforms)
+        name = artifact_name(mode, int(scale))
+        with open(os.path.join(staging, name), 'wb') as f:
+          f.write(exported.serialize())
+        artifacts.append({
+            'file': name, 'mode': mode, 'scale': int(scale),
+            'input_multiple': multiple,
+            'inputs': [str(a) for a in exported.in_avals],
+            'output': str(exported.out_avals[0]),
+            'platforms': list(exported.platforms)})
+    manifest = {'format': FORMAT, 'step': step, 'params': PARAMS_DIR,
+                'model_config': MODEL_CONFIG, 'jax_version': jax.__version__,
+                'artifacts': artifacts}
+    with open(os.path.join(staging, MANIFEST), 'w') as f:
+      json.dump(manifest, f, indent=2)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(staging, 0o777 & ~umask)   # mkdtemp makes it 0700
+    if os.path.isdir(output_dir):
+      os.rmdir(output_dir)  # empty, checked above
+    os.replace(staging, output_dir)
+  except BaseException:
+    shutil.rmtree(staging, ignore_errors=True)
+    raise
+  return manifest
+
+
+# ------------------------------------------------------------------ reading ---
+def is_export_dir(path: str) -> bool:
+  return os.path.isfile(os.path.join(path, MANIFEST))
+
+
+def read_manifest(path: str) -> dict:
+  with open(os.path.join(path, MANIFEST)) as f:
+    manifest = json.load(f)
+  if manifest.get('format') != FORMAT:
+    raise ValueError(f'{path}: unknown export format '
+                     f'{manifest.get("format")!r} (expected {FORMAT})')
+  return manifest
+
+
+def load_params(path: str):
+  """(pure-dict params, model config dict) from an export folder."""
+  import orbax.checkpoint as ocp
+  manifest = read_manifest(path)
+  with open(os.path.join(path, manifest['model_config'])) as f:
+    model_config = json.load(f)
+  # A target restores the exact tree (integer keys of nnx.List included).
+  from flax import nnx
+  from scsnet_jax.models.generator import build_generator
+  abstract = nnx.split(nnx.eval_shape(
+      lambda: build_generator(model_config, nnx.Rngs(0))))[1].to_pure_dict()
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  target = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+      abstract)
+  params = ocp.StandardCheckpointer().restore(
+      os.path.join(os.path.abspath(path), manifest['params']), target)
+  return params, model_config
+
+
+class ExportedGenerator:
+  """Runs the serialized artifacts of an export folder (no model code).
+
+  ``predict_nlab(gray, reference, out_size)`` as ``inference.Predictor``,
+  for out_size = scale x (H, W) with an exported integer scale.
+  """
+
+  def __init__(self, path: str):
+    self.path = path
+    self.manifest = read_manifest(path)
+    self._loaded = {}
+
+  def artifact(self, mode: str, scale) -> Optional[dict]:
+    for entry in self.manifest['artifacts']:
+      if entry['mode'] == mode and entry['scale'] == scale:
+        return entry
+    return None
+
+  def supports(self, referential: bool, height: int, width: int,
+               out_size) -> bool:
+    mode = 'referential' if referential else 'automatic'
+    scales = [e['scale'] for e in self.manifest['artifacts']
+              if e['mode'] == mode]
+    return any(out_size == (s * height, s * width) for s in scales)
+
+  def _exported(self, entry):
+    if entry['file'] not in self._loaded:
+      with open(os.path.join(self.path, entry['file']), 'rb') as f:
+        self._loaded[entry['file']] = jax.export.deserialize(
+            bytearray(f.read()))
+    return self._loaded[entry['file']]
+
+  def predict_nlab(self, gray, reference, out_size):
+    from scsnet_jax.inference import reflect_pad
+    _, height, width, _ = gray.shape
+    scale = out_size[0] // height
+    mode = 'automatic' if reference is None else 'referential'
+    entry = self.artifact(mode, scale)
+    if entry is None or out_size != (scale * height, scale * width):
+      raise ValueError(f'no exported {mode} artifact for {height}x{width} -> '
+                       f'{out_size[0]}x{out_size[1]}')
+    args = [reflect_pad(gray, entry['input_multiple'])]
+    if reference is not None:
+      args.append(reflect_pad(reference, entry['input_multiple']))
+    out = np.asarray(self._exported(entry).call(*args))
+    return out[:, :out_size[0], :out_size[1]].astype(np.float32), []
+
+
+# --------------------------------------------------------------------- CLI ---
+def _int_list(text: str) -> list[int]:
+  try:
+    values = [int(v) for v in text.split(',') if v.strip()]
+  except ValueError:
+    raise argparse.ArgumentTypeError(f'expected integers like 2,4, got {text!r}'
+                                     ) from None
+  if not values or any(v < 1 for v in values):
+    raise argparse.ArgumentTypeError(
+        f'expected positive integers, got {text!r}')
+  return values
+
+
+def parse_args(argv):
+  parser = argparse.ArgumentParser(
+      prog='python -m scsnet_jax.export',
+      description='Export a trained SCSNet generator: orbax parameters and '
+                  'jax.export artifacts per integer scale and mode.')
+  parser.add_argument('--checkpoint', required=True,
+                      help='training workdir (latest step, EMA weights)')
+  parser.add_argument('--output', required=True, help='new or empty folder')
+  parser.add_argument('--scales', type=_int_list, default=[2, 4])
+  parser.add_argument('--modes', default=None,
+                      help='automatic,referential (default: what the model '
+                           'supports)')
+  parser.add_argument('--step', type=int, default=None)
+  parser.add_argument('--platforms', default='cpu,cuda',
+                      help='platforms the artifacts are lowered for '
+                           '(comma-separated: cpu, cuda, rocm, tpu)')
+  return parser.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  args = parse_args(sys.argv[1:] if argv is None else argv)
+  from scsnet_jax import checkpointing
+  try:
+    bundle = checkpointing.load_generator(args.checkpoint, step=args.step)
+    model_config = bundle.config.model.to_dict()
+    modes = (args.modes.split(',') if args.modes else
+             list(MODES) if model_config.get('referential') else
+             ['automatic'])
+    platforms = [p for p in args.platforms.split(',') if p] or None
+    manifest = export_generator(
+        bundle.graphdef, bundle.params, model_config, args.output,
+        scales=args.scales, modes=modes, step=bundle.step,
+        platforms=platforms)
+  except (OSError, ValueError) as error:
+    print(f'error: {error}', file=sys.stderr)
+    return 1
+  names = ', '.join(a['file'] for a in manifest['artifacts'])
+  print(f'exported step {bundle.step} to {args.output}: {names}')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

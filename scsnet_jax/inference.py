@@ -1,0 +1,323 @@
+"""Inference on images of any size: reflection padding, tiling, blending.
+
+The generator needs H, W multiples of 4 and holds whole feature maps (and a
+global self-attention) in memory, so big inputs are cut into overlapping
+windows of the (padded) gray image. The WHOLE network runs per window, and
+each window renders exactly the pixels of the global output grid whose
+centres fall inside it:
+
+  output pixel j of an (n_in -> n_out) axis has its centre at input position
+  X_j = (j + 0.5) * n_in / n_out (in input pixels, before padding).
+
+A window [s, s+T) of an axis padded to length P samples its features at
+``u = X_j * (P-1)/P - s`` (the global corner-aligned CPM position, shifted)
+with local coordinate ``z = 2 frac(X_j) - 1``; so, away from window edges,
+a window computes what the untiled network computes, for fractional scales
+too. Windows are blended with linear ramps over the middle half of the
+overlap; the outer quarter on each side gets weight 0 (there the window's
+receptive field is cut off most, and sampling would be clipped).
+
+Exact agreement with the untiled network holds while the decoder's global
+self-attention contributes little (gamma is 0 at initialisation); a trained
+model sees only its window there, as any tiled super-resolution does, so
+prefer big tiles. Window origins are multiples of 16 (encoder stride 4 x
+PVCAttn pooling 4) so that pooling grids line up with the untiled run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import resource
+import time
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from scsnet_jax import color
+from scsnet_jax.models.generator import Generator, GeneratorConfig
+
+INPUT_MULTIPLE = 4    # the generator's H, W must be multiples of this
+WINDOW_ALIGN = 16     # window origins: encoder stride 4 x pyramid pool 4
+MIN_TILE_OVERLAP = 8  # the ramps need a few pixels; less is refused
+DEFAULT_MAX_OUTPUT_PIXELS = 1 << 27   # 134 MP, e.g. 11585 x 11585
+DTYPES = ('float32', 'bfloat16')
+
+
+# ------------------------------------------------------------------ sizes ---
+def resolve_output_size(height: int, width: int, *, scale=None, size=None,
+                        max_pixels: Optional[int] = None) -> tuple[int, int]:
+  """(Ht, Wt) from ``scale`` (round(p*H), round(p*W)) or ``size`` (W, H).
+
+  Raises ValueError with a one-line reason (non-positive, NaN, too large).
+  """
+  if (scale is None) == (size is None):
+    raise ValueError('give exactly one of a scale or an output size')
+  if size is not None:
+    out_w, out_h = size
+    if not all(isinstance(v, (int, np.integer)) and v >= 1
+               for v in (out_w, out_h)):
+      raise ValueError(f'output size must be two positive integers, got {size}')
+  else:
+    p = float(scale)
+    if not math.isfinite(p) or p <= 0:
+      raise ValueError(f'scale must be a positive finite number, got {scale}')
+    out_h, out_w = round(p * height), round(p * width)
+    if out_h < 1 or out_w < 1:
+      raise ValueError(f'scale {scale} makes a {height}x{width} (HxW) input '
+                       'smaller than one pixel')
+  if max_pixels is not None and out_h * out_w > max_pixels:
+    raise ValueError(f'output {out_w}x{out_h} has {out_h * out_w} pixels, more '
+                     f'than the limit of {max_pixels} (--max-output-pixels)')
+  return int(out_h), int(out_w)
+
+
+def reflect_pad(images: np.ndarray, multiple: int = INPUT_MULTIPLE
+                ) -> np.ndarray:
+  """(B, H, W, C) -> (B, H', W', C), H', W' the next multiples, by reflection.
+
+  Reflection needs more pixels than it pads; tiny sides repeat the edge.
+  """
+  _, h, w, _ = images.shape
+  pad_h, pad_w = (-h) % multiple, (-w) % multiple
+  if not pad_h and not pad_w:
+    return images
+  mode = 'reflect' if h > pad_h and w > pad_w else 'edge'
+  return np.pad(images, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode=mode)
+
+
+# ----------------------------------------------------------------- tiling ---
+@dataclasses.dataclass(frozen=True)
+class AxisWindow:
+  """One window along one axis and the global output pixels it renders.
+
+  ``sample``/``local`` have the common (padded) length of all windows of the
+  axis; ``weight`` covers only ``out_stop - out_start`` real pixels.
+  """
+  start: int
+  length: int
+  out_start: int
+  out_stop: int
+  sample: np.ndarray   # window-normalised corner-aligned sampling position
+  local: np.ndarray    # z = 2 frac(X) - 1
+  weight: np.ndarray
+
+
+def window_starts(padded_len: int, tile: int, overlap: int) -> list[int]:
+  """Origins of windows of length ``tile`` covering [0, padded_len)."""
+  if tile <= 0 or padded_len <= tile:
+    return [0]
+  step = max(WINDOW_ALIGN, (tile - overlap) // WINDOW_ALIGN * WINDOW_ALIGN)
+  starts = list(range(0, padded_len - tile, step))
+  starts.append(padded_len - tile)  # last window flush with the end
+  return sorted(set(starts))
+
+
+def plan_axis(in_len: int, padded_len: int, out_len: int, tile: int,
+              overlap: int) -> list[AxisWindow]:
+  """Windows of one axis (input ``in_len`` padded to ``padded_len``)."""
+  length = padded_len if tile <= 0 else min(tile, padded_len)
+  centres = (np.arange(out_len, dtype=np.float64) + 0.5) * in_len / out_len
+  global_u = centres * (padded_len - 1) / padded_len
+  starts = window_starts(padded_len, tile, overlap)
+  margin = max(1, overlap // 4)
+  ramp = max(overlap - 2 * margin, 1)
+  spans = []
+  for start in starts:
+    inside = np.nonzero((centres >= start) & (centres < start + length))[0]
+    spans.append((int(inside[0]), int(inside[-1]) + 1) if inside.size
+                 else (0, 0))
+  common = max(stop - lo for lo, stop in spans)
+  windows = []
+  for start, (lo, stop) in zip(starts, spans):
+    if stop == lo:
+      continue
+    index = np.minimum(np.arange(lo, lo + common), stop - 1)  # pad by repeat
+    x = centres[index]
+    sample = (global_u[index] - start) / max(length - 1, 1)
+    local = 2.0 * (x - np.floor(x)) - 1.0
+    real = centres[lo:stop]
+    rise = np.clip((real - start - margin) / ramp, 0, 1)
+    fall = np.clip((start + length - margin - real) / ramp, 0, 1)
+    weight = np.minimum(rise if start > 0 else 1.0,
+                        fall if start + length < padded_len else 1.0)
+    weight = np.broadcast_to(weight, real.shape)
+    windows.append(AxisWindow(start, length, lo, stop,
+                              sample.astype(np.float32),
+                              local.astype(np.float32),
+                              weight.astype(np.float32)))
+  return windows
+
+
+def check_tiling(tile: int, overlap: int) -> None:
+  if tile < 0 or (tile and tile % WINDOW_ALIGN):
+    raise ValueError(f'tile must be 0 (no tiling) or a positive multiple of '
+                     f'{WINDOW_ALIGN}, got {tile}')
+  if tile and not MIN_TILE_OVERLAP <= overlap <= tile // 2:
+    raise ValueError(f'tile overlap must be between {MIN_TILE_OVERLAP} and '
+                     f'tile/2 = {tile // 2}, got {overlap}')
+
+
+# -------------------------------------------------------------- rendering ---
+def _render_window(graphdef, params, gray, reference, sample_x, sample_y,
+                   local_x, local_y):
+  """The whole network on one window; CPM on the window's output block."""
+  model = nnx.merge(graphdef, params)
+  features = model.features(gray, reference)
+  return model.cpm.render_separable(features, sample_x, sample_y, local_x,
+                                    local_y)
+
+
+# One compilation per (graphdef, window shape, output block shape).
+_jit_render_window = jax.jit(_render_window, static_argnums=0)
+
+
+# -------------------------------------------------------------- predictor ---
+class Predictor:
+  """A generator on numpy images of any size, with tiling and dtype fallback.
+
+  ``graphdef``/``params`` as from ``nnx.split`` (params a State or pure
+  dict); ``model_config`` a GeneratorConfig or the ``config.model`` mapping.
+  ``dtype='bfloat16'`` computes in bfloat16 and recomputes any image whose
+  output is not finite in float32.
+  """
+
+  def __init__(self, params, model_config, *, dtype: str = 'float32',
+               tile: int = 0, tile_overlap: int = 32):
+    if dtype not in DTYPES:
+      raise ValueError(f'dtype must be one of {DTYPES}, got {dtype!r}')
+    check_tiling(tile, tile_overlap)
+    if not isinstance(model_config, GeneratorConfig):
+      values = dict(model_config.to_dict() if hasattr(model_config, 'to_dict')
+                    else model_config)
+      model_config = GeneratorConfig.from_mapping(values)
+    self.config = model_config
+    self.params = params
+    self.dtype = dtype
+    self.tile, self.tile_overlap = tile, tile_overlap
+    self._graphdefs = {}
+
+  @property
+  def referential(self) -> bool:
+    return self.config.referential
+
+  def graphdef(self, dtype: str):
+    if dtype not in self._graphdefs:
+      cfg = dataclasses.replace(self.config, dtype=dtype)
+      abstract = nnx.eval_shape(lambda: Generator(cfg, rngs=nnx.Rngs(0)))
+      self._graphdefs[dtype] = nnx.split(abstract)[0]
+    return self._graphdefs[dtype]
+
+  def plan(self, height: int, width: int, out_size: tuple[int, int]):
+    """(row windows, column windows) for an (H, W) input."""
+    pad_h = height + (-height) % INPUT_MULTIPLE
+    pad_w = width + (-width) % INPUT_MULTIPLE
+    return (plan_axis(height, pad_h, out_size[0], self.tile, self.tile_overlap),
+            plan_axis(width, pad_w, out_size[1], self.tile, self.tile_overlap))
+
+  def _run(self, gray, reference, out_size, dtype):
+    """gray (B,H,W,1) nlab -> (B,Ht,Wt,3) nlab float32, blended windows."""
+    batch, height, width, _ = gray.shape
+    padded = jnp.asarray(reflect_pad(gray))
+    ref = None if reference is None else jnp.asarray(reflect_pad(reference))
+    rows, cols = self.plan(height, width, out_size)
+    out = np.zeros((batch, *out_size, 3), np.float32)
+    total = np.zeros(out_size, np.float32)
+    graphdef = self.graphdef(dtype)
+    for r in rows:
+      for c in cols:
+        window = padded[:, r.start:r.start + r.length,
+                        c.start:c.start + c.length]
+        block = _jit_render_window(
+            graphdef, self.params, window, ref, c.sample, r.sample, c.local,
+            r.local)
+        n_y, n_x = r.out_stop - r.out_start, c.out_stop - c.out_start
+        weight = np.outer(r.weight, c.weight)
+        out[:, r.out_start:r.out_stop, c.out_start:c.out_stop] += (
+            np.asarray(block)[:, :n_y, :n_x] * weight[None, :, :, None])
+        total[r.out_start:r.out_stop, c.out_start:c.out_stop] += weight
+    out /= total[None, :, :, None]
+    return out
+
+  def predict_nlab(self, gray: np.ndarray, reference: Optional[np.ndarray],
+                   out_size: tuple[int, int]):
+    """gray (B,H,W,1), reference (B,Hr,Wr,3) or None, both normalised LAB.
+
+    Returns ((B,Ht,Wt,3) normalised LAB float32, indices of the images that
+    were recomputed in float32 because bfloat16 gave non-finite values).
+    """
+    if reference is not None and not self.referential:
+      raise ValueError('this model has no referential mode; run it without '
+                       'a reference image')
+    out = self._run(gray, reference, out_size, self.dtype)
+    redone = []
+    if self.dtype != 'float32':
+      for index in range(out.shape[0]):
+        if not np.isfinite(out[index]).all():
+          one_ref = None if reference is None else reference[index:index + 1]
+          out[index] = self._run(gray[index:index + 1], one_ref, out_size,
+                                 'float32')[0]
+          redone.append(index)
+    return out, redone
+
+
+# ---------------------------------------------------------------- colours ---
+def gray_from_rgb(pixels: np.ndarray) -> np.ndarray:
+  """uint8 sRGB (H, W, 3) -> normalised L channel (H, W, 1) float32."""
+  rgb = pixels.astype(np.float64) / 255.0
+  return color.rgb_to_gray_nl(rgb, xp=np).astype(np.float32)
+
+
+def nlab_from_rgb(pixels: np.ndarray) -> np.ndarray:
+  """uint8 sRGB (H, W, 3) -> normalised LAB (H, W, 3) float32."""
+  return color.rgb_to_nlab(pixels.astype(np.float64) / 255.0,
+                           xp=np).astype(np.float32)
+
+
+def rgb_from_nlab(nlab: np.ndarray, rows_per_block: int = 256) -> np.ndarray:
+  """Normalised LAB (H, W, 3) -> uint8 sRGB (clipped, rounded).
+
+  Converts blocks of rows in float32, so a 4096^2 output needs a few tens
+  of MB of temporaries rather than several float64 copies of the image.
+  """
+  nlab = np.asarray(nlab, np.float32)
+  out = np.empty(nlab.shape, np.uint8)
+  for top in range(0, nlab.shape[0], rows_per_block):
+    rgb = color.nlab_to_rgb(nlab[top:top + rows_per_block], xp=np, clip=True)
+    out[top:top + rows_per_block] = np.round(rgb * 255.0)
+  return out
+
+
+# ------------------------------------------------------------- benchmark ---
+def measure_tiled_peak_memory(input_size: int = 1024, scale: int = 4,
+                              tile: int = 256, tile_overlap: int = 32,
+                              model_config: Optional[GeneratorConfig] = None,
+                              seed: int = 0) -> dict[str, Any]:
+  """Runs one tiled (input_size^2 -> (scale*input_size)^2) image, automatic
+  mode, spec-size generator with random weights; returns peak RSS and time.
+
+  Peak RSS is the process's high-water mark (``ru_maxrss``), so call it in a
+  fresh process for a clean figure.
+  """
+  config = model_config or GeneratorConfig()
+  model = Generator(config, rngs=nnx.Rngs(seed))
+  params = nnx.split(model)[1].to_pure_dict()
+  del model
+  predictor = Predictor(params, config, tile=tile, tile_overlap=tile_overlap)
+  rng = np.random.default_rng(seed)
+  gray = rng.uniform(-1, 1, (1, input_size, input_size, 1)).astype(np.float32)
+  out_size = (scale * input_size, scale * input_size)
+  rows, cols = predictor.plan(input_size, input_size, out_size)
+  start = time.perf_counter()
+  out, _ = predictor.predict_nlab(gray, None, out_size)
+  pixels = rgb_from_nlab(out[0])
+  seconds = time.perf_counter() - start
+  peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+  return {'input': [input_size, input_size], 'output': list(pixels.shape[:2]),
+          'tile': tile, 'tile_overlap': tile_overlap,
+          'windows': len(rows) * len(cols), 'seconds': seconds,
+          'peak_rss_bytes': int(peak), 'peak_rss_gib': peak / 2**30,
+          'backend': jax.default_backend()}

@@ -1,0 +1,281 @@
+"""Colourise and upscale gray photos: ``python -m scsnet_jax.predict``.
+
+  python -m scsnet_jax.predict --checkpoint WORKDIR_OR_EXPORT \\
+      --input old_photos/ scan.tif --output out/ --scale 4 \\
+      [--size 1920x1080] [--reference ref.jpg | refs/] [--tile 256] \\
+      [--tile-overlap 32] [--dtype bfloat16] [--batch-size 4]
+
+One ``OUTPUT/<input stem>.png`` (8-bit sRGB) per input. A bad file gets one
+``error: PATH: problem`` line on stderr and the others are still processed;
+the exit code is 1 if anything failed. Outputs are written under a temporary
+name and renamed, so an output file is complete or absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import math
+import os
+import sys
+from typing import Optional, Sequence
+
+import numpy as np
+
+from scsnet_jax import image_files
+from scsnet_jax import inference
+
+# References are downscaled to this longest side: their cost (cross attention
+# against every source position) grows with their area; training used 128.
+REFERENCE_MAX_SIDE = 512
+
+
+# -------------------------------------------------------------- arguments ---
+def _scale(text: str) -> float:
+  try:
+    value = float(text)
+  except ValueError:
+    value = math.nan
+  if not math.isfinite(value) or value <= 0:
+    raise argparse.ArgumentTypeError(
+        f'scale must be a positive number, got {text!r}')
+  return value
+
+
+def _size(text: str) -> tuple[int, int]:
+  parts = text.lower().split('x')
+  try:
+    width, height = (int(p) for p in parts)
+  except ValueError:
+    raise argparse.ArgumentTypeError(
+        f'size must be WIDTHxHEIGHT, e.g. 1920x1080, got {text!r}') from None
+  if width < 1 or height < 1:
+    raise argparse.ArgumentTypeError(f'size must be positive, got {text!r}')
+  return width, height
+
+
+def _positive_int(text: str) -> int:
+  try:
+    value = int(text)
+  except ValueError:
+    value = 0
+  if value < 1:
+    raise argparse.ArgumentTypeError(
+        f'expected a positive integer, got {text!r}')
+  return value
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(
+      prog='python -m scsnet_jax.predict',
+      description='Gray low-resolution images -> colour images at any size.')
+  parser.add_argument('--checkpoint', required=True,
+                      help='training workdir (latest step, EMA weights) or a '
+                           'folder written by scsnet_jax.export')
+  parser.add_argument('--input', required=True, nargs='+',
+                      help='files, folders or glob patterns')
+  parser.add_argument('--output', required=True, help='output folder')
+  target = parser.add_mutually_exclusive_group(required=True)
+  target.add_argument('--scale', type=_scale, help='magnification, e.g. 4 '
+                      'or 2.5 or 0.5')
+  target.add_argument('--size', type=_size, help='output WIDTHxHEIGHT')
+  parser.add_argument('--reference', default=None,
+                      help='colour reference: one image for all inputs, or a '
+                           'folder matched by file name (default: automatic '
+                           'mode)')
+  parser.add_argument('--tile', type=int, default=256,
+                      help='input window size (multiple of 16; 0 = whole '
+                           'image); bounds memory')
+  parser.add_argument('--tile-overlap', type=int, default=32)
+  parser.add_argument('--dtype', choices=inference.DTYPES, default='float32')
+  parser.add_argument('--batch-size', type=_positive_int, default=1)
+  parser.add_argument('--max-output-pixels', type=_positive_int,
+                      default=inference.DEFAULT_MAX_OUTPUT_PIXELS)
+  args = parser.parse_args(argv)
+  try:
+    inference.check_tiling(args.tile, args.tile_overlap)
+  except ValueError as error:
+    parser.error(str(error))
+  return args
+
+
+# ----------------------------------------------------------------- models ---
+class Runner:
+  """Parameters path (any scale, tiling, bfloat16) plus, for an export
+  folder, its serialized artifacts where they apply (integer exported scale,
+  float32, image within one tile)."""
+
+  def __init__(self, checkpoint: str, *, dtype: str, tile: int,
+               tile_overlap: int):
+    from scsnet_jax import export
+    self.exported = None
+    if export.is_export_dir(checkpoint):
+      self.exported = export.ExportedGenerator(checkpoint)
+      params, model_config = export.load_params(checkpoint)
+    else:
+      from scsnet_jax import checkpointing
+      bundle = checkpointing.load_generator(checkpoint)
+      params, model_config = bundle.params, bundle.config.model
+    self.predictor = inference.Predictor(params, model_config, dtype=dtype,
+                                         tile=tile, tile_overlap=tile_overlap)
+    self.tile = tile
+    self._noted = False
+
+  @property
+  def referential(self) -> bool:
+    return self.predictor.referential
+
+  def predict_nlab(self, gray, reference, out_size):
+    _, height, width, _ = gray.shape
+    one_window = not self.tile or max(height, width) <= self.tile
+    if (self.exported is not None and self.predictor.dtype == 'float32'
+        and one_window and self.exported.supports(reference is not None,
+                                                  height, width, out_size)):
+      return self.exported.predict_nlab(gray, reference, out_size)
+    if self.exported is not None and not self._noted:
+      self._noted = True
+      print('note: no exported artifact fits (it needs an exported integer '
+            'scale, float32 and an image within one tile); using the '
+            "export's parameters and the model code", file=sys.stderr)
+    return self.predictor.predict_nlab(gray, reference, out_size)
+
+
+def _reference_nlab(pixels: np.ndarray) -> np.ndarray:
+  """uint8 (Hr, Wr, 3) -> nlab, longest side at most REFERENCE_MAX_SIDE."""
+  height, width = pixels.shape[:2]
+  if max(height, width) > REFERENCE_MAX_SIDE:
+    from PIL import Image
+    factor = REFERENCE_MAX_SIDE / max(height, width)
+    size = (max(1, round(width * factor)), max(1, round(height * factor)))
+    pixels = np.asarray(Image.fromarray(pixels).resize(
+        size, Image.Resampling.BICUBIC))
+  return inference.nlab_from_rgb(pixels)
+
+
+# ------------------------------------------------------------------- main ---
+def first_line(error: BaseException, limit: int = 300) -> str:
+  """An exception as one short line (its type if it has no message)."""
+  lines = str(error).strip().splitlines()
+  return lines[0][:limit] if lines else type(error).__name__
+
+
+class _Report:
+  """Counts and one-line messages (through tqdm, so the bar stays intact)."""
+
+  def __init__(self, bar):
+    self.bar, self.written, self.failed, self.recomputed = bar, 0, 0, 0
+
+  def say(self, line: str):
+    (self.bar.write if self.bar is not None else print)(line, file=sys.stderr)
+
+  def fail(self, path: Optional[str], error):
+    message = first_line(error)
+    if path and not message.startswith(path):
+      message = f'{path}: {message}'
+    self.say(f'error: {message}')
+    self.failed += 1
+
+
+def _run_batch(runner: Runner, items: list, out_size, report: _Report):
+  gray = np.stack([item['gray'] for item in items])
+  refs = [item['reference'] for item in items]
+  reference = None if refs[0] is None else np.stack(refs)
+  try:
+    out, redone = runner.predict_nlab(gray, reference, out_size)
+  except Exception as error:  # e.g. out of memory: the other batches go on
+    for item in items:
+      report.fail(item['path'], f'inference failed ({type(error).__name__}: '
+                  f'{first_line(error)})')
+    return
+  for index, item in enumerate(items):
+    if index in redone:
+      report.recomputed += 1
+      report.say(f'warning: {item["path"]}: non-finite values in bfloat16; '
+                 'recomputed in float32')
+    try:
+      image_files.write_png_atomic(item['dest'],
+                                   inference.rgb_from_nlab(out[index]))
+      report.written += 1
+    except OSError as error:
+      report.fail(item['path'], f'cannot write {item["dest"]} '
+                  f'({error.strerror or error})')
+
+
+def run(args: argparse.Namespace) -> int:
+  files, input_errors = image_files.collect_inputs(args.input)
+  for message in input_errors:
+    print(f'error: {message}', file=sys.stderr)
+  try:
+    image_files.check_output_dir(args.output)
+    matcher = image_files.ReferenceMatcher(args.reference)
+    runner = Runner(args.checkpoint, dtype=args.dtype, tile=args.tile,
+                    tile_overlap=args.tile_overlap)
+    if args.reference is not None and not runner.referential:
+      raise ValueError(f'{args.checkpoint}: model has no referential mode; '
+                       'run without --reference')
+  except (OSError, ValueError) as error:
+    print(f'error: {first_line(error)}', file=sys.stderr)
+    return 1
+  except Exception as error:  # e.g. an orbax error for a foreign folder
+    print(f'error: {args.checkpoint}: cannot load the model '
+          f'({type(error).__name__}: {first_line(error)})',
+          file=sys.stderr)
+    return 1
+  if not files:
+    print('error: no input images', file=sys.stderr)
+    return 1
+
+  from tqdm import tqdm
+  bar = tqdm(total=len(files), unit='img', file=sys.stderr,
+             disable=len(files) <= 1)
+  report = _Report(bar if len(files) > 1 else None)
+  pending = collections.defaultdict(list)
+  destinations = set()
+  for path in files:
+    try:
+      pixels = image_files.read_image(path)
+      height, width = pixels.shape[:2]
+      out_size = inference.resolve_output_size(
+          height, width, scale=args.scale, size=args.size,
+          max_pixels=args.max_output_pixels)
+      dest = image_files.output_path(args.output, path)
+      if dest in destinations:
+        raise ValueError(f'output name {os.path.basename(dest)} is already '
+                         'taken by another input')
+      ref_pixels = matcher.load(path)
+      reference = None if ref_pixels is None else _reference_nlab(ref_pixels)
+    except (OSError, ValueError) as error:  # ImageDecodeError is a ValueError
+      report.fail(path, error)
+      bar.update(1)
+      continue
+    destinations.add(dest)
+    item = {'path': path, 'dest': dest, 'reference': reference,
+            'gray': inference.gray_from_rgb(pixels)}
+    key = (height, width, out_size,
+           None if reference is None else reference.shape)
+    pending[key].append(item)
+    if len(pending[key]) >= args.batch_size:
+      _run_batch(runner, pending.pop(key), out_size, report)
+    bar.update(1)
+  for key, items in pending.items():
+    _run_batch(runner, items, key[2], report)
+  bar.close()
+  failed = report.failed + len(input_errors)
+  extra = (f'; {report.recomputed} recomputed in float32'
+           if report.recomputed else '')
+  print(f'done: {report.written} written to {args.output}, {failed} failed'
+        f'{extra}')
+  return 1 if failed else 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  args = parse_args(sys.argv[1:] if argv is None else argv)
+  try:
+    return run(args)
+  except KeyboardInterrupt:
+    print('interrupted', file=sys.stderr)
+    return 130
+
+
+if __name__ == '__main__':
+  sys.exit(main())

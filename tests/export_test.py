@@ -1,0 +1,120 @@
+"""jax.export artifacts: same numbers as the live generator, any input size
+and batch, loadable without the model code."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from scsnet_jax import export, inference
+from scsnet_jax.models.generator import Generator, GeneratorConfig
+
+TINY = GeneratorConfig(
+    referential=True, init_width=8, encoder_widths=(8, 16),
+    source_res_blocks=0, reference_res_blocks=0, cross_attention_qk=8,
+    self_attention_qk=8, decoder_res_blocks=(0, 0, 0), texture_res_blocks=0,
+    fusion_width=8, cpm_hidden=(8, 8, 8), cpm_chunk_size=64)
+
+
+def _config_dict(config):
+  return {k: list(v) if isinstance(v, tuple) else v
+          for k, v in vars(config).items()}
+
+
+@pytest.fixture(scope='module')
+def exported(tmp_path_factory):
+  gen = Generator(TINY, rngs=nnx.Rngs(1))
+  graphdef, state = nnx.split(gen)
+  params = state.to_pure_dict()
+  path = str(tmp_path_factory.mktemp('x') / 'export')
+  manifest = export.export_generator(graphdef, params, _config_dict(TINY), path,
+                                     scales=(2,), step=3)
+  return gen, params, path, manifest
+
+
+def _random(shape, seed):
+  return np.random.default_rng(seed).uniform(-1, 1, shape).astype(np.float32)
+
+
+@pytest.mark.parametrize('mode', ['automatic', 'referential'])
+def test_artifacts_match_live_model(exported, mode):
+  gen, _, path, manifest = exported
+  (entry,) = [a for a in manifest['artifacts'] if a['mode'] == mode]
+  m = entry['input_multiple']
+  assert m in (4, 16) and (m == 4 or mode == 'referential')
+  with open(os.path.join(path, entry['file']), 'rb') as f:
+    artifact = jax.export.deserialize(bytearray(f.read()))
+  live = jax.jit(lambda g, r: gen(g, r, scale=2))
+  for batch, (h, w) in [(1, (2 * m, 3 * m)), (2, (3 * m, m))]:
+    gray = _random((batch, h, w, 1), h + batch)
+    reference = (_random((batch, m, 2 * m, 3), w) if mode == 'referential'
+                 else None)
+    args = (gray,) if reference is None else (gray, reference)
+    got = np.asarray(artifact.call(*args))
+    assert got.shape == (batch, 2 * h, 2 * w, 3)
+    np.testing.assert_allclose(got, live(gray, reference), atol=1e-5)
+
+
+def test_exported_generator_pads_and_crops_like_the_predictor(exported):
+  _, params, path, _ = exported
+  gray = _random((1, 10, 14, 1), 0)
+  runner = export.ExportedGenerator(path)
+  assert runner.supports(False, 10, 14, (20, 28))
+  assert not runner.supports(False, 10, 14, (15, 21))
+  got, _ = runner.predict_nlab(gray, None, (20, 28))
+  want, _ = inference.Predictor(params, TINY).predict_nlab(gray, None, (20, 28))
+  np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_folder_contents_and_parameters_round_trip(exported):
+  _, params, path, manifest = exported
+  assert sorted(os.listdir(path)) == sorted(
+      ['manifest.json', 'model_config.json', 'params',
+       'generator_automatic_x2.jax_export',
+       'generator_referential_x2.jax_export'])
+  with open(os.path.join(path, 'manifest.json')) as f:
+    assert json.load(f) == manifest
+  assert manifest['step'] == 3
+  loaded, model_config = export.load_params(path)
+  assert GeneratorConfig.from_mapping(model_config) == TINY
+  jax.tree.map(np.testing.assert_array_equal, loaded, params)
+
+
+def test_artifact_runs_without_model_code(exported):
+  _, _, path, _ = exported
+  script = (
+      'import sys, numpy as np, jax\n'
+      'data = bytearray(open(sys.argv[1], "rb").read())\n'
+      'exp = jax.export.deserialize(data)\n'
+      'out = exp.call(np.zeros((3, 8, 4, 1), np.float32))\n'
+      'assert out.shape == (3, 16, 8, 3), out.shape\n'
+      'assert not [m for m in sys.modules if m.split(".")[0] in '
+      '("flax", "scsnet_jax")]\n'
+      'print("ok")\n')
+  result = subprocess.run(
+      [sys.executable, '-c', script,
+       os.path.join(path, 'generator_automatic_x2.jax_export')],
+      capture_output=True, text=True, timeout=300, cwd='/',
+      env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert result.stdout.strip() == 'ok'
+
+
+def test_refuses_bad_requests_and_leaves_nothing(exported, tmp_path):
+  _, params, path, _ = exported
+  graphdef = nnx.split(Generator(TINY, rngs=nnx.Rngs(0)))[0]
+  with pytest.raises(FileExistsError, match='not an empty folder'):
+    export.export_generator(graphdef, params, _config_dict(TINY), path)
+  automatic_only = dict(_config_dict(TINY), referential=False)
+  with pytest.raises(ValueError, match='no referential mode'):
+    export.export_generator(graphdef, params, automatic_only,
+                            str(tmp_path / 'a'))
+  with pytest.raises(ValueError, match='positive integers'):
+    export.export_generator(graphdef, params, _config_dict(TINY),
+                            str(tmp_path / 'b'), scales=(1.5,))
+  assert os.listdir(tmp_path) == []
