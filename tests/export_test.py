@@ -46,7 +46,7 @@ def test_artifacts_match_live_model(exported, mode):
   gen, _, path, manifest = exported
   (entry,) = [a for a in manifest['artifacts'] if a['mode'] == mode]
   m = entry['input_multiple']
-  assert m in (4, 16) and (m == 4 or mode == 'referential')
+  assert m == 4  # any multiple-of-4 size, both modes
   with open(os.path.join(path, entry['file']), 'rb') as f:
     artifact = jax.export.deserialize(bytearray(f.read()))
   live = jax.jit(lambda g, r: gen(g, r, scale=2))
