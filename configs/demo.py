@@ -1,0 +1,28 @@
+"""A five-minute demonstration on 2 CPU cores: the bundled demo photos,
+64 px crops (x4: 16 -> 64), batch 4, 100 steps.
+
+Leaves checkpoints, TensorBoard events (or metrics.jsonl) and sample grids
+in WORKDIR; the colours it learns in 100 steps are of course rough. The
+perceptual loss uses a random VGG16 unless --config.loss.vgg_weights is set.
+"""
+
+from scsnet_jax import config_lib
+
+
+def get_config():
+  config = config_lib.get_base_config()
+  config.data.source = 'demo'
+  config.data.crop_size = 64
+  config.data.scale = 4.0
+  config.data.global_batch_size = 4
+  config.data.num_workers = 0
+  config.data.read_threads = 2
+  config.loss.allow_random_vgg = True
+  config.train.steps = 100
+  config.train.log_every_steps = 10
+  config.train.sample_every_steps = 25
+  config.train.num_sample_images = 4
+  config.train.checkpoint_every_steps = 50
+  config.train.max_to_keep = 2
+  config.train.keep_period = 0
+  return config

@@ -1,0 +1,71 @@
+"""Meshes and shardings: the one module that knows how arrays are laid out.
+
+Training is data parallel over a 1-D mesh with axis ``'data'``: parameters,
+optimizer states and the RNG key are replicated; every batch array is split
+along its leading (batch) axis. Each process feeds only its own slice of the
+global batch (``global_batch_size // process_count`` examples).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional, Sequence
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+DATA_AXIS = 'data'
+
+
+def create_mesh(devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
+  """A ('data',) mesh over ``devices`` (default: every device of every host)."""
+  if devices is None:
+    return jax.make_mesh((jax.device_count(),), (DATA_AXIS,))
+  return Mesh(np.asarray(devices), (DATA_AXIS,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  """Sharding of parameters, optimizer states, scalars: a full copy per device."""
+  return NamedSharding(mesh, P())
+
+
+def batch_sharded(mesh: Mesh) -> NamedSharding:
+  """Sharding of batch arrays: leading axis split over 'data'."""
+  return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def check_batch_size(global_batch_size: int, mesh: Mesh) -> int:
+  """Per-process batch size; a clear error when the global one does not split."""
+  devices = mesh.devices.size
+  if global_batch_size % devices:
+    raise ValueError(f'global batch size {global_batch_size} is not divisible '
+                     f'by the {devices} devices of the mesh')
+  return global_batch_size // jax.process_count()
+
+
+def global_batch(local_batch: Mapping[str, np.ndarray],
+                 mesh: Mesh) -> dict[str, jax.Array]:
+  """Per-process numpy batch {(b, ...)} -> global arrays {(b * processes, ...)}."""
+  sharding = batch_sharded(mesh)
+  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
+          for k, v in local_batch.items()}
+
+
+def replicate_tree(tree: Any, mesh: Mesh) -> Any:
+  """Host values (identical on every process) -> replicated global arrays."""
+  sharding = replicated(mesh)
+  return jax.tree.map(
+      lambda x: jax.make_array_from_callback(
+          np.shape(x), sharding, lambda idx, x=np.asarray(x): x[idx]), tree)
+
+
+def to_host(tree: Any) -> Any:
+  """Replicated (or fully addressable) arrays -> numpy, on every process."""
+  def fetch(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      if x.sharding.is_fully_replicated:
+        return np.asarray(x.addressable_data(0))
+      return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(jax.device_get(x))
+  return jax.tree.map(fetch, tree)
