@@ -19,7 +19,6 @@ import os
 import platform
 import resource
 import statistics
-import sys
 import time
 from typing import Any, Callable
 
@@ -164,16 +163,16 @@ def bench_train(env) -> dict[str, Any]:
   batch = FLAGS.train_batch
   config = config_lib.get_base_config()
   size, out = FLAGS.size, round(FLAGS.size * FLAGS.scale)
-  config.train.batch_size = batch
+  config.data.global_batch_size = batch
   config.data.crop_size = out
   config.data.scale = FLAGS.scale
-  config.model.dtype = FLAGS.train_dtype
+  config.dtype = FLAGS.train_dtype
   config.model.referential = True
   config.model.attention_impl = FLAGS.attention_impl
   config.loss.allow_random_vgg = True
   mesh = sharding.create_mesh()
   state = train_state.create_train_state(config, mesh)
-  step = train_step.make_train_step(config, mesh, state)
+  step = train_step.make_train_step(config, mesh)
   rng = np.random.default_rng(0)
   local = {
       'gray': rng.uniform(-1, 1, (batch, size, size, 1)).astype(np.float32),

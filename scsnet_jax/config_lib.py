@@ -19,7 +19,8 @@ import ml_collections
 
 
 def get_base_config() -> ml_collections.ConfigDict:
-  from scsnet_jax import input_pipeline, losses
+  from scsnet_jax import losses
+  from scsnet_jax.data_config import default_data_config
   from scsnet_jax.models.generator import model_config_dict
 
   config = ml_collections.ConfigDict()
@@ -30,7 +31,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.model.referential = True   # training alternates both modes
   config.model.dtype = config.get_ref('dtype')
 
-  config.data = input_pipeline.default_data_config()
+  config.data = default_data_config()
   config.loss = losses.default_loss_config()
   config.eval = _default_eval_config()
 

@@ -128,7 +128,6 @@ def ssim(prediction, target, *, y_channel=False, crop_border=0):
 
 def _jax_filter_valid(images, window):
   """Separable 'valid' filter over H, W of (B, H, W, C) float32 (jnp)."""
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   taps = len(window)
   height, width = images.shape[1] - taps + 1, images.shape[2] - taps + 1
   rows = sum(float(w) * images[:, k:k + height] for k, w in enumerate(window))

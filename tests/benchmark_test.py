@@ -27,10 +27,15 @@ def _run(code_or_args, *, code=False, timeout=600):
 
 
 @pytest.mark.parametrize('module', ['scsnet_jax.benchmark',
+                                    'scsnet_jax.config_lib',
+                                    'scsnet_jax.train_step',
                                     'scsnet_jax.inference',
                                     'scsnet_jax.predict', 'scsnet_jax.export'])
 def test_importable_without_training_stack(module):
-  proc = _run(_BLOCKER + f'import {module}\nprint("ok")', code=True)
+  code = f'import {module}\n'
+  if module == 'scsnet_jax.config_lib':  # configs must load without grain
+    code += 'scsnet_jax.config_lib.get_base_config()\n'
+  proc = _run(_BLOCKER + code + 'print("ok")', code=True)
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert proc.stdout.strip().endswith('ok')
 

@@ -11,7 +11,6 @@ import os
 import signal
 import sys
 
-import jax
 import numpy as np
 import pytest
 
