@@ -59,3 +59,21 @@ def test_forward_benchmark_writes_json(tmp_path):
   assert row['peak_fraction'] is None  # no peak figure for CPUs
   assert row['host_peak_rss_bytes'] > 0
   assert 'forward  automatic' in proc.stdout
+
+
+def test_input_benchmark_reports_examples_per_second(tmp_path):
+  out = tmp_path / 'input.json'
+  code = (
+      'import sys\nfrom absl import app\nfrom scsnet_jax import benchmark\n'
+      'if __name__ == "__main__":\n'
+      f'  sys.argv = ["benchmark", "--what=input", "--input_crop=64",'
+      f' "--input_batch=2", "--input_batches=2", "--json={out}"]\n'
+      '  app.run(benchmark.main)\n')
+  script = tmp_path / 'run_input_bench.py'
+  script.write_text(code)
+  proc = _run([str(script)])
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  (row,) = json.loads(out.read_text())['results']
+  assert row['part'] == 'input' and row['source'] == 'demo'
+  assert row['crop_size'] == 64 and row['num_batches'] == 2
+  assert row['examples_per_s'] > 0
