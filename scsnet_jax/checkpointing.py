@@ -33,12 +33,24 @@ from scsnet_jax.train_state import TrainState, abstract_train_state
 
 CHECKPOINT_SUBDIR = 'checkpoints'
 
-# Replicated arrays: let replica 0 write each array whole. Orbax's default
-# "replica parallel" write slices every array into one piece per replica with
-# an eager op each (thousands of dispatches per save: ~35 s on 8 CPU devices).
-ocp.type_handlers.register_type_handler(
-    jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False),
-    override=True)
+_whole_array_writes_registered = False
+
+
+def _write_replicated_arrays_whole() -> None:
+  """Let replica 0 write each replicated array whole (once per process).
+
+  Orbax's default "replica parallel" write slices every array into one piece
+  per replica with an eager op each (thousands of dispatches per save: ~35 s
+  on 8 CPU devices). Done when a writing manager is made, not at import, so
+  read-only users (predict, export) keep orbax's defaults and logs quiet.
+  """
+  global _whole_array_writes_registered
+  if not _whole_array_writes_registered:
+    ocp.type_handlers.register_type_handler(
+        jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False),
+        override=True)
+    _whole_array_writes_registered = True
+
 _STATE_ITEMS = ('generator', 'generator_ema', 'discriminator',
                 'optimizer_states', 'progress')
 
@@ -118,6 +130,7 @@ def create_manager(workdir: str, *, max_to_keep: int = 3,
                    enable_async: bool = True) -> ocp.CheckpointManager:
   """CheckpointManager at ``WORKDIR/checkpoints``: last ``max_to_keep`` saves,
   plus every step that is a multiple of ``keep_period`` (if set)."""
+  _write_replicated_arrays_whole()
   options = ocp.CheckpointManagerOptions(
       max_to_keep=max_to_keep,
       keep_period=keep_period or None,
@@ -222,7 +235,8 @@ def _read_only_manager(workdir: str) -> ocp.CheckpointManager:
   if not epath.Path(path).is_dir():
     raise FileNotFoundError(f'no checkpoints under {workdir} '
                             f'(expected {path})')
-  options = ocp.CheckpointManagerOptions(read_only=True, create=False)
+  options = ocp.CheckpointManagerOptions(read_only=True, create=False,
+                                         save_interval_steps=0)
   return ocp.CheckpointManager(path, options=options)
 
 

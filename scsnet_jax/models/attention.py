@@ -15,41 +15,51 @@ from flax import nnx
 from scsnet_jax.models.layers import attend, conv, flatten_hw, lrelu
 
 
-class SelfAttention(nnx.Module):
+class ProjectedAttention(nnx.Module):
+  """1x1-conv query (from one map), key and value (from another), attended."""
+
+  def __init__(self, channels: int, qk_channels: int, *, dtype=jnp.float32,
+               attention_impl=None, rngs: nnx.Rngs):
+    self.query = conv(1, channels, qk_channels, dtype=dtype, rngs=rngs)
+    self.key = conv(1, channels, qk_channels, dtype=dtype, rngs=rngs)
+    self.value = conv(1, channels, channels, dtype=dtype, rngs=rngs)
+    self.attention_impl = attention_impl
+
+  def attend_maps(self, queries_from, keys_from):
+    """(B,h,w,C) attends to (B,hk,wk,C) -> (B,h,w,C)."""
+    out = attend(flatten_hw(self.query(queries_from)),
+                 flatten_hw(self.key(keys_from)),
+                 flatten_hw(self.value(keys_from)),
+                 implementation=self.attention_impl)
+    return out.reshape(queries_from.shape[:3] + (out.shape[-1],))
+
+
+class SelfAttention(ProjectedAttention):
   """SAGAN block: ``x + gamma * attend(q, k, v)``; gamma starts at 0."""
 
   def __init__(self, channels: int, qk_channels: int, *, dtype=jnp.float32,
                attention_impl=None, rngs: nnx.Rngs):
-    self.query = conv(1, channels, qk_channels, dtype=dtype, rngs=rngs)
-    self.key = conv(1, channels, qk_channels, dtype=dtype, rngs=rngs)
-    self.value = conv(1, channels, channels, dtype=dtype, rngs=rngs)
+    super().__init__(channels, qk_channels, dtype=dtype,
+                     attention_impl=attention_impl, rngs=rngs)
     self.gamma = nnx.Param(jnp.zeros((), jnp.float32))
-    self.attention_impl = attention_impl
 
   def __call__(self, x):
-    out = attend(flatten_hw(self.query(x)), flatten_hw(self.key(x)),
-                 flatten_hw(self.value(x)),
-                 implementation=self.attention_impl)
-    gamma = self.gamma[...].astype(out.dtype)
-    return x + gamma * out.reshape(x.shape)
+    out = self.attend_maps(x, x)
+    return x + self.gamma[...].astype(out.dtype) * out
 
 
-class ValveCrossAttention(nnx.Module):
+class ValveCrossAttention(ProjectedAttention):
   """VCAttn: source ``s`` (B,h,w,C) attends to reference ``r`` (B,hr,wr,C)."""
 
   def __init__(self, channels: int, qk_channels: int, *, dtype=jnp.float32,
                attention_impl=None, rngs: nnx.Rngs):
-    self.query = conv(1, channels, qk_channels, dtype=dtype, rngs=rngs)
-    self.key = conv(1, channels, qk_channels, dtype=dtype, rngs=rngs)
-    self.value = conv(1, channels, channels, dtype=dtype, rngs=rngs)
+    super().__init__(channels, qk_channels, dtype=dtype,
+                     attention_impl=attention_impl, rngs=rngs)
     self.valve_hidden = conv(1, 2 * channels, channels, dtype=dtype, rngs=rngs)
     self.valve_gate = conv(1, channels, 2 * channels, dtype=dtype, rngs=rngs)
-    self.attention_impl = attention_impl
 
   def __call__(self, s, r):
-    borrowed = attend(flatten_hw(self.query(s)), flatten_hw(self.key(r)),
-                      flatten_hw(self.value(r)),
-                      implementation=self.attention_impl).reshape(s.shape)
+    borrowed = self.attend_maps(s, r)
     gate = jax.nn.sigmoid(self.valve_gate(lrelu(
         self.valve_hidden(jnp.concatenate([s, borrowed], axis=-1)))))
     keep_source, keep_borrowed = jnp.split(gate, 2, axis=-1)
