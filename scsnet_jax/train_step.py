@@ -189,18 +189,15 @@ def load_perceptual_params(config: ml_collections.ConfigDict,
                                  mesh)
 
 
-def make_train_step(config: ml_collections.ConfigDict, mesh: Mesh,
-                    state: TrainState | None = None
+def make_train_step(config: ml_collections.ConfigDict, mesh: Mesh
                     ) -> Callable[[TrainState, Batch, bool],
                                   tuple[TrainState, dict[str, jax.Array]]]:
   """``step(state, global_batch, referential) -> (state, metrics)``.
 
   Loads the perceptual network once and passes it as an argument (not a
   closure constant, which would be baked into the compiled program). The
-  input state is donated: do not use it after the call. ``state`` is
-  accepted for interface symmetry and unused.
+  input state is donated: do not use it after the call.
   """
-  del state
   jitted = make_jitted_step(config, mesh)
   perceptual_params = load_perceptual_params(config, mesh)
 
