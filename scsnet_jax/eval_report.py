@@ -41,8 +41,12 @@ def markdown_table(report: dict[str, Any]) -> str:
   if report['fid_null_reason']:
     lines += [f"FID is null: {report['fid_null_reason']}", '']
   for mode, entry in report['results'].items():
-    lines += [f"## {mode} ({entry['num_images']} images)", '',
-              '| method | FID | CN | CN / real CN | PSNR (dB) | SSIM |',
+    lines += [f"## {mode} ({entry['num_images']} images)", '']
+    if not entry['num_images']:
+      lines += ['n/a: no images in this mode (see num_' + mode +
+                ' in config.eval, and the size of the eval split)', '']
+      continue
+    lines += ['| method | FID | CN | CN / real CN | PSNR (dB) | SSIM |',
               '|---|---|---|---|---|---|']
     for method in METHODS:
       s = entry[method]
@@ -53,8 +57,9 @@ def markdown_table(report: dict[str, Any]) -> str:
           f"| {method} | {fmt(s['fid'], 2)} | {fmt(s['colorfulness'], 2)} | "
           f"{fmt(s['colorfulness_ratio_to_real'], 3)} | "
           f"{fmt(s.get('psnr'), 2)} | {fmt(s.get('ssim'), 4)} |")
-    lines += [f"| real images | | {fmt(entry['real']['colorfulness'], 2)} "
-              '| 1.000 | | |', '']
+    real_cn = entry['real']['colorfulness']
+    lines += [f"| real images | | {fmt(real_cn, 2)} "
+              f"| {'n/a' if real_cn is None else '1.000'} | | |", '']
   return '\n'.join(lines)
 
 

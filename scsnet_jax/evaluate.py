@@ -4,7 +4,8 @@ Per dataset (the eval split), images are taken in order and split into three
 modes: ``automatic`` (gray only, paper: 2,500 images), ``self_reference``
 (the image's own elastically distorted LR colour version as reference, 500)
 and ``other_reference`` (the reference of the previous image in the stream,
-i.e. another image of the set, 2,000). Per mode we report FID and
+i.e. another image of the set, 2,000), interleaved in proportion to these
+counts so that a small set still fills every mode it can. Per mode we report FID and
 colourfulness (CN), plus PSNR/SSIM where a ground truth makes sense
 (automatic and self-reference), for the model (EMA weights), the two
 baselines of ``scsnet_jax.baselines`` and CN of the real images. FID compares
@@ -198,6 +199,7 @@ def split_into_modes(batches: Iterable[dict], counts: dict[str, int]):
   of image i-1 of the stream: another image of the same set.
   """
   remaining = dict(counts)
+  taken = {mode: 0 for mode in MODES}
   previous_reference = None
   for batch in batches:
     references = np.asarray(batch['reference'])
@@ -205,22 +207,24 @@ def split_into_modes(batches: Iterable[dict], counts: dict[str, int]):
       previous_reference = references[-1:]
     others = np.concatenate([previous_reference, references[:-1]], axis=0)
     previous_reference = references[-1:]
-    start = 0
-    size = len(references)
-    for mode in MODES:
-      if start >= size:
+    chosen = {mode: [] for mode in MODES}
+    for index in range(len(references)):
+      mode = _next_mode(counts, taken)
+      if mode is None:
         break
-      take = min(remaining[mode], size - start)
-      if take <= 0:
+      chosen[mode].append(index)
+      taken[mode] += 1
+      remaining[mode] -= 1
+    for mode in MODES:
+      rows = np.asarray(chosen[mode], np.int64)
+      if not len(rows):
         continue
-      piece = {k: np.asarray(v)[start:start + take] for k, v in batch.items()
+      piece = {k: np.asarray(v)[rows] for k, v in batch.items()
                if k in ('gray', 'target', 'reference')}
       if mode == 'automatic':
         piece['reference'] = None
       elif mode == 'other_reference':
-        piece['reference'] = others[start:start + take]
-      remaining[mode] -= take
-      start += take
+        piece['reference'] = others[rows]
       yield mode, piece
     if not any(remaining.values()):
       return
@@ -228,6 +232,48 @@ def split_into_modes(batches: Iterable[dict], counts: dict[str, int]):
   if short:
     logging.warning('eval split ran out of images; missing per mode: %s',
                     short)
+
+
+def _next_mode(counts: dict[str, int], taken: dict[str, int]):
+  """The mode that is furthest from its requested count, as a fraction.
+
+  Interleaves the modes in proportion to their counts (2500/500/2000: A, S,
+  O, A, O, A, ...), so a set smaller than the total still fills every mode
+  it can (the demo's 2 photos: automatic and self-reference) instead of
+  giving them all to the first mode. Ties go to the earlier mode.
+  """
+  best, best_fill = None, None
+  for mode in MODES:
+    if taken[mode] >= counts[mode]:
+      continue
+    fill = taken[mode] / counts[mode]
+    if best_fill is None or fill < best_fill:
+      best, best_fill = mode, fill
+  return best
+
+
+MODEL_SHAPE_KEYS = (
+    'referential', 'init_width', 'encoder_widths', 'source_res_blocks',
+    'reference_res_blocks', 'cross_attention_qk', 'pyramid_levels',
+    'self_attention_qk', 'decoder_res_blocks', 'texture_res_blocks',
+    'fusion_width', 'cpm_hidden', 'luminance_residual')
+
+
+def check_model_matches(config, checkpoint_config, workdir: str) -> None:
+  """One-line ValueError when ``--config``'s model is not the checkpoint's."""
+  if 'model' not in config or 'model' not in checkpoint_config:
+    return
+  ours, theirs = config.model, checkpoint_config.model
+  normal = lambda v: list(v) if isinstance(v, (list, tuple)) else v
+  differ = [f'{key} {normal(ours[key])} vs {normal(theirs[key])}'
+            for key in MODEL_SHAPE_KEYS
+            if key in ours and key in theirs
+            and normal(ours[key]) != normal(theirs[key])]
+  if differ:
+    raise ValueError(
+        f'the model of --config does not match the checkpoint in {workdir} '
+        f'(config vs checkpoint: {"; ".join(differ)}); leave out --config to '
+        'evaluate with the workdir\'s own config.json')
 
 
 def run_protocol(generator_bundle, batches: Iterable[dict],
@@ -335,6 +381,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     step = None if eval_config.step < 0 else int(eval_config.step)
     generator_bundle = checkpointing.load_generator(
         workdir, step=step, use_ema=eval_config.use_ema)
+    check_model_matches(config, generator_bundle.config, workdir)
   fid_null_reason = None
   if feature_fn is None:
     feature_fn, fid_null_reason = load_feature_fn(eval_config)

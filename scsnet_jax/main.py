@@ -1,25 +1,37 @@
 """Command line: ``python -m scsnet_jax.main --config=configs/x4.py --workdir=DIR``.
 
 Any config field can be overridden (``--config.train.steps=100``);
-``--mode=eval`` runs ``scsnet_jax.evaluate.evaluate(config, workdir)``.
+``--mode=eval`` runs ``scsnet_jax.evaluate.evaluate(config, workdir)`` and
+needs no ``--config``: the workdir's ``config.json`` (written by training)
+is the default, overrides included (``--config.eval.batch_size=2``).
 Several processes join through ``jax.distributed.initialize()``: detected
 under SLURM and on multi-host Cloud TPU, or given explicitly with
 ``--coordinator_address/--num_processes/--process_id`` (or the env vars
-JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID). Mistakes in
-the command or config end with a one-line error and exit status 1 (set
-SCSNET_DEBUG=1 for the traceback). See docs/training.md.
+JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID).
+
+Errors: mistakes in the command or config, missing files and out-of-memory
+end with one line on stderr and exit status 1 (``SCSNET_DEBUG=1`` shows the
+traceback); anything else is a bug and keeps its traceback. Directories a
+failed run created and left empty are removed. Library chatter (orbax's
+INFO lines, TensorFlow/oneDNN/libtpu start-up banners) is hidden unless
+``--verbosity=1`` or higher. See docs/training.md.
 """
 
 from __future__ import annotations
 
+import logging as std_logging
 import os
 import sys
+import traceback
+from typing import Optional
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'Configuration file (configs/*.py).', lock_config=True)
+    'config', None, 'Configuration file (configs/*.py). Optional with '
+    '--mode=eval: the workdir\'s config.json is the default.',
+    lock_config=True)
 _WORKDIR = flags.DEFINE_string(
     'workdir', None, 'Directory for checkpoints, logs and samples.')
 _MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval'], 'What to run.')
@@ -31,7 +43,176 @@ _NUM_PROCESSES = flags.DEFINE_integer(
 _PROCESS_ID = flags.DEFINE_integer(
     'process_id', None, 'Index of this process (env: JAX_PROCESS_ID).')
 
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+# `--config.KEY=VALUE` given without `--config=FILE` (eval on a workdir).
+_WORKDIR_OVERRIDES: list[tuple[str, Optional[str]]] = []
 
+
+class UserError(Exception):
+  """A mistake in the command line: reported in one line."""
+
+
+# ------------------------------------------------------------------ noise ---
+def _argv_verbosity(argv) -> int:
+  """--verbosity / -v from the raw command line (before absl parses it)."""
+  for index, arg in enumerate(argv[1:], start=1):
+    for name in ('--verbosity', '-v'):
+      value = None
+      if arg.startswith(name + '='):
+        value = arg[len(name) + 1:]
+      elif arg == name and index + 1 < len(argv):
+        value = argv[index + 1]
+      if value is not None:
+        try:
+          return int(value)
+        except ValueError:
+          return 0
+  return 0
+
+
+def quiet_native_logs(argv) -> None:
+  """Hides C++ start-up banners (TensorFlow, oneDNN, libtpu, gRPC).
+
+  Must run before TensorFlow or JAX are imported; only sets variables the
+  user has not set, and nothing at ``--verbosity=1`` or higher.
+  """
+  if _argv_verbosity(argv) >= 1:
+    return
+  # TF >= 2.16 prints its oneDNN banner whatever TF_CPP_MIN_LOG_LEVEL says;
+  # TF only decodes and writes summaries here, so its oneDNN ops are unused.
+  for name, value in (('TF_CPP_MIN_LOG_LEVEL', '2'),
+                      ('TF_ENABLE_ONEDNN_OPTS', '0'),
+                      ('TPU_STDERR_LOG_LEVEL', '2'),
+                      ('TPU_MIN_LOG_LEVEL', '2'),
+                      ('GRPC_VERBOSITY', 'ERROR')):
+    os.environ.setdefault(name, value)
+
+
+class _OwnInfoOnly(std_logging.Filter):
+  """Keeps warnings and errors, and INFO lines of this package only."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    if record.levelno >= std_logging.WARNING:
+      return True
+    return os.path.abspath(record.pathname).startswith(_PACKAGE_DIR)
+
+
+def _quiet_python_logs() -> None:
+  if flags.FLAGS.verbosity >= 1:
+    return
+  own = _OwnInfoOnly()
+  logging.get_absl_handler().addFilter(own)
+  for handler in std_logging.getLogger().handlers:
+    handler.addFilter(own)
+  for name in ('tensorflow', 'absl.tensorflow', 'jax._src.xla_bridge'):
+    std_logging.getLogger(name).setLevel(std_logging.WARNING)
+
+
+# ------------------------------------------------------------ flag parsing ---
+def _has_config_file_flag(argv) -> bool:
+  return any(a == '--config' or a.startswith('--config=') for a in argv[1:])
+
+
+def _take_workdir_overrides(argv) -> list[str]:
+  """Without ``--config=FILE``, ``--config.KEY=VALUE`` flags apply to the
+  workdir's config.json: they are taken out of argv (absl does not know
+  them) and applied after it is loaded."""
+  if _has_config_file_flag(argv):
+    return argv
+  kept = [argv[0]]
+  for arg in argv[1:]:
+    if arg.startswith('--config.'):
+      key, eq, value = arg[len('--config.'):].partition('=')
+      _WORKDIR_OVERRIDES.append((key, value if eq else None))
+    else:
+      kept.append(arg)
+  return kept
+
+
+def _config_file_from_argv(argv) -> Optional[str]:
+  for index, arg in enumerate(argv[1:], start=1):
+    if arg.startswith('--config='):
+      return arg[len('--config='):]
+    if arg == '--config' and index + 1 < len(argv):
+      return argv[index + 1]
+  return None
+
+
+def _load_config_file(path: str):
+  """``get_config()`` of a config file, for explaining a failed override."""
+  import importlib.util
+  path, _, argument = path.partition(':')
+  spec = importlib.util.spec_from_file_location('_scsnet_cli_config', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(argument) if argument else module.get_config()
+
+
+def _explain_override_error(argv, error: Exception) -> str:
+  """One line for a failed ``--config.KEY=VALUE``: unknown key or bad value."""
+  try:
+    from scsnet_jax import config_lib
+    config = _load_config_file(_config_file_from_argv(argv))
+  except Exception:  # the file itself is broken: say what absl said
+    config = None
+  if config is not None:
+    for arg in argv[1:]:
+      if not arg.startswith(('--config.', '--noconfig.')):
+        continue
+      name = arg.split('=', 1)[0]
+      dotted = name[len('--noconfig.'):] if name.startswith(
+          '--noconfig.') else name[len('--config.'):]
+      message = config_lib.unknown_key(config, dotted)
+      if message:
+        return message
+  return ' '.join(str(error).replace('\\n', ' ').split()).strip('"\'')
+
+
+def _flag_error_message(argv, error: Exception) -> str:
+  text = ' '.join(str(error).split())
+  # "flag --config.train.steps=abc: invalid literal for int() ..."
+  if text.startswith('flag --config.') and '=' in text:
+    dotted, _, rest = text[len('flag --config.'):].partition('=')
+    value = rest.split(': ', 1)[0]
+    try:
+      from scsnet_jax import config_lib
+      current = config_lib._get(  # pylint: disable=protected-access
+          _load_config_file(_config_file_from_argv(argv)), dotted)
+      kind = {bool: 'true or false', int: 'an integer',
+              float: 'a number'}.get(type(current), type(current).__name__)
+      return (f'--config.{dotted}={value}: expected {kind} (the config file '
+              f'has {current!r})')
+    except Exception:  # pylint: disable=broad-except
+      return text
+  # "Type <class 'list'> of field config.model.cpm_hidden is not supported..."
+  if 'of field config.' in text:
+    field = text.split('of field ', 1)[1].split(' ', 1)[0]
+    kind = text.split("<class '", 1)[1].split("'", 1)[0] if (
+        "<class '" in text) else 'this'
+    return (f'{field} cannot be set from the command line (a {kind} field); '
+            'set it in a config file (configs/*.py)')
+  return text
+
+
+def parse_flags(argv):
+  """absl's parser, with one-line errors for config typos and bad values."""
+  argv = _take_workdir_overrides(list(argv))
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as error:   # bad value, unknown flag, missing flag
+    message = _flag_error_message(argv, error)
+  except (AttributeError, KeyError) as error:   # unknown config key
+    message = _explain_override_error(argv, error)
+  except (ValueError, TypeError, OSError, SyntaxError, ImportError) as error:
+    # The config file raised while loading: a mistake in the file.
+    message = f'{type(error).__name__}: {" ".join(str(error).split())}'
+    if os.environ.get('SCSNET_DEBUG'):
+      raise
+  print(f'error: {message}', file=sys.stderr)
+  sys.exit(1)
+
+
+# ---------------------------------------------------------------- running ---
 def _env_int(name: str):
   value = os.environ.get(name, '')
   return int(value) if value else None
@@ -66,14 +247,28 @@ def _initialize_distributed():
     pass
   if address:
     if num is None or index is None:
-      raise ValueError('--coordinator_address needs --num_processes and '
-                       '--process_id (or JAX_NUM_PROCESSES / JAX_PROCESS_ID)')
+      raise UserError('--coordinator_address needs --num_processes and '
+                      '--process_id (or JAX_NUM_PROCESSES / JAX_PROCESS_ID)')
     jax.distributed.initialize(address, num_processes=num, process_id=index)
   else:
     jax.distributed.initialize()   # SLURM / Cloud TPU auto-detection
   logging.info('process %d of %d, %d local / %d global devices',
                jax.process_index(), jax.process_count(),
                jax.local_device_count(), jax.device_count())
+
+
+def resolve_config(config, workdir: str, mode: str,
+                   overrides=()):
+  """The config to run: ``--config``, or the workdir's own for eval."""
+  from scsnet_jax import config_lib
+  if config is None:
+    if mode != 'eval':
+      raise UserError('--config=configs/<name>.py is required for training '
+                      '(only --mode=eval can use the workdir\'s config.json)')
+    config = config_lib.load_workdir_config(workdir)
+    config_lib.apply_overrides(config, overrides)
+  config_lib.validate_config(config)
+  return config
 
 
 def _run(config, workdir: str, mode: str):
@@ -86,24 +281,132 @@ def _run(config, workdir: str, mode: str):
   return trainer.train_and_evaluate(config, workdir)
 
 
+# ----------------------------------------------------------------- errors ---
+_OOM_MARKERS = ('RESOURCE_EXHAUSTED', 'out of memory', 'Out of memory',
+                'OOM when allocating')
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+  if isinstance(error, MemoryError):
+    return True
+  return isinstance(error, RuntimeError) and any(
+      marker in str(error) for marker in _OOM_MARKERS)
+
+
+def _raised_by_us(error: BaseException) -> bool:
+  """Was the exception raised by a line of this package (deliberately)?"""
+  frames = traceback.extract_tb(error.__traceback__)
+  return bool(frames) and os.path.abspath(frames[-1].filename).startswith(
+      _PACKAGE_DIR)
+
+
+def is_user_error(error: BaseException) -> bool:
+  """A mistake of the user or the environment, not a bug of ours.
+
+  Our own checks raise ValueError (and its subclasses, e.g. DataError) or
+  FileNotFoundError with a message meant for the user; OSErrors (missing
+  files, permissions, a full disk) come from the environment. A ValueError
+  from inside JAX or another library, a TypeError, a RuntimeError that is
+  not out-of-memory... is a bug and keeps its traceback.
+  """
+  if isinstance(error, (UserError, app.UsageError, OSError)):
+    return True
+  return isinstance(error, ValueError) and _raised_by_us(error)
+
+
+def one_line(error: BaseException, mode: str = 'train', config=None) -> str:
+  """The line printed for a user error or an out-of-memory error."""
+  text = ' '.join(str(error).split())
+  if is_out_of_memory(error):
+    first = text.split('. ')[0][:200]
+    if mode == 'eval':
+      lever = '--config.eval.batch_size'
+      now = _config_value(config, 'eval', 'batch_size')
+    else:
+      lever = '--config.data.global_batch_size'
+      now = _config_value(config, 'data', 'global_batch_size')
+    now = f' (now {now})' if now is not None else ''
+    return (f'out of memory ({first}): lower {lever}{now} or '
+            '--config.data.crop_size; for predict use --tile')
+  return text or type(error).__name__
+
+
+def _config_value(config, section: str, key: str):
+  try:
+    return config[section][key]
+  except (KeyError, TypeError, AttributeError):
+    return None
+
+
+# -------------------------------------------------- empty directory cleanup ---
+def _missing_ancestors(path: str) -> list[str]:
+  """``path`` and its parents that do not exist yet, deepest first."""
+  missing = []
+  path = os.path.abspath(path)
+  while path and not os.path.exists(path):
+    missing.append(path)
+    parent = os.path.dirname(path)
+    if parent == path:
+      break
+    path = parent
+  return missing
+
+
+def _existing_dirs(workdir: str) -> set[str]:
+  if not os.path.isdir(workdir):
+    return set()
+  return {root for root, _, _ in os.walk(workdir)}
+
+
+def remove_new_empty_dirs(workdir: str, before: set[str],
+                          missing_before: list[str]) -> None:
+  """Removes directories created since ``before`` that are empty (deepest
+  first), then the workdir and its parents if they were created too."""
+  workdir = os.path.abspath(workdir)
+  if os.path.isdir(workdir):
+    for root, _, _ in sorted(os.walk(workdir, topdown=False),
+                             key=lambda w: -len(w[0])):
+      if root not in before and root != workdir:
+        try:
+          os.rmdir(root)   # only succeeds when empty
+        except OSError:
+          pass
+  for path in missing_before:   # deepest first
+    try:
+      os.rmdir(path)
+    except OSError:
+      break
+
+
+# ------------------------------------------------------------------- main ---
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  _quiet_python_logs()
+  workdir, mode = _WORKDIR.value, _MODE.value
+  local = workdir is not None and '://' not in workdir
+  before = _existing_dirs(os.path.abspath(workdir)) if local else set()
+  missing = _missing_ancestors(workdir) if local else []
+  config = _CONFIG.value
   try:
-    config = _CONFIG.value   # raises here if the config file did not load
-    if config is None:
-      raise app.UsageError('--config=configs/<name>.py is required')
-    _run(config, _WORKDIR.value, _MODE.value)
-  except (ValueError, OSError, RuntimeError) as error:
-    if os.environ.get('SCSNET_DEBUG'):
+    config = resolve_config(config, workdir, mode, _WORKDIR_OVERRIDES)
+    _run(config, workdir, mode)
+  except Exception as error:  # pylint: disable=broad-except
+    if local:
+      remove_new_empty_dirs(workdir, before, missing)
+    if os.environ.get('SCSNET_DEBUG') or not (
+        is_user_error(error) or is_out_of_memory(error)):
       raise
-    message = ' '.join(str(error).split())
-    logging.error('%s: %s', type(error).__name__, message)
-    print(f'error: {message} (SCSNET_DEBUG=1 shows the traceback)',
-          file=sys.stderr)
+    print(f'error: {one_line(error, mode, config)} '
+          '(SCSNET_DEBUG=1 shows the traceback)', file=sys.stderr)
     sys.exit(1)
 
 
+def run() -> None:
+  quiet_native_logs(sys.argv)
+  flags.mark_flags_as_required(['workdir'])
+  app.run(main, flags_parser=parse_flags)
+
+
 if __name__ == '__main__':
-  flags.mark_flags_as_required(['config', 'workdir'])
-  app.run(main)
+  run()

@@ -47,15 +47,70 @@ def test_split_into_modes_counts_order_and_other_reference():
     else:  # the previous image of the stream gives the reference
       refs = piece['reference'][:, 0, 0, 0].astype(int).tolist()
       assert refs == [i - 1 for i in ids]
-  assert seen == {'automatic': [0, 1, 2], 'self_reference': [3, 4],
-                  'other_reference': [5, 6, 7, 8]}
+  # Interleaved in proportion to the counts (each image in one mode only).
+  assert seen == {'automatic': [0, 4, 7], 'self_reference': [1, 5],
+                  'other_reference': [2, 3, 6, 8]}
 
 
 def test_split_into_modes_stops_short_when_the_split_runs_out():
   counts = {'automatic': 2, 'self_reference': 0, 'other_reference': 9}
   pieces = list(evaluate.split_into_modes(_numbered_batches([3]), counts))
-  assert [(m, len(p['gray'])) for m, p in pieces] == [('automatic', 2),
-                                                      ('other_reference', 1)]
+  assert [(m, len(p['gray'])) for m, p in pieces] == [('automatic', 1),
+                                                      ('other_reference', 2)]
+
+
+def test_a_small_split_fills_every_mode_it_can():
+  # The demo's eval split has 2 photos; the paper's counts must not give
+  # both to automatic mode and leave self-reference empty.
+  counts = {'automatic': 2500, 'self_reference': 500, 'other_reference': 2000}
+  modes = [m for m, _ in evaluate.split_into_modes(_numbered_batches([2]),
+                                                   counts)]
+  assert modes == ['automatic', 'self_reference']
+  pieces = list(evaluate.split_into_modes(_numbered_batches([3]), counts))
+  assert sorted(m for m, _ in pieces) == sorted(counts)
+  # Large sets still get exactly the requested counts.
+  got = {}
+  for mode, piece in evaluate.split_into_modes(
+      _numbered_batches([8] * 700), counts):
+    got[mode] = got.get(mode, 0) + len(piece['gray'])
+  assert got == counts
+
+
+def test_a_mode_without_images_shows_n_a_not_a_ratio_of_one():
+  from scsnet_jax import eval_report  # pylint: disable=g-import-not-at-top
+  accumulator = evaluate.EvalAccumulator(None, y_channel=False, crop_border=0)
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (2, 12, 12, 3), dtype=np.uint8)
+  accumulator.add('automatic', 'real', images)
+  accumulator.add('automatic', 'scsnet', images, images)
+  results = evaluate.summarize(accumulator.all_reduce(), 'no weights')
+  assert results['other_reference']['num_images'] == 0
+  assert results['other_reference']['real']['colorfulness'] is None
+  report = {'step': 3, 'fid_null_reason': None, 'results': results,
+            'conventions': {'psnr_ssim': 'p', 'colorfulness': 'c',
+                            'fid': 'f'}}
+  table = eval_report.markdown_table(report)
+  other = table.split('## other_reference')[1]
+  assert '1.000' not in other and 'n/a' in other
+  automatic = table.split('## automatic')[1].split('##')[0]
+  assert '| 1.000 |' in automatic
+
+
+def test_a_config_whose_model_differs_from_the_checkpoint_is_refused():
+  from scsnet_jax import config_lib  # pylint: disable=g-import-not-at-top
+  saved = config_lib.get_base_config()
+  given = config_lib.get_base_config()
+  evaluate.check_model_matches(given, saved, 'WD')
+  given.dtype = 'bfloat16'          # not a width: fine
+  given.model.cpm_chunk_size = 7
+  evaluate.check_model_matches(given, saved, 'WD')
+  given.model.texture_res_blocks = 1
+  given.model.encoder_widths = [8, 16]
+  with pytest.raises(ValueError, match=r'does not match the checkpoint in WD '
+                     r'\(config vs checkpoint: encoder_widths \[8, 16\] vs '
+                     r'\[128, 256\]; texture_res_blocks 1 vs 20\)') as error:
+    evaluate.check_model_matches(given, saved, 'WD')
+  assert '\n' not in str(error.value)
 
 
 def _fake_features(images):

@@ -56,3 +56,146 @@ def test_eval_mode_dispatches_to_evaluate(monkeypatch, tmp_path):
   monkeypatch.setattr(main, '_initialize_distributed', lambda: None)
   main._run({'name': 'cfg'}, str(tmp_path), 'eval')
   assert calls == [({'name': 'cfg'}, str(tmp_path))]
+
+
+# ------------------------------------------------ issue 12: one-line errors ---
+def test_config_typo_names_the_closest_valid_keys(tmp_path):
+  result = _run_main('--config=configs/test.py', f'--workdir={tmp_path}/w',
+                     '--config.train.stepz=5')
+  _assert_clean_failure(result, "error: unknown config key 'train.stepz'; "
+                        'closest valid keys: train.steps')
+  assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_wrong_types_and_choices_are_one_line(tmp_path):
+  result = _run_main('--config=configs/test.py', f'--workdir={tmp_path}/w',
+                     '--config.train.steps=abc')
+  _assert_clean_failure(result, 'error: --config.train.steps=abc: expected an '
+                        'integer')
+  # A flag turns False into the string 'False', which is truthy.
+  result = _run_main('--config=configs/test.py', f'--workdir={tmp_path}/w',
+                     '--config.model.cpm_project_first=False')
+  _assert_clean_failure(result, "config.model.cpm_project_first must be one "
+                        "of 'auto', 'always', 'never'")
+  assert result.stderr.count('error:') == 1, result.stderr
+
+
+def test_an_error_is_printed_once_and_leaves_no_empty_dirs(tmp_path):
+  workdir = tmp_path / 'new' / 'run'
+  result = _run_main('--config=configs/test.py', f'--workdir={workdir}',
+                     '--config.data.global_batch_size=12')
+  _assert_clean_failure(result, 'global batch size 12 is not divisible')
+  assert result.stderr.count('is not divisible') == 1, result.stderr
+  assert not (tmp_path / 'new').exists()
+
+
+def test_eval_without_config_needs_a_training_workdir(tmp_path):
+  result = _run_main('--mode=eval', f'--workdir={tmp_path}')
+  _assert_clean_failure(result, 'config.json does not exist')
+  result = _run_main(f'--workdir={tmp_path}')
+  _assert_clean_failure(result, '--config=configs/<name>.py is required')
+
+
+def test_eval_uses_the_workdirs_config_json_with_overrides(tmp_path):
+  from scsnet_jax import config_lib, main
+  config = config_lib.load_sibling_config(
+      os.path.join(REPO_ROOT, 'configs', 'test.py'), 'test')
+  config.model.texture_res_blocks = 2
+  (tmp_path / 'config.json').write_text(config.to_json())
+  resolved = main.resolve_config(None, str(tmp_path), 'eval',
+                                 [('eval.num_automatic', '3')])
+  assert resolved.model.texture_res_blocks == 2
+  assert resolved.eval.num_automatic == 3
+  given = config_lib.get_base_config()
+  assert main.resolve_config(given, str(tmp_path), 'eval') is given
+
+
+def _raise_in_our_code():
+  from scsnet_jax import config_lib
+  config_lib.validate_config(dict(dtype='float16'))
+
+
+def test_user_errors_out_of_memory_and_bugs_are_told_apart():
+  from scsnet_jax import main
+
+  def caught(fn):
+    try:
+      fn()
+    except Exception as error:  # pylint: disable=broad-except
+      return error
+    raise AssertionError('no exception')
+
+  ours = caught(_raise_in_our_code)
+  assert main.is_user_error(ours)
+  import numpy as np
+  theirs = caught(lambda: np.zeros(-1))            # ValueError in a library
+  assert not main.is_user_error(theirs)
+  assert not main.is_user_error(RuntimeError('XLA internal error'))
+  assert not main.is_user_error(TypeError('bad operand'))
+  assert main.is_user_error(FileNotFoundError('x.png'))
+  oom = RuntimeError('RESOURCE_EXHAUSTED: Out of memory while trying to '
+                     'allocate 1.5G. Peak buffers:\n  a\n  b')
+  assert main.is_out_of_memory(oom) and not main.is_user_error(oom)
+  line = main.one_line(oom, 'train',
+                       {'data': {'global_batch_size': 32}})
+  assert '\n' not in line and line.startswith('out of memory')
+  assert '--config.data.global_batch_size (now 32)' in line
+  assert '--tile' in line
+  assert '--config.eval.batch_size' in main.one_line(oom, 'eval', None)
+
+
+def _main_with_run(monkeypatch, tmp_path, run):
+  from absl import flags
+  from absl.testing import flagsaver
+  from scsnet_jax import main
+  monkeypatch.setattr(main, 'resolve_config', lambda c, w, m, o=(): {})
+  monkeypatch.setattr(main, '_run', run)
+  monkeypatch.setattr(main, '_quiet_python_logs', lambda: None)
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+  with flagsaver.flagsaver(workdir=str(tmp_path / 'w'), mode='train'):
+    main.main(['main'])
+
+
+def test_main_keeps_the_traceback_of_a_bug(monkeypatch, tmp_path):
+  def bug(config, workdir, mode):
+    os.makedirs(os.path.join(workdir, 'checkpoints'))
+    raise RuntimeError('an internal error')
+  import pytest
+  with pytest.raises(RuntimeError, match='an internal error'):
+    _main_with_run(monkeypatch, tmp_path, bug)
+  assert not (tmp_path / 'w').exists()   # empty dirs of the run removed
+
+
+def test_main_reports_out_of_memory_in_one_line(monkeypatch, tmp_path,
+                                                capsys):
+  def oom(config, workdir, mode):
+    raise RuntimeError('RESOURCE_EXHAUSTED: Out of memory while trying to '
+                       'allocate 99 bytes.\nmore\nlines')
+  import pytest
+  with pytest.raises(SystemExit) as exit_info:
+    _main_with_run(monkeypatch, tmp_path, oom)
+  assert exit_info.value.code == 1
+  err = capsys.readouterr().err
+  assert err.count('\n') == 1 and 'out of memory' in err
+  assert '--config.data.global_batch_size' in err
+
+
+def test_library_info_lines_are_hidden_by_default(monkeypatch):
+  import logging as std_logging
+  from scsnet_jax import main
+  record = lambda path, level: std_logging.LogRecord(
+      'absl', level, path, 1, 'msg', None, None)
+  keep = main._OwnInfoOnly().filter
+  orbax = '/site-packages/orbax/checkpoint/checkpoint_manager.py'
+  assert not keep(record(orbax, std_logging.INFO))
+  assert keep(record(orbax, std_logging.WARNING))
+  assert keep(record(main.__file__, std_logging.INFO))
+  for name in ('TF_CPP_MIN_LOG_LEVEL', 'TF_ENABLE_ONEDNN_OPTS',
+               'TPU_STDERR_LOG_LEVEL'):
+    monkeypatch.delenv(name, raising=False)
+  main.quiet_native_logs(['main', '--verbosity=1'])
+  assert 'TF_CPP_MIN_LOG_LEVEL' not in os.environ
+  main.quiet_native_logs(['main'])
+  assert os.environ['TF_CPP_MIN_LOG_LEVEL'] == '2'
+  assert os.environ['TF_ENABLE_ONEDNN_OPTS'] == '0'

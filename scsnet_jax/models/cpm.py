@@ -120,11 +120,18 @@ class ContinuousPixelMapping(nnx.Module):
                       kernel.astype(self.dtype))
 
   def _use_projection(self, lr_pixels, n_points):
-    if self.project_first == 'auto':
-      if isinstance(lr_pixels, int) and isinstance(n_points, int):
-        return n_points > lr_pixels
-      return True  # symbolic shapes (export): upscaling is the use case
-    return bool(self.project_first)
+    """``project_first``: 'auto', 'always' or 'never' (True/False alike)."""
+    mode = self.project_first
+    if mode is True or mode == 'always':
+      return True
+    if mode is False or mode == 'never':
+      return False
+    if mode != 'auto':  # e.g. the string 'False' from a flag: never truthy
+      raise ValueError(f"project_first must be 'auto', 'always', 'never' or a "
+                       f'bool, got {mode!r}')
+    if isinstance(lr_pixels, int) and isinstance(n_points, int):
+      return n_points > lr_pixels
+    return True  # symbolic shapes (export): upscaling is the use case
 
   # -- rendering ---------------------------------------------------------------
   def _source(self, features, n_points):
