@@ -61,6 +61,20 @@ class GeneratorConfig:
              for k, v in values.items()}
     return cls(**fixed)
 
+  def __post_init__(self):
+    # Flags give strings: 'False' must not silently mean True.
+    project = self.cpm_project_first
+    if not (isinstance(project, bool) or project in ('auto', 'always',
+                                                     'never')):
+      raise ValueError(f"model.cpm_project_first must be 'auto', 'always' or "
+                       f"'never' (or a bool), got {project!r}")
+    if self.attention_impl not in (None, 'xla', 'cudnn'):
+      raise ValueError(f"model.attention_impl must be None, 'xla' or 'cudnn', "
+                       f'got {self.attention_impl!r}')
+    if self.dtype not in DTYPES:
+      raise ValueError(f'model.dtype must be one of {sorted(DTYPES)}, got '
+                       f'{self.dtype!r}')
+
 
 def model_config_dict() -> dict:
   """Defaults of ``config.model`` (the ConfigDict section)."""
