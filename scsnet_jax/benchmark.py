@@ -19,6 +19,7 @@ import os
 import platform
 import resource
 import statistics
+import sys
 import time
 from typing import Any, Callable
 
@@ -285,5 +286,20 @@ def main(argv):
     logging.info('wrote %s', FLAGS.json)
 
 
+_HELP_FLAGS = ('-h', '-?', '--help', '--helpshort', '--helpfull', '--helpxml')
+
+
+def run(argv=None) -> None:
+  """``app.run(main)``, except that asking for help exits 0 (absl exits 1)."""
+  argv = list(sys.argv if argv is None else argv)
+  options = argv[1:argv.index('--')] if '--' in argv else argv[1:]
+  try:
+    app.run(main, argv=argv)
+  except SystemExit as exit_:
+    if exit_.code == 1 and any(a in _HELP_FLAGS for a in options):
+      sys.exit(0)
+    raise
+
+
 if __name__ == '__main__':
-  app.run(main)
+  run()

@@ -225,44 +225,74 @@ def _int_list(text: str) -> list[int]:
   return values
 
 
-def parse_args(argv):
+def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog='python -m scsnet_jax.export',
       description='Export a trained SCSNet generator: orbax parameters and '
                   'jax.export artifacts per integer scale and mode.')
   parser.add_argument('--checkpoint', required=True,
-                      help='training workdir (latest step, EMA weights)')
-  parser.add_argument('--output', required=True, help='new or empty folder')
-  parser.add_argument('--scales', type=_int_list, default=[2, 4])
+                      help='a training workdir (latest step, EMA weights), '
+                           'its checkpoints/ folder, one checkpoints/STEP '
+                           'folder, or an earlier export folder')
+  parser.add_argument('--output', required=True,
+                      help='new or empty folder to write the export to')
+  parser.add_argument('--scales', type=_int_list, default=[2, 4],
+                      help='integer magnifications to export an artifact '
+                           'for, comma-separated (default: 2,4)')
   parser.add_argument('--modes', default=None,
                       help='automatic,referential (default: what the model '
                            'supports)')
-  parser.add_argument('--step', type=int, default=None)
+  parser.add_argument('--step', type=int, default=None,
+                      help='training step to export (default: the latest, '
+                           'or the STEP of a checkpoints/STEP path)')
   parser.add_argument('--platforms', default='cpu,cuda',
                       help='platforms the artifacts are lowered for '
-                           '(comma-separated: cpu, cuda, rocm, tpu)')
-  return parser.parse_args(argv)
+                           '(comma-separated: cpu, cuda, rocm, tpu; default: '
+                           '%(default)s)')
+  return parser
+
+
+def parse_args(argv):
+  return build_parser().parse_args(argv)
+
+
+def _load(checkpoint: str, step: Optional[int]):
+  """(graphdef, params, model config dict, step) from a training checkpoint
+  (any of the paths ``checkpointing.resolve_checkpoint`` takes) or an
+  export folder."""
+  if is_export_dir(checkpoint):
+    from flax import nnx
+    from scsnet_jax.models.generator import build_generator
+    saved_step = read_manifest(checkpoint).get('step')
+    if step is not None and step != saved_step:
+      raise ValueError(f'{checkpoint}: an export folder holds step '
+                       f'{saved_step} only; drop --step')
+    params, model_config = load_params(checkpoint)
+    graphdef = nnx.split(nnx.eval_shape(
+        lambda: build_generator(model_config, nnx.Rngs(0))))[0]
+    return graphdef, params, model_config, saved_step
+  from scsnet_jax import checkpointing
+  bundle = checkpointing.load_generator(checkpoint, step=step)
+  return (bundle.graphdef, bundle.params, bundle.config.model.to_dict(),
+          bundle.step)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
   args = parse_args(sys.argv[1:] if argv is None else argv)
-  from scsnet_jax import checkpointing
   try:
-    bundle = checkpointing.load_generator(args.checkpoint, step=args.step)
-    model_config = bundle.config.model.to_dict()
+    graphdef, params, model_config, step = _load(args.checkpoint, args.step)
     modes = (args.modes.split(',') if args.modes else
              list(MODES) if model_config.get('referential') else
              ['automatic'])
     platforms = [p for p in args.platforms.split(',') if p] or None
     manifest = export_generator(
-        bundle.graphdef, bundle.params, model_config, args.output,
-        scales=args.scales, modes=modes, step=bundle.step,
-        platforms=platforms)
+        graphdef, params, model_config, args.output,
+        scales=args.scales, modes=modes, step=step, platforms=platforms)
   except (OSError, ValueError) as error:
     print(f'error: {error}', file=sys.stderr)
     return 1
   names = ', '.join(a['file'] for a in manifest['artifacts'])
-  print(f'exported step {bundle.step} to {args.output}: {names}')
+  print(f'exported step {step} to {args.output}: {names}')
   return 0
 
 

@@ -14,7 +14,7 @@ import tempfile
 from typing import Iterable, Optional
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from scsnet_jax.image_io import ImageDecodeError, read_image
 
@@ -26,9 +26,60 @@ IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.webp', '.bmp', '.tif', '.tiff',
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
-__all__ = ['ImageDecodeError', 'read_image', 'collect_inputs',
-           'ReferenceMatcher', 'output_path', 'check_output_dir',
-           'write_png_atomic']
+# A reference whose pixels all have at most this channel spread (max - min of
+# R, G, B, in 8-bit steps) is gray: JPEG noise gives gray photos a few steps.
+GRAY_SPREAD = 3
+
+__all__ = ['ImageDecodeError', 'read_image', 'read_image_and_alpha',
+           'resize_alpha', 'is_gray', 'collect_inputs', 'ReferenceMatcher',
+           'output_path', 'check_output_dir', 'write_png_atomic']
+
+
+# ------------------------------------------------------------------ alpha ---
+_ALPHA_MODES = ('RGBA', 'LA', 'PA', 'RGBa', 'La')
+
+
+def read_image_and_alpha(path) -> tuple[np.ndarray, Optional[np.ndarray]]:
+  """(H, W, 3) uint8 sRGB as ``read_image``, and the (H, W) uint8 alpha
+  channel of RGBA, LA and transparent palette images (None otherwise).
+
+  The colour pixels are exactly ``read_image``'s (alpha dropped, not
+  composited); the alpha gets the same EXIF orientation.
+  """
+  path = os.fspath(path)
+  pixels = read_image(path)
+  try:
+    with Image.open(path) as image:
+      if not (image.mode in _ALPHA_MODES or
+              (image.mode == 'P' and 'transparency' in image.info)):
+        return pixels, None
+      image.load()
+      image = ImageOps.exif_transpose(image)
+      alpha = np.asarray(image.convert('RGBA').getchannel('A'), np.uint8)
+  except (OSError, ValueError) as error:  # decoded above, so unlikely
+    raise ImageDecodeError(f'{path}: cannot read the alpha channel '
+                           f'({error})') from None
+  if alpha.shape != pixels.shape[:2]:
+    raise ImageDecodeError(f'{path}: alpha channel is {alpha.shape}, colour '
+                           f'is {pixels.shape[:2]}')
+  return pixels, alpha
+
+
+def resize_alpha(alpha: np.ndarray, out_size: tuple[int, int]) -> np.ndarray:
+  """(H, W) uint8 -> (Ht, Wt) uint8, bicubic (PIL), clipped to [0, 255]."""
+  height, width = out_size
+  if alpha.shape == (height, width):
+    return alpha
+  return np.asarray(Image.fromarray(alpha, mode='L').resize(
+      (width, height), Image.Resampling.BICUBIC), np.uint8)
+
+
+def is_gray(pixels: np.ndarray) -> bool:
+  """True if an (H, W, 3) uint8 image has no colour (R = G = B, up to
+  ``GRAY_SPREAD`` steps of compression noise)."""
+  wide = pixels.astype(np.int16)
+  spread = wide.max(axis=-1) - wide.min(axis=-1)
+  return int(spread.max()) <= GRAY_SPREAD
 
 
 def _is_image_name(path: str) -> bool:
@@ -73,13 +124,22 @@ def collect_inputs(specs: Iterable[str]) -> tuple[list[str], list[str]]:
 
 class ReferenceMatcher:
   """The colour reference for each input: one image for all, or a folder
-  matched by file name (same name, or same stem with any image suffix)."""
+  matched by file name (same name, or same stem with any image suffix).
+
+  A single reference file is read when the matcher is made, so a bad one is
+  one error before any input is processed. Each reference is read once; a
+  gray one adds a line to ``warnings`` (drain it with ``take_warnings``).
+  """
 
   def __init__(self, spec: Optional[str]):
-    self.spec = spec
+    self.spec = None if spec is None else os.fspath(spec)
     self._cache: dict[str, np.ndarray] = {}
-    if spec is not None and not os.path.exists(spec):
-      raise FileNotFoundError(f'{spec}: reference not found')
+    self._failed: dict[str, ImageDecodeError] = {}
+    self.warnings: list[str] = []
+    if self.spec is not None and not os.path.exists(self.spec):
+      raise FileNotFoundError(f'{self.spec}: reference not found')
+    if self.spec is not None and not os.path.isdir(self.spec):
+      self._read(self.spec)
 
   def path_for(self, input_path: str) -> Optional[str]:
     if self.spec is None:
@@ -96,14 +156,31 @@ class ReferenceMatcher:
     raise ImageDecodeError(f'{input_path}: no reference named like it in '
                            f'{self.spec}')
 
+  def _read(self, path: str) -> np.ndarray:
+    if path in self._failed:
+      raise self._failed[path]
+    if path not in self._cache:
+      try:
+        pixels = read_image(path)
+      except ImageDecodeError as error:
+        self._failed[path] = ImageDecodeError(f'reference {error}')
+        raise self._failed[path] from None
+      if is_gray(pixels):
+        self.warnings.append(
+            f'warning: {path}: the reference is gray, so it carries no '
+            'colour to borrow; give a colour reference, or omit --reference '
+            'for automatic colours')
+      self._cache[path] = pixels
+    return self._cache[path]
+
   def load(self, input_path: str) -> Optional[np.ndarray]:
     """(Hr, Wr, 3) uint8 sRGB, or None in automatic mode."""
     path = self.path_for(input_path)
-    if path is None:
-      return None
-    if path not in self._cache:
-      self._cache[path] = read_image(path)
-    return self._cache[path]
+    return None if path is None else self._read(path)
+
+  def take_warnings(self) -> list[str]:
+    lines, self.warnings = self.warnings, []
+    return lines
 
 
 def output_path(output_dir: str, input_path: str) -> str:
@@ -114,6 +191,11 @@ def output_path(output_dir: str, input_path: str) -> str:
 
 def check_output_dir(output_dir: str) -> None:
   """Creates the folder; raises OSError with a one-line reason if unusable."""
+  output_dir = os.fspath(output_dir)
+  if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+    raise OSError(f'{output_dir}: --output is an existing file, but it must '
+                  'be a folder (one <input name>.png is written into it per '
+                  'input); give a folder path, e.g. --output out/')
   try:
     os.makedirs(output_dir, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=output_dir, prefix='.probe-'):
@@ -124,14 +206,16 @@ def check_output_dir(output_dir: str) -> None:
 
 
 def write_png_atomic(path: str, pixels: np.ndarray) -> None:
-  """uint8 (H, W, 3) -> 8-bit sRGB PNG at ``path``, all or nothing.
+  """uint8 (H, W, 3) or (H, W, 4) (RGBA) -> 8-bit sRGB PNG at ``path``,
+  all or nothing.
 
   Encodes in memory, writes a temporary file in the same folder, then
   ``os.replace`` (atomic on one file system).
   """
-  if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[-1] != 3:
-    raise ValueError(f'expected uint8 (H, W, 3), got {pixels.dtype} '
-                     f'{pixels.shape}')
+  if (pixels.dtype != np.uint8 or pixels.ndim != 3 or
+      pixels.shape[-1] not in (3, 4)):
+    raise ValueError(f'expected uint8 (H, W, 3) or (H, W, 4), got '
+                     f'{pixels.dtype} {pixels.shape}')
   buffer = io.BytesIO()
   Image.fromarray(pixels).save(buffer, format='PNG')
   folder = os.path.dirname(os.path.abspath(path))

@@ -5,10 +5,11 @@
       [--size 1920x1080] [--reference ref.jpg | refs/] [--tile 256] \\
       [--tile-overlap 32] [--dtype bfloat16] [--batch-size 4]
 
-One ``OUTPUT/<input stem>.png`` (8-bit sRGB) per input. A bad file gets one
-``error: PATH: problem`` line on stderr and the others are still processed;
-the exit code is 1 if anything failed. Outputs are written under a temporary
-name and renamed, so an output file is complete or absent.
+One ``OUTPUT/<input stem>.png`` (8-bit sRGB) per input; RGBA and LA inputs
+keep their alpha channel (resized bicubically) in an RGBA PNG. A bad file
+gets one ``error: PATH: problem`` line on stderr and the others are still
+processed; the exit code is 1 if anything failed. Outputs are written under a
+temporary name and renamed, so an output file is complete or absent.
 """
 
 from __future__ import annotations
@@ -65,16 +66,19 @@ def _positive_int(text: str) -> int:
   return value
 
 
-def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog='python -m scsnet_jax.predict',
       description='Gray low-resolution images -> colour images at any size.')
   parser.add_argument('--checkpoint', required=True,
-                      help='training workdir (latest step, EMA weights) or a '
-                           'folder written by scsnet_jax.export')
+                      help='a training workdir (latest step, EMA weights), '
+                           'its checkpoints/ folder, one checkpoints/STEP '
+                           'folder, or a folder written by scsnet_jax.export')
   parser.add_argument('--input', required=True, nargs='+',
                       help='files, folders or glob patterns')
-  parser.add_argument('--output', required=True, help='output folder')
+  parser.add_argument('--output', required=True,
+                      help='output folder (created if needed); one '
+                           '<input name>.png per input')
   target = parser.add_mutually_exclusive_group(required=True)
   target.add_argument('--scale', type=_scale, help='magnification, e.g. 4 '
                       'or 2.5 or 0.5')
@@ -84,13 +88,30 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                            'folder matched by file name (default: automatic '
                            'mode)')
   parser.add_argument('--tile', type=int, default=256,
-                      help='input window size (multiple of 16; 0 = whole '
-                           'image); bounds memory')
-  parser.add_argument('--tile-overlap', type=int, default=32)
-  parser.add_argument('--dtype', choices=inference.DTYPES, default='float32')
-  parser.add_argument('--batch-size', type=_positive_int, default=1)
+                      help='input window size (multiple of '
+                           f'{inference.WINDOW_ALIGN}, at least '
+                           f'{inference.MIN_TILE}; 0 = whole image); bounds '
+                           'memory (default: %(default)s)')
+  parser.add_argument('--tile-overlap', type=int, default=32,
+                      help='input pixels shared by neighbouring tiles, '
+                           f'{inference.MIN_TILE_OVERLAP} to tile/2 '
+                           '(default: %(default)s)')
+  parser.add_argument('--dtype', choices=inference.DTYPES, default='float32',
+                      help='compute dtype; an image that is not finite in '
+                           'bfloat16 is recomputed in float32 (default: '
+                           '%(default)s)')
+  parser.add_argument('--batch-size', type=_positive_int, default=1,
+                      help='inputs of the same size run together '
+                           '(default: %(default)s)')
   parser.add_argument('--max-output-pixels', type=_positive_int,
-                      default=inference.DEFAULT_MAX_OUTPUT_PIXELS)
+                      default=inference.DEFAULT_MAX_OUTPUT_PIXELS,
+                      help='refuse outputs with more pixels than this '
+                           '(default: %(default)s)')
+  return parser
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+  parser = build_parser()
   args = parser.parse_args(argv)
   try:
     inference.check_tiling(args.tile, args.tile_overlap)
@@ -192,9 +213,12 @@ def _run_batch(runner: Runner, items: list, out_size, report: _Report):
       report.recomputed += 1
       report.say(f'warning: {item["path"]}: non-finite values in bfloat16; '
                  'recomputed in float32')
+    pixels = inference.rgb_from_nlab(out[index])
+    if item['alpha'] is not None:   # RGBA/LA in: alpha resized, RGBA out
+      alpha = image_files.resize_alpha(item['alpha'], out_size)
+      pixels = np.concatenate([pixels, alpha[..., None]], axis=-1)
     try:
-      image_files.write_png_atomic(item['dest'],
-                                   inference.rgb_from_nlab(out[index]))
+      image_files.write_png_atomic(item['dest'], pixels)
       report.written += 1
     except OSError as error:
       report.fail(item['path'], f'cannot write {item["dest"]} '
@@ -207,7 +231,9 @@ def run(args: argparse.Namespace) -> int:
     print(f'error: {message}', file=sys.stderr)
   try:
     image_files.check_output_dir(args.output)
-    matcher = image_files.ReferenceMatcher(args.reference)
+    matcher = image_files.ReferenceMatcher(args.reference)  # reads a file
+    for line in matcher.take_warnings():
+      print(line, file=sys.stderr)
     runner = Runner(args.checkpoint, dtype=args.dtype, tile=args.tile,
                     tile_overlap=args.tile_overlap)
     if args.reference is not None and not runner.referential:
@@ -233,7 +259,7 @@ def run(args: argparse.Namespace) -> int:
   destinations = set()
   for path in files:
     try:
-      pixels = image_files.read_image(path)
+      pixels, alpha = image_files.read_image_and_alpha(path)
       height, width = pixels.shape[:2]
       out_size = inference.resolve_output_size(
           height, width, scale=args.scale, size=args.size,
@@ -248,9 +274,12 @@ def run(args: argparse.Namespace) -> int:
       report.fail(path, error)
       bar.update(1)
       continue
+    finally:
+      for line in matcher.take_warnings():
+        report.say(line)
     destinations.add(dest)
     item = {'path': path, 'dest': dest, 'reference': reference,
-            'gray': inference.gray_from_rgb(pixels)}
+            'alpha': alpha, 'gray': inference.gray_from_rgb(pixels)}
     key = (height, width, out_size,
            None if reference is None else reference.shape)
     pending[key].append(item)

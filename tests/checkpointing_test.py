@@ -1,5 +1,6 @@
 """checkpointing.py: round trips, partial reads, retention, iterator state."""
 
+import logging
 import os
 
 import jax
@@ -128,3 +129,51 @@ def test_grain_iterator_resumes_at_the_next_batch(tmp_path, config, state):
   got = next(fresh)
   for key in ('gray', 'target', 'reference'):
     np.testing.assert_array_equal(got[key], expected[key])
+
+
+def _tree_listing(root):
+  return sorted((os.path.relpath(os.path.join(d, n), root),
+                 os.path.getmtime(os.path.join(d, n)))
+                for d, dirs, files in os.walk(root) for n in dirs + files)
+
+
+def test_checkpoint_paths_a_user_may_give(tmp_path, config, state):
+  """WORKDIR, WORKDIR/checkpoints and WORKDIR/checkpoints/STEP all load;
+  other folders are one line naming what was expected."""
+  checkpointing.save_train_state(tmp_path, state, config)
+  later = state.replace(step=jnp.int32(9), generator_ema=jax.tree.map(
+      lambda x: x + 2.0, state.generator_ema))
+  checkpointing.save_train_state(tmp_path, later, config)
+  cases = [(tmp_path, 9), (tmp_path / 'checkpoints', 9),
+           (tmp_path / 'checkpoints' / '7', 7),
+           (str(tmp_path / 'checkpoints' / '9') + '/', 9)]
+  for path, step in cases:
+    bundle = checkpointing.load_generator(path)
+    assert bundle.step == step, path
+    _assert_trees_equal(bundle.params, (state if step == 7 else later)
+                        .generator_ema)
+    assert checkpointing.load_config(path).to_dict() == config.to_dict()
+  with pytest.raises(ValueError, match='is step 7 but step 9'):
+    checkpointing.load_generator(tmp_path / 'checkpoints' / '7', step=9)
+  (tmp_path / 'logs').mkdir()
+  for bad in (tmp_path / 'logs', tmp_path / 'checkpoints' / '7' / 'config',
+              tmp_path / 'missing'):
+    with pytest.raises(FileNotFoundError) as error:
+      checkpointing.load_generator(bad)
+    message = str(error.value)
+    assert '\n' not in message and message.startswith(str(bad))
+    assert 'checkpoints/STEP' in message and 'export' in message
+
+
+def test_reading_writes_nothing_and_warns_nothing(tmp_path, config, state,
+                                                  caplog):
+  checkpointing.save_train_state(tmp_path, state, config)
+  before = _tree_listing(tmp_path)
+  with caplog.at_level(logging.INFO):
+    checkpointing.load_generator(tmp_path)
+    checkpointing.load_config(tmp_path / 'checkpoints' / '7')
+  warnings = [r.getMessage() for r in caplog.records
+              if r.levelno >= logging.WARNING]
+  assert warnings == []
+  assert not any('read only' in r.getMessage() for r in caplog.records)
+  assert _tree_listing(tmp_path) == before

@@ -156,13 +156,14 @@ def _axis_arrays(row_window, col_window):
 @pytest.mark.parametrize('referential', [False, True])
 def test_tiled_matches_untiled(model, referential):
   _, _, params = model
-  gray = _gray((1, 64, 96, 1), seed=4)
+  gray = _gray((1, 128, 176, 1), seed=4)
   reference = _gray((1, 8, 12, 3), seed=5) if referential else None
-  out_size = (160, 240)   # x 2.5
+  out_size = (320, 440)   # x 2.5
   whole, _ = inference.Predictor(params, TINY).predict_nlab(
       gray, reference, out_size)
-  tiled_predictor = inference.Predictor(params, TINY, tile=64, tile_overlap=32)
-  rows, cols = tiled_predictor.plan(64, 96, out_size)
+  tiled_predictor = inference.Predictor(params, TINY, tile=128,
+                                        tile_overlap=64)
+  rows, cols = tiled_predictor.plan(128, 176, out_size)
   assert len(rows) * len(cols) == 2
   compiled_before = inference._jit_render_window._cache_size()
   tiled, _ = tiled_predictor.predict_nlab(gray, reference, out_size)
@@ -172,6 +173,82 @@ def test_tiled_matches_untiled(model, referential):
   assert diff.max() < 5e-3, diff.max()
   assert diff.mean() < 1e-4, diff.mean()
   assert whole.std() > 0.02   # the comparison is not between constants
+
+
+@pytest.mark.parametrize('tile', [16, 64, 112])
+def test_tiles_too_small_for_the_decoder_are_refused(model, tile):
+  _, _, params = model
+  for call in (lambda: inference.check_tiling(tile, 8),
+               lambda: inference.Predictor(params, TINY, tile=tile,
+                                           tile_overlap=8)):
+    with pytest.raises(ValueError) as error:
+      call()
+    message = str(error.value)
+    assert '\n' not in message
+    assert f'tile {tile} is too small' in message and '128 or more' in message
+  inference.check_tiling(128, 32)
+  inference.check_tiling(0, 32)
+
+
+def _chelsea_gray(width):
+  from PIL import Image
+  from skimage import data
+  photo = Image.fromarray(data.chelsea())
+  height = round(photo.height * width / photo.width)
+  small = np.asarray(photo.resize((width, height), Image.Resampling.BICUBIC))
+  return inference.gray_from_rgb(small)[None]
+
+
+def _blend_zones(windows, length):
+  """Output positions where more than one window contributes."""
+  weights = np.zeros((len(windows), length))
+  for i, w in enumerate(windows):
+    weights[i, w.out_start:w.out_stop] = w.weight
+  return ((weights > 0) & (weights < 1)).any(axis=0)
+
+
+def _seam_step(tiled, whole, rows, cols):
+  """Largest excess, in 8-bit levels, of the tiled output's mean step between
+  neighbouring columns (rows) over the untiled output's, where tiles blend."""
+  tiled, whole = (inference.rgb_from_nlab(x[0]).astype(np.float64)
+                  for x in (tiled, whole))
+  worst = 0.0
+  for axis, zones in ((1, _blend_zones(cols, tiled.shape[1])),
+                      (0, _blend_zones(rows, tiled.shape[0]))):
+    other = (0, 2) if axis == 1 else (1, 2)
+    excess = (np.abs(np.diff(tiled, axis=axis)).mean(axis=other) -
+              np.abs(np.diff(whole, axis=axis)).mean(axis=other))
+    near = zones[:-1] | zones[1:]
+    worst = max(worst, excess[near].max())
+  return worst
+
+
+def test_smallest_allowed_tile_leaves_no_seam_on_a_photograph(model,
+                                                              monkeypatch):
+  """Chelsea (a photograph, 256x170), a decoder whose self-attention is on
+  (gamma 1, as after training; 0 at initialisation would hide it): at the
+  smallest allowed tile the step across tile borders is what the untiled
+  output has; at half that size (refused) it is clearly larger."""
+  _, _, params = model
+  params = jax.tree_util.tree_map_with_path(
+      lambda path, x: (jnp.ones_like(x) if 'gamma' in jax.tree_util.keystr(path)
+                       else x), params)
+  gray = _chelsea_gray(256)
+  out_size = gray.shape[1:3]
+  whole, _ = inference.Predictor(params, TINY).predict_nlab(gray, None,
+                                                            out_size)
+  smallest = inference.MIN_TILE
+  monkeypatch.setattr(inference, 'MIN_TILE', 16)  # to measure a refused size
+  seams = {}
+  for tile in (smallest // 2, smallest):
+    predictor = inference.Predictor(params, TINY, tile=tile, tile_overlap=32)
+    rows, cols = predictor.plan(*out_size, out_size)
+    assert len(rows) * len(cols) > 1
+    tiled, _ = predictor.predict_nlab(gray, None, out_size)
+    seams[tile] = _seam_step(tiled, whole, rows, cols)
+  print('seam step (8-bit levels):', seams)
+  assert seams[smallest] < 0.1, seams      # measured 0.073
+  assert seams[smallest // 2] > 1.5 * seams[smallest], seams   # 0.135
 
 
 def test_bfloat16_fallback_recomputes_bad_image_in_float32(model, monkeypatch):

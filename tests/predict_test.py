@@ -146,7 +146,8 @@ def test_exif_orientation_is_applied(tmp_path):
 @pytest.mark.parametrize('bad', [
     ['--scale', '0'], ['--scale', 'nan'], ['--scale', '-2'],
     ['--scale', 'big'], ['--size', '0x5'], ['--size', '12'],
-    ['--scale', '2', '--tile', '20'], ['--scale', '2', '--batch-size', '0']])
+    ['--scale', '2', '--tile', '20'], ['--scale', '2', '--tile', '64'],
+    ['--scale', '2', '--batch-size', '0']])
 def test_bad_arguments_are_one_line_errors(tmp_path, capsys, bad):
   with pytest.raises(SystemExit) as exit_info:
     predict.main(['--checkpoint', str(tmp_path), '--input', 'x.png',
@@ -221,3 +222,242 @@ def test_command_line_shows_no_traceback(workdir, tmp_path):
   assert 'Traceback' not in result.stderr
   lines = [l for l in result.stderr.splitlines() if l.startswith('error:')]
   assert len(lines) == 2 and 'bad.png' in lines[1] and 'nope' in lines[0]
+
+
+# ------------------------------------------------ walkthrough fixes (#12) ---
+SAMPLE = os.path.join(ROOT, 'docs', 'images', 'chelsea_gray_lr.png')
+
+
+def test_checkpoint_may_be_any_level_of_a_workdir(workdir, tmp_path, capsys):
+  """WORKDIR, WORKDIR/checkpoints, WORKDIR/checkpoints/STEP: same pixels;
+  any other folder is one line naming what was expected."""
+  Image.fromarray(_rgb(12, 16, 3)).save(tmp_path / 'a.png')
+  (step,) = os.listdir(os.path.join(workdir, 'checkpoints'))
+  outputs = []
+  for index, checkpoint in enumerate([
+      workdir, os.path.join(workdir, 'checkpoints'),
+      os.path.join(workdir, 'checkpoints', step)]):
+    code, _, err = _run(capsys, '--checkpoint', checkpoint, '--input',
+                        tmp_path / 'a.png', '--output', tmp_path / str(index),
+                        '--scale', 2)
+    assert code == 0, err
+    assert 'read only' not in err
+    outputs.append(np.asarray(Image.open(tmp_path / str(index) / 'a.png')))
+  for other in outputs[1:]:
+    np.testing.assert_array_equal(other, outputs[0])
+  (tmp_path / 'logs').mkdir()
+  code, _, err = _run(capsys, '--checkpoint', tmp_path / 'logs', '--input',
+                      tmp_path / 'a.png', '--output', tmp_path / 'x',
+                      '--scale', 2)
+  assert code == 1 and err.count('\n') == 1, err
+  assert err.startswith(f'error: {tmp_path / "logs"}: no checkpoints under it')
+  assert 'checkpoints/STEP' in err and 'export' in err
+
+
+def test_shipped_sample_image_runs(workdir, tmp_path, capsys):
+  """The gray sample the README's predict example uses ships with the repo."""
+  assert os.path.getsize(SAMPLE) < 30_000
+  image = Image.open(SAMPLE)
+  assert image.mode == 'L' and image.size == (112, 75)
+  code, stdout, err = _run(capsys, '--checkpoint', workdir, '--input', SAMPLE,
+                           '--output', tmp_path / 'out', '--scale', 4)
+  assert code == 0, err
+  assert 'done: 1 written' in stdout
+  out = np.asarray(Image.open(tmp_path / 'out' / 'chelsea_gray_lr.png'))
+  assert out.shape == (300, 448, 3)
+
+
+def test_gray_reference_warns_once(workdir, tmp_path, capsys):
+  gray = _rgb(16, 16, 11)[..., :1].repeat(3, axis=-1)
+  Image.fromarray(gray[..., 0]).save(tmp_path / 'gray_ref.png')
+  colour_ref = tmp_path / 'colour_ref.png'
+  Image.fromarray(_rgb(16, 16, 12)).save(colour_ref)
+  for name in ('a', 'b'):
+    Image.fromarray(_rgb(12, 16, 13)).save(tmp_path / f'{name}.png')
+  code, _, err = _run(capsys, '--checkpoint', workdir, '--input',
+                      tmp_path / 'a.png', tmp_path / 'b.png', '--output',
+                      tmp_path / 'out', '--scale', 2, '--reference',
+                      tmp_path / 'gray_ref.png')
+  assert code == 0, err
+  warnings = [l for l in err.splitlines() if l.startswith('warning:')]
+  assert len(warnings) == 1, err
+  assert 'gray_ref.png' in warnings[0] and 'no colour' in warnings[0]
+  assert _outputs(tmp_path / 'out') == ['a.png', 'b.png']
+  code, _, err = _run(capsys, '--checkpoint', workdir, '--input',
+                      tmp_path / 'a.png', '--output', tmp_path / 'out2',
+                      '--scale', 2, '--reference', colour_ref)
+  assert code == 0 and 'warning' not in err, err
+
+
+def test_corrupt_reference_is_one_error_before_any_input(
+    workdir, tmp_path, capsys, monkeypatch):
+  (tmp_path / 'ref.jpg').write_bytes(b'\xff\xd8\xff not really a jpeg')
+  (tmp_path / 'in').mkdir()
+  for name in ('a', 'b', 'c'):
+    Image.fromarray(_rgb(12, 16)).save(tmp_path / 'in' / f'{name}.png')
+  read = []
+  real_read = image_files.read_image_and_alpha
+  monkeypatch.setattr(image_files, 'read_image_and_alpha',
+                      lambda path: read.append(path) or real_read(path))
+  code, _, err = _run(capsys, '--checkpoint', workdir, '--input',
+                      tmp_path / 'in', '--output', tmp_path / 'out',
+                      '--scale', 2, '--reference', tmp_path / 'ref.jpg')
+  assert code == 1
+  assert err.count('\n') == 1, err
+  assert err.startswith('error: reference ') and 'ref.jpg' in err
+  assert 'cannot decode' in err
+  assert read == [] and _outputs(tmp_path / 'out') == []
+
+
+def test_output_that_is_a_file_names_the_problem_and_fix(workdir, tmp_path,
+                                                         capsys):
+  Image.fromarray(_rgb(12, 16)).save(tmp_path / 'a.png')
+  (tmp_path / 'result.png').write_bytes(b'an earlier result')
+  code, _, err = _run(capsys, '--checkpoint', workdir, '--input',
+                      tmp_path / 'a.png', '--output', tmp_path / 'result.png',
+                      '--scale', 2)
+  assert code == 1 and err.count('\n') == 1, err
+  assert f'{tmp_path / "result.png"}: --output is an existing file' in err
+  assert 'must be a folder' in err and 'give a folder path' in err
+  assert (tmp_path / 'result.png').read_bytes() == b'an earlier result'
+
+
+@pytest.mark.parametrize('mode', ['RGBA', 'LA'])
+def test_alpha_channel_is_kept_and_resized(workdir, tmp_path, capsys, mode):
+  """RGBA/LA in -> RGBA PNG out: the colour of the same image without
+  alpha, and the alpha resized bicubically to the output size."""
+  yy, xx = np.mgrid[0:12, 0:16]
+  alpha = np.clip(xx * 16 + yy * 4, 0, 255).astype(np.uint8)
+  alpha[3:6, 4:9] = 0
+  colour = _rgb(12, 16, 21)
+  if mode == 'LA':
+    colour = colour[..., :1].repeat(3, axis=-1)
+  with_alpha = Image.fromarray(np.dstack([colour, alpha]), 'RGBA')
+  with_alpha = with_alpha.convert(mode)
+  with_alpha.save(tmp_path / 'cut.png')
+  with_alpha.convert('RGB').save(tmp_path / 'plain.png')
+  code, _, err = _run(capsys, '--checkpoint', workdir, '--input',
+                      tmp_path / 'cut.png', tmp_path / 'plain.png',
+                      '--output', tmp_path / 'out', '--scale', 2.5)
+  assert code == 0, err
+  out = Image.open(tmp_path / 'out' / 'cut.png')
+  assert out.mode == 'RGBA' and out.size == (40, 30)
+  out = np.asarray(out)
+  plain = np.asarray(Image.open(tmp_path / 'out' / 'plain.png'))
+  assert plain.shape == (30, 40, 3)
+  np.testing.assert_array_equal(out[..., :3], plain)   # colour unchanged
+  source_alpha = np.asarray(with_alpha.getchannel('A'))
+  want = np.asarray(Image.fromarray(source_alpha).resize(
+      (40, 30), Image.Resampling.BICUBIC))
+  np.testing.assert_array_equal(out[..., 3], want)
+  assert out[..., 3].min() == 0 and out[..., 3].max() > 200
+
+
+@pytest.mark.parametrize('module', ['predict', 'export'])
+def test_every_flag_has_help_and_help_exits_0(module, capsys):
+  cli = {'predict': predict, 'export': export}[module]
+  with pytest.raises(SystemExit) as exit_info:
+    cli.main(['--help'])
+  assert exit_info.value.code == 0
+  text = capsys.readouterr().out
+  flags = [a for a in cli.build_parser()._actions if a.option_strings]
+  assert len(flags) > 5
+  for action in flags:
+    assert action.help, f'{module} {action.option_strings} has no help'
+    assert action.option_strings[-1] in text
+
+
+def test_benchmark_flags_have_help_and_help_exits_0():
+  script = ('import scsnet_jax.benchmark as b\n'
+            'from absl import flags\n'
+            'names = [f.name for f in flags.FLAGS.get_flags_for_module(b)]\n'
+            'bare = [f.name for f in flags.FLAGS.get_flags_for_module(b) '
+            'if not (f.help or "").strip()]\n'
+            'print(len(names), bare)\n')
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}
+  result = subprocess.run([sys.executable, '-c', script], capture_output=True,
+                          text=True, cwd=ROOT, timeout=300, env=env)
+  assert result.returncode == 0, result.stderr[-2000:]
+  count, bare = result.stdout.split(maxsplit=1)
+  assert int(count) > 10 and bare.strip() == '[]', result.stdout
+  for flag in ('--help', '--helpfull'):
+    result = subprocess.run(
+        [sys.executable, '-m', 'scsnet_jax.benchmark', flag],
+        capture_output=True, text=True, cwd=ROOT, timeout=300, env=env)
+    assert result.returncode == 0, (flag, result.stderr[-2000:])
+    assert '--tile_overlap' in result.stdout + result.stderr
+
+
+def _core_site_packages(view):
+  """A folder of links to what ``pip install .`` would install: the
+  pyproject ``dependencies`` and theirs, transitively (from the installed
+  metadata), each distribution's top-level files and its dist-info."""
+  import importlib.metadata as md
+  import tomllib
+  from packaging.requirements import Requirement
+  from packaging.utils import canonicalize_name
+
+  def name_of(requirement):
+    return canonicalize_name(Requirement(requirement).name)
+
+  with open(os.path.join(ROOT, 'pyproject.toml'), 'rb') as f:
+    todo = [name_of(d) for d in tomllib.load(f)['project']['dependencies']]
+  done = set()
+  while todo:
+    name = todo.pop()
+    if name in done:
+      continue
+    done.add(name)
+    dist = md.distribution(name)   # a declared dependency must be installed
+    for text in dist.requires or []:
+      requirement = Requirement(text)
+      if (requirement.marker is None or
+          requirement.marker.evaluate({'extra': ''})):
+        todo.append(canonicalize_name(requirement.name))
+    for file in dist.files or []:
+      top = file.parts[0]
+      if top == '..' or top == '__pycache__' or top.endswith('.pth'):
+        continue
+      source = os.path.join(str(dist.locate_file('')), top)
+      target = os.path.join(view, top)
+      if os.path.exists(source) and not os.path.lexists(target):
+        os.symlink(source, target)
+  return done
+
+
+_CORE_ONLY = r'''
+import sys
+assert not [p for p in sys.path if 'site-packages' in p], sys.path
+workdir, tmp, image = sys.argv[1:4]
+import scsnet_jax.benchmark
+from scsnet_jax import export, predict
+exported = f'{tmp}/export'
+assert export.main(['--checkpoint', workdir, '--output', exported,
+                    '--scales', '2', '--modes', 'automatic',
+                    '--platforms', 'cpu']) == 0
+for index, checkpoint in enumerate([workdir, exported]):
+  assert predict.main(['--checkpoint', checkpoint, '--input', image,
+                       '--output', f'{tmp}/out{index}', '--scale', '2']) == 0
+print('core ok')
+'''
+
+
+def test_core_dependencies_are_enough_for_predict_and_export(workdir,
+                                                             tmp_path):
+  """With only what ``pip install .`` installs on the path (no
+  site-packages), export, predict on a workdir and on the export run and
+  the benchmark imports. (.ci/core_install_check.sh does it for real, in a
+  fresh venv.)"""
+  view = tmp_path / 'site'
+  view.mkdir()
+  installed = _core_site_packages(str(view))
+  assert 'tensorflow' not in installed and 'grain' not in installed
+  result = subprocess.run(
+      [sys.executable, '-S', '-c', _CORE_ONLY, workdir, str(tmp_path),
+       SAMPLE], capture_output=True, text=True, cwd=str(tmp_path),
+      timeout=600, env={**os.environ, 'JAX_PLATFORMS': 'cpu',
+                        'PYTHONPATH': f'{view}{os.pathsep}{ROOT}'})
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stdout.strip().endswith('core ok')
+  assert os.listdir(tmp_path / 'out0') == os.listdir(tmp_path / 'out1') == [
+      'chelsea_gray_lr.png']
