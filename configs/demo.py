@@ -21,8 +21,10 @@ def get_config():
   config.train.steps = 100
   config.train.log_every_steps = 10
   config.train.sample_every_steps = 25
-  config.train.num_sample_images = 4
   config.train.checkpoint_every_steps = 50
   config.train.max_to_keep = 2
   config.train.keep_period = 0
+  config.train.eval_every_steps = 50
+  config.validation.num_images = 3
+  config.validation.crop_size = 128
   return config

@@ -22,8 +22,10 @@ def get_config():
   config.train.steps = 4
   config.train.log_every_steps = 1
   config.train.sample_every_steps = 2
-  config.train.num_sample_images = 2
   config.train.checkpoint_every_steps = 2
   config.train.max_to_keep = 2
   config.train.keep_period = 0
+  config.validation.num_images = 2
+  config.validation.crop_size = 32
+  config.validation.num_sample_images = 2
   return config

@@ -21,6 +21,7 @@ import os
 from typing import Any, Iterable, Optional
 
 import ml_collections
+from ml_collections import config_dict
 
 
 def get_base_config() -> ml_collections.ConfigDict:
@@ -41,7 +42,13 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.eval = _default_eval_config()
 
   config.optimizer = ml_collections.ConfigDict(dict(
-      learning_rate=1e-4, b1=0.9, b2=0.999, weight_decay=1e-4))
+      learning_rate=1e-4, b1=0.9, b2=0.999, weight_decay=1e-4,
+      # 'constant' (the paper) or 'cosine': linear warm-up over
+      # `warmup_steps`, then cosine decay to `final_lr_fraction` x lr at the
+      # last step.
+      schedule='constant', warmup_steps=0, final_lr_fraction=0.01,
+      grad_clip_norm=0.0,            # > 0: clip G's and D's global norm
+  ))
 
   config.train = ml_collections.ConfigDict(dict(
       # Length: `steps` if > 0, else `num_epochs` passes over
@@ -55,12 +62,26 @@ def get_base_config() -> ml_collections.ConfigDict:
       ema_warmup=True,               # decay min(ema_decay, (1+t)/(10+t))
       log_every_steps=100,
       sample_every_steps=1000,
-      num_sample_images=4,
       checkpoint_every_steps=1000,
       max_to_keep=3,
       keep_period=10_000,            # also keep every multiple of this step
       profile=False,                 # clu Profile around a few steps
       profile_num_steps=5,
+      # Validation on fixed held-out photos (scsnet_jax.validation): model
+      # and baselines per mode, logged with the losses; 0 = never.
+      eval_every_steps=0,
+      # > 0: while the GAN is inactive, the content loss is computed on this
+      # many random HR pixels per crop (the CPM renders only those), not on
+      # every pixel (train_step.sample_output_points); 0 = every pixel.
+      content_points=0,
+  ))
+  config.validation = ml_collections.ConfigDict(dict(
+      source='demo',                 # 'demo' (skimage photos) or 'folder'
+      folder_path=config_dict.FieldReference('', field_type=object),
+      num_images=6,                  # the first n photos of the source
+      crop_size=256,                 # HR centre crop; LR = crop / scale
+      scale=4.0,
+      num_sample_images=3,           # photos in the labelled sample grid
   ))
   return config
 
@@ -94,6 +115,17 @@ def mode_for_step(config: ml_collections.ConfigDict, step: int) -> bool:
     return schedule == 'referential'
   raise ValueError(f'config.train.mode_schedule must be alternate, automatic '
                    f'or referential, got {schedule!r}')
+
+
+def gan_active(config: ml_collections.ConfigDict, step: int) -> bool:
+  """Does ``step`` train with the adversarial and perceptual terms?
+
+  False during the PSNR warm-up (``loss.gan_start_step`` steps of content
+  loss alone, as ESRGAN trains) and whenever the adversarial weight is 0:
+  then the discriminator is not run at all.
+  """
+  return (bool(config.loss.adversarial_weight) and
+          step >= int(config.loss.get('gan_start_step', 0)))
 
 
 def load_sibling_config(this_file: str, name: str) -> ml_collections.ConfigDict:

@@ -14,10 +14,16 @@ def default_data_config() -> ml_collections.ConfigDict:
       tfds_eval_split='validation',
       tfds_data_dir='',                  # '' = TFDS default (~/tensorflow_datasets)
       tfds_image_key='image',
-      folder_path='',
+      # A directory, or several comma-separated directories / files / globs.
+      folder_path=config_dict.FieldReference('', field_type=object),
       eval_fraction=0.02,                # folder: share of files in 'eval'
       global_batch_size=32,              # split evenly over JAX processes
       crop_size=512,                     # HR crop side
+      # > 0: shrink every photo so its shorter side is at most this before
+      # cropping (JPEGs decode at reduced size): big photos then give crops
+      # with ImageNet-like content instead of flat patches.
+      image_short_side=0,
+      cache_images=False,                # keep decoded photos (small corpora)
       max_upscale=4.0,                   # images needing more are unusable
       # Magnification: a number, or [min, max] drawn per batch.
       scale=config_dict.FieldReference(4.0, field_type=object),

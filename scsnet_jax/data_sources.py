@@ -7,9 +7,11 @@ one from ``config.data``; ``split`` is 'train' or 'eval'.
 
 - ``tfds``: any TFDS image dataset prepared in ArrayRecord format, read with
   ``tfds.data_source`` (images left encoded with ``SkipDecoding``).
-- ``folder``: JPEG/PNG/WebP files under a directory (recursive); a file is in
-  'eval' when a stable hash of its relative path falls below
-  ``eval_fraction``, so adding files never moves others between splits.
+- ``folder``: JPEG/PNG/WebP files under a directory (recursive), or under
+  several comma-separated directories, files and globs; a file is in 'eval'
+  when a stable hash of its relative path (its name, for files and globs)
+  falls below ``eval_fraction``, so adding files never moves others between
+  splits.
 - ``demo``: colour photographs bundled inside the scikit-image wheel (no
   network); 'eval' holds chelsea and coffee, 'train' the other seven.
 
@@ -20,6 +22,7 @@ images; its result is cached as a JSON index file and reused.
 from __future__ import annotations
 
 import concurrent.futures
+import glob
 import hashlib
 import json
 import logging
@@ -121,26 +124,81 @@ def in_eval_split(relpath: str, eval_fraction: float) -> bool:
   return int.from_bytes(digest[:8], 'big') / 2.0**64 < eval_fraction
 
 
-def folder_source(root: str, split: str, eval_fraction: float) -> FolderSource:
-  relpaths = list_image_files(root)
-  if not relpaths:
-    raise DataError(f'{root}: no .jpg/.jpeg/.png/.webp files found')
+def folder_entries(path_spec) -> list[str]:
+  """``data.folder_path`` -> its entries: a list/tuple, or a string of
+  comma-separated entries; each a directory, an image file or a glob."""
+  if isinstance(path_spec, (list, tuple)):
+    entries = [str(e) for e in path_spec]
+  else:
+    entries = str(path_spec).split(',')
+  return [os.path.expanduser(e.strip()) for e in entries if e.strip()]
+
+
+def _entry_files(entry: str) -> list[tuple[str, str]]:
+  """(split key, absolute path) of the images one entry names.
+
+  The key (what the eval split hashes) is the path relative to the entry's
+  directory, or the file name for a file or a glob match, so a corpus keeps
+  its split wherever it is installed.
+  """
+  if os.path.isdir(entry):
+    return [(rel, os.path.abspath(os.path.join(entry, rel)))
+            for rel in list_image_files(entry)]
+  if any(ch in entry for ch in '*?['):
+    matches = sorted(p for p in glob.glob(entry) if os.path.isfile(p) and
+                     p.lower().endswith(image_io.IMAGE_EXTENSIONS))
+    if not matches:
+      raise DataError(f'{entry}: the pattern matches no image file '
+                      '(data.folder_path)')
+    return [(os.path.basename(p), os.path.abspath(p)) for p in matches]
+  if os.path.isfile(entry):
+    return [(os.path.basename(entry), os.path.abspath(entry))]
+  raise DataError(f'{entry}: image folder does not exist (data.folder_path)')
+
+
+def folder_source(path_spec, split: str, eval_fraction: float) -> FolderSource:
+  """Images of one split from one folder, or several folders/globs/files.
+
+  ``path_spec`` as in ``folder_entries``. One directory keeps paths
+  relative to it; several entries give absolute paths (``root`` '').
+  """
+  entries = folder_entries(path_spec)
+  if not entries:
+    raise DataError('data.source=folder needs data.folder_path')
+  if len(entries) == 1 and os.path.isdir(entries[0]):
+    root = entries[0]
+    keyed = [(p, p) for p in list_image_files(root)]
+  else:
+    root = ''
+    found = {}
+    for entry in entries:
+      for key, path in _entry_files(entry):
+        found.setdefault(path, key)
+    keyed = sorted((key, path) for path, key in found.items())
+  if not keyed:
+    raise DataError(f'{",".join(entries)}: no .jpg/.jpeg/.png/.webp files found')
   want_eval = split in EVAL_SPLIT_NAMES
-  chosen = [p for p in relpaths if in_eval_split(p, eval_fraction) == want_eval]
+  chosen = [p for key, p in keyed
+            if in_eval_split(key, eval_fraction) == want_eval]
   if not chosen:
-    raise DataError(f'{root}: the {split!r} split is empty ({len(relpaths)} '
-                    f'files, data.eval_fraction={eval_fraction})')
+    raise DataError(f'{",".join(entries)}: the {split!r} split is empty '
+                    f'({len(keyed)} files, data.eval_fraction={eval_fraction})')
   return FolderSource(root, chosen)
 
 
 class DemoSource:
   """The bundled scikit-image photographs, encoded bytes held in memory."""
 
-  def __init__(self, split: str):
+  def __init__(self, split: str, names=None):
+    """``split`` 'train' or 'eval'; or ``names``, a chosen list of photos."""
     import skimage  # pylint: disable=g-import-not-at-top
     data_dir = os.path.join(os.path.dirname(skimage.__file__), 'data')
     want_eval = split in EVAL_SPLIT_NAMES
-    self.names = [n for n in DEMO_FILES if (n in DEMO_EVAL_NAMES) == want_eval]
+    if names is not None:
+      self.names = list(names)
+    else:
+      self.names = [n for n in DEMO_FILES
+                    if (n in DEMO_EVAL_NAMES) == want_eval]
     self._files = []
     for name in self.names:
       path = os.path.join(data_dir, DEMO_FILES[name])

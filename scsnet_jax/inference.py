@@ -38,6 +38,7 @@ import numpy as np
 from flax import nnx
 
 from scsnet_jax import color
+from scsnet_jax.models import bicubic
 from scsnet_jax.models.generator import Generator, GeneratorConfig
 
 INPUT_MULTIPLE = 4    # the generator's H, W must be multiples of this
@@ -188,6 +189,7 @@ def _render_window(graphdef, params, gray, reference, sample_x, sample_y,
 
 # One compilation per (graphdef, window shape, output block shape).
 _jit_render_window = jax.jit(_render_window, static_argnums=0)
+_jit_bicubic_resize = jax.jit(bicubic.resize, static_argnums=1)
 
 
 # -------------------------------------------------------------- predictor ---
@@ -255,6 +257,11 @@ class Predictor:
             np.asarray(block)[:, :n_y, :n_x] * weight[None, :, :, None])
         total[r.out_start:r.out_stop, c.out_start:c.out_stop] += weight
     out /= total[None, :, :, None]
+    if self.config.luminance_residual:
+      # Windows render the CPM's residual; the bicubic L of the whole
+      # (unpadded) input is added once, after blending (weights sum to 1).
+      out[..., :1] += np.asarray(_jit_bicubic_resize(jnp.asarray(gray),
+                                                     tuple(out_size)))
     return out
 
   def predict_nlab(self, gray: np.ndarray, reference: Optional[np.ndarray],

@@ -69,6 +69,10 @@ class ExampleMaker(grain.transforms.MapWithIndex):
   elastic_alpha: float
   elastic_sigma: float
   other_reference_prob: float
+  image_short_side: int = 0
+  cache_images: bool = False
+  _cache: dict = dataclasses.field(default_factory=dict, repr=False,
+                                   compare=False)
 
   def lr_size(self, batch_number: int) -> int:
     """LR side of every example in this batch (same in all processes)."""
@@ -82,13 +86,35 @@ class ExampleMaker(grain.transforms.MapWithIndex):
   def _load(self, local: int) -> np.ndarray:
     """The shard item's pixels, or ImageDecodeError (also for tiny images)."""
     global_index = self.shard_index + int(local) * self.shard_count
-    pixels = self.source.load(global_index)
+    pixels = self._cache.get(global_index)
+    if pixels is None:
+      pixels = self._decode(global_index)
+      if self.cache_images:
+        self._cache[global_index] = pixels
     if min(pixels.shape[:2]) * self.max_upscale < self.crop_size:
       raise image_io.ImageDecodeError(
           f'{self.source.describe(global_index)}: {pixels.shape[1]}x'
           f'{pixels.shape[0]} needs more than {self.max_upscale}x upscaling '
           f'for a {self.crop_size} crop')
     return pixels
+
+  def _decode(self, global_index: int) -> np.ndarray:
+    """The item's pixels; with ``image_short_side``, JPEGs are decoded at a
+    reduced size (PIL draft) and every image shrunk (antialiased bicubic) so
+    its shorter side is at most that, as ImageNet-sized photos are."""
+    side = self.image_short_side
+    if not side:
+      return self.source.load(global_index)
+    pixels = image_io.decode_image(
+        self.source.encoded(global_index),
+        name=self.source.describe(global_index), draft_size=(side, side))
+    short = min(pixels.shape[:2])
+    if short <= side:
+      return pixels
+    size = (max(1, round(pixels.shape[0] * side / short)),
+            max(1, round(pixels.shape[1] * side / short)))
+    small = degradations.resize_bicubic(image_io.to_float01(pixels), size)
+    return np.round(np.clip(small, 0, 1) * 255).astype(np.uint8)
 
   def _load_usable(self, local: int) -> tuple[np.ndarray, int]:
     """Pixels of the item or, if unusable, of the next usable one."""
@@ -219,7 +245,9 @@ def create_dataset(config, split: str = 'train', *,
       scale_choices=int(data.scale_choices), eval_scale=float(eval_scale),
       elastic_alpha=float(data.elastic_alpha),
       elastic_sigma=float(data.elastic_sigma),
-      other_reference_prob=float(data.other_reference_prob))
+      other_reference_prob=float(data.other_reference_prob),
+      image_short_side=int(data.get('image_short_side', 0)),
+      cache_images=bool(data.get('cache_images', False)))
   _check_source_usable(maker)
   dataset = grain.MapDataset.range(shard_len)
   if training:

@@ -1,4 +1,4 @@
-"""Metric writers, progress reports, profiles and sample grids for training.
+"""Metric writers, progress reports, profiles and sample-grid files.
 
 With clu and TensorFlow installed: clu ``metric_writers`` (TensorBoard event
 files + the log) and ``periodic_actions.ReportProgress`` / ``Profile``.
@@ -18,7 +18,6 @@ from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 
-from scsnet_jax import color
 
 SAMPLES_SUBDIR = 'samples'
 METRICS_FILE = 'metrics.jsonl'
@@ -47,8 +46,9 @@ class JsonLinesWriter:
   ``WORKDIR/samples`` hold the pixels).
   """
 
-  def __init__(self, workdir: Optional[str]):
+  def __init__(self, workdir: Optional[str], log: bool = True):
     self._file = None
+    self._log = log
     if workdir is not None:
       os.makedirs(workdir, exist_ok=True)
       self._file = open(os.path.join(workdir, METRICS_FILE), 'a')
@@ -60,8 +60,9 @@ class JsonLinesWriter:
   def write_scalars(self, step: int, scalars: Mapping[str, Any]):
     values = {k: float(np.asarray(v)) for k, v in scalars.items()}
     self._write({'step': int(step), 'kind': 'scalars', **values})
-    logging.info('[%d] %s', step, ', '.join(
-        f'{k}={v:.6g}' for k, v in sorted(values.items())))
+    if self._log:
+        logging.info('[%d] %s', step, ', '.join(
+          f'{k}={v:.6g}' for k, v in sorted(values.items())))
 
   def write_images(self, step: int, images: Mapping[str, Any]):
     self._write({'step': int(step), 'kind': 'images',
@@ -139,8 +140,13 @@ def create_writer(workdir: str):
   primary = _is_primary()
   if clu_available():
     from clu import metric_writers
-    return metric_writers.create_default_writer(
+    default = metric_writers.create_default_writer(
         workdir, just_logging=not primary, asynchronous=True)
+    if not primary:
+      return default
+    # metrics.jsonl as well: the curves tool reads it without TensorFlow.
+    return metric_writers.MultiWriter(
+        [default, JsonLinesWriter(workdir, log=False)])
   logging.warning('clu/TensorFlow not importable: metrics go to %s and the '
                   'log instead of TensorBoard.',
                   os.path.join(workdir, METRICS_FILE))
@@ -168,45 +174,6 @@ def create_profiler(workdir: str, num_profile_steps: int = 5,
   from clu import periodic_actions
   return periodic_actions.Profile(num_profile_steps=num_profile_steps,
                                   first_profile=first_profile, logdir=workdir)
-
-
-def _to_rgb(nlab: np.ndarray) -> np.ndarray:
-  return np.asarray(color.nlab_to_rgb(np.asarray(nlab, np.float32), np,
-                                      clip=True))
-
-
-def _gray_to_rgb(gray_nl: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-  """(B, h, w, 1) normalised L -> (B, H, W, 3) neutral RGB, nearest upsample."""
-  gray = _upsample_nearest(gray_nl, size)
-  lab = np.concatenate([gray, np.zeros(gray.shape[:-1] + (2,), np.float32)],
-                       -1)
-  return _to_rgb(lab)
-
-
-def sample_grid(gray: np.ndarray, reference: np.ndarray,
-                automatic: np.ndarray, referential: np.ndarray,
-                target: np.ndarray) -> np.ndarray:
-  """One row per example: gray input | reference | automatic | referential |
-  ground truth, all at the target's size. nlab inputs -> (rows*H, 5*W, 3)
-  uint8."""
-  size = target.shape[1:3]
-  columns = [_gray_to_rgb(gray, size),
-             _upsample_nearest(_to_rgb(reference), size),
-             _to_rgb(automatic), _to_rgb(referential), _to_rgb(target)]
-  rows = np.concatenate(columns, axis=2)            # (B, H, 5W, 3)
-  grid = rows.reshape((-1,) + rows.shape[2:])      # (B*H, 5W, 3)
-  return np.round(np.clip(grid, 0, 1) * 255).astype(np.uint8)
-
-
-def _upsample_nearest(images: np.ndarray, size: tuple[int, int]
-                      ) -> np.ndarray:
-  """(B, h, w, C) -> (B, H, W, C) by pixel repetition (integer factors)."""
-  ry = max(size[0] // images.shape[1], 1)
-  rx = max(size[1] // images.shape[2], 1)
-  out = np.repeat(np.repeat(images, ry, 1), rx, 2)[:, :size[0], :size[1]]
-  pad = ((0, 0), (0, size[0] - out.shape[1]), (0, size[1] - out.shape[2]),
-         (0, 0))
-  return np.pad(out, pad, mode='edge')
 
 
 def write_sample_grid(workdir: str, step: int, grid: np.ndarray,

@@ -30,6 +30,9 @@ def default_loss_config() -> ml_collections.ConfigDict:
       'content_weight': 10.0,
       'perceptual_weight': 5.0,
       'adversarial_weight': 1.0,
+      # PSNR warm-up: steps before this train G on the content loss alone
+      # (no D update, no VGG); 0 = the paper (all terms from the start).
+      'gan_start_step': 0,
       # The converter's .npz (see docs/losses.md); '' = none.
       'vgg_weights': '',
       # Without weights, use a random VGG16 (tests/demos; L_P then means little).

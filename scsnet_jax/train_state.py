@@ -46,13 +46,40 @@ class TrainState:
       pytree_node=False)
 
 
+def learning_rate_schedule(config: ml_collections.ConfigDict):
+  """``config.optimizer.learning_rate`` as an optax schedule (or a float).
+
+  'constant' (the paper); 'cosine': linear warm-up from 0 over
+  ``warmup_steps``, then cosine decay to ``final_lr_fraction`` of the peak
+  at ``config_lib.total_steps(config)``.
+  """
+  from scsnet_jax import config_lib
+  opt = config.optimizer
+  schedule = opt.get('schedule', 'constant')
+  if schedule == 'constant':
+    return opt.learning_rate
+  if schedule == 'cosine':
+    total = config_lib.total_steps(config)
+    warmup = int(opt.get('warmup_steps', 0))
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=opt.learning_rate,
+        warmup_steps=warmup, decay_steps=max(total, warmup + 1),
+        end_value=opt.learning_rate * opt.get('final_lr_fraction', 0.01))
+  raise ValueError(f"config.optimizer.schedule must be 'constant' or "
+                   f"'cosine', got {schedule!r}")
+
+
 def make_optimizer(config: ml_collections.ConfigDict
                    ) -> optax.GradientTransformation:
-  """PyTorch-style L2 decay then Adam (the paper's setting, for G and D)."""
+  """PyTorch-style L2 decay then Adam (the paper's setting, for G and D),
+  optionally after global-norm clipping and with a schedule."""
   opt = config.optimizer
-  return optax.chain(
-      optax.add_decayed_weights(opt.weight_decay),
-      optax.adam(opt.learning_rate, b1=opt.b1, b2=opt.b2))
+  parts = []
+  if opt.get('grad_clip_norm', 0.0):
+    parts.append(optax.clip_by_global_norm(opt.grad_clip_norm))
+  parts += [optax.add_decayed_weights(opt.weight_decay),
+            optax.adam(learning_rate_schedule(config), b1=opt.b1, b2=opt.b2)]
+  return optax.chain(*parts)
 
 
 def build_models(config: ml_collections.ConfigDict, rng: jax.Array):
@@ -112,6 +139,12 @@ def config_key(config: ml_collections.ConfigDict, *fields: str) -> str:
   unrelated fields (number of steps, logging) share compilations.
   """
   values = {}
+  if 'optimizer' in fields and config.optimizer.get(
+      'schedule', 'constant') != 'constant':
+    # The schedule's length is part of the optimizer.
+    values['total_steps'] = (config.train.steps, config.train.num_epochs,
+                             config.train.num_train_examples,
+                             config.data.global_batch_size)
   for field in fields:
     node = config
     for part in field.split('.'):

@@ -39,6 +39,37 @@ def generate(state: TrainState, params: Any, batch: Batch,
                    out_size=tuple(batch['target'].shape[1:3]))
 
 
+def sample_output_points(rng: jax.Array, target: jax.Array, num_points: int
+                         ) -> tuple[jax.Array, jax.Array]:
+  """``num_points`` random pixels of each HR target (with replacement).
+
+  target (B, H, W, C) -> (coords (B, N, 2) as (x, y) pixel centres in
+  (0, 1), the target's values there (B, N, C)). The content loss on such a
+  sample is an unbiased estimate of the full-image L1, at a fraction of the
+  CPM's cost (LIIF trains its decoder on sampled query points the same way).
+  """
+  batch, height, width, channels = target.shape
+  index = jax.random.randint(rng, (batch, num_points), 0, height * width)
+  rows, cols = index // width, index % width
+  coords = jnp.stack([(cols + 0.5) / width, (rows + 0.5) / height], axis=-1)
+  values = jnp.take_along_axis(target.reshape(batch, -1, channels),
+                               index[..., None], axis=1)
+  return coords.astype(jnp.float32), values
+
+
+def generate_points(state: TrainState, params: Any, batch: Batch,
+                    coords: jax.Array, referential: bool) -> jax.Array:
+  """Generator output at points coords (B, N, 2) -> (B, N, 3) nlab."""
+  generator = nnx.merge(state.generator_graphdef, params)
+  reference = batch['reference'] if referential else None
+  return generator.render_points(batch['gray'], coords, reference)
+
+
+def generator_graphdef(state: TrainState):
+  """The generator's graphdef (what ``nnx.merge`` needs with its params)."""
+  return state.generator_graphdef
+
+
 def discriminate(state: TrainState, params: Any, images: jax.Array
                  ) -> jax.Array:
   """Patch logits of the discriminator, float32 (B, h, w, 1)."""
@@ -61,34 +92,53 @@ def ema_decay_at(step: jax.Array, decay: float, warmup: bool) -> jax.Array:
 
 def train_step(state: TrainState, batch: Batch, perceptual_params: Any, *,
                referential: bool, loss_config: ml_collections.ConfigDict,
-               ema_decay: float, ema_warmup: bool = True
+               ema_decay: float, ema_warmup: bool = True,
+               gan_active: bool = True, content_points: int = 0
                ) -> tuple[TrainState, dict[str, jax.Array]]:
-  """One D update then one G update on a global batch; see module doc."""
+  """One D update then one G update on a global batch; see module doc.
+
+  ``gan_active=False`` (the PSNR warm-up, or an adversarial weight of 0)
+  trains G on the content loss alone and skips D's forward, backward and
+  update entirely (D's parameters and optimizer state pass through). Then,
+  with ``content_points`` > 0, G renders and is scored on that many random
+  HR pixels per image instead of the whole crop (``sample_output_points``).
+  """
   target = batch['target'].astype(jnp.float32)
-  fake, generator_vjp = jax.vjp(
-      lambda p: generate(state, p, batch, referential),
-      state.generator_params)
+  if not gan_active and content_points:
+    coords, target = sample_output_points(
+        jax.random.fold_in(state.rng, state.step), target, content_points)
+    render = lambda p: generate_points(state, p, batch, coords, referential)
+  else:
+    render = lambda p: generate(state, p, batch, referential)
+  fake, generator_vjp = jax.vjp(render, state.generator_params)
+  adversarial_w = loss_config.adversarial_weight if gan_active else 0.0
+  perceptual_w = loss_config.perceptual_weight if gan_active else 0.0
 
-  # Discriminator: real vs. the generator's output as a constant.
-  fake_for_d = jax.lax.stop_gradient(fake).astype(jnp.float32)
+  if adversarial_w:
+    # Discriminator: real vs. the generator's output as a constant.
+    fake_for_d = jax.lax.stop_gradient(fake).astype(jnp.float32)
 
-  def discriminator_loss_fn(d_params):
-    d_real = discriminate(state, d_params, target)
-    d_fake = discriminate(state, d_params, fake_for_d)
-    loss = losses.ralsgan_discriminator_loss(d_real, d_fake)
-    return loss, (jnp.mean(d_real), jnp.mean(d_fake))
+    def discriminator_loss_fn(d_params):
+      d_real = discriminate(state, d_params, target)
+      d_fake = discriminate(state, d_params, fake_for_d)
+      loss = losses.ralsgan_discriminator_loss(d_real, d_fake)
+      return loss, (jnp.mean(d_real), jnp.mean(d_fake))
 
-  (d_loss, (d_real_mean, d_fake_mean)), d_grads = jax.value_and_grad(
-      discriminator_loss_fn, has_aux=True)(state.discriminator_params)
-  d_updates, d_opt_state = state.discriminator_tx.update(
-      d_grads, state.discriminator_opt_state, state.discriminator_params)
-  d_params = optax.apply_updates(state.discriminator_params, d_updates)
+    (d_loss, (d_real_mean, d_fake_mean)), d_grads = jax.value_and_grad(
+        discriminator_loss_fn, has_aux=True)(state.discriminator_params)
+    d_updates, d_opt_state = state.discriminator_tx.update(
+        d_grads, state.discriminator_opt_state, state.discriminator_params)
+    d_params = optax.apply_updates(state.discriminator_params, d_updates)
+    d_grad_norm = optax.global_norm(d_grads)
+  else:
+    zero = jnp.zeros((), jnp.float32)
+    d_loss = d_real_mean = d_fake_mean = d_grad_norm = zero
+    d_params = state.discriminator_params
+    d_opt_state = state.discriminator_opt_state
 
   # Generator: content + perceptual + adversarial through the frozen new D.
   frozen_d_params = jax.lax.stop_gradient(d_params)
   content_w = loss_config.content_weight
-  perceptual_w = loss_config.perceptual_weight
-  adversarial_w = loss_config.adversarial_weight
 
   def generator_loss_fn(fake):
     fake = fake.astype(jnp.float32)
@@ -120,7 +170,6 @@ def train_step(state: TrainState, batch: Batch, perceptual_params: Any, *,
                      state.generator_ema, g_params)
 
   g_grad_norm = optax.global_norm(g_grads)
-  d_grad_norm = optax.global_norm(d_grads)
   metrics = {
       'generator_loss': g_loss,
       'content_loss': content,
@@ -133,6 +182,8 @@ def train_step(state: TrainState, batch: Batch, perceptual_params: Any, *,
       'discriminator_grad_norm': d_grad_norm,
       # Norms of the *updated* weights: a finite loss can still come with an
       # update that overflowed, and that state must never be checkpointed.
+      # Content loss of the L channel alone (normalised units): the SR half.
+      'content_l_loss': losses.l1_loss(fake[..., :1], target[..., :1]),
       'generator_param_norm': optax.global_norm(g_params),
       'discriminator_param_norm': optax.global_norm(d_params),
   }
@@ -153,30 +204,33 @@ _JITTED_STEPS: dict[Any, Any] = {}
 def make_jitted_step(config: ml_collections.ConfigDict, mesh: Mesh):
   """``jax.jit`` of ``train_step`` with explicit shardings and donation.
 
-  Call as ``jitted(state, batch, perceptual_params, referential: bool)``.
+  Call as ``jitted(state, batch, perceptual_params, referential: bool,
+  gan_active: bool)``.
   One jitted function per (config, mesh) per process, so a second training
   run in the same process (tests, notebooks) reuses the compiled steps.
   """
   key = (config_key(config, *STATE_FIELDS, 'loss', 'train.ema_decay',
-                    'train.ema_warmup'), mesh)
+                    'train.ema_warmup', 'train.content_points'), mesh)
   if key not in _JITTED_STEPS:
     _JITTED_STEPS[key] = _make_jitted_step(config, mesh)
   return _JITTED_STEPS[key]
 
 
 def _make_jitted_step(config: ml_collections.ConfigDict, mesh: Mesh):
-  def step(state, batch, perceptual_params, referential):
+  def step(state, batch, perceptual_params, referential, gan_active):
     return train_step(state, batch, perceptual_params,
                       referential=referential, loss_config=config.loss,
                       ema_decay=config.train.ema_decay,
-                      ema_warmup=config.train.get('ema_warmup', True))
+                      ema_warmup=config.train.get('ema_warmup', True),
+                      gan_active=gan_active,
+                      content_points=config.train.get('content_points', 0))
 
   replicated = sharding.replicated(mesh)
   return jax.jit(
       step,
       in_shardings=(replicated, sharding.batch_sharded(mesh), replicated),
       out_shardings=(replicated, replicated),
-      static_argnums=(3,),
+      static_argnums=(3, 4),
       donate_argnums=(0,))
 
 
@@ -190,9 +244,10 @@ def load_perceptual_params(config: ml_collections.ConfigDict,
 
 
 def make_train_step(config: ml_collections.ConfigDict, mesh: Mesh
-                    ) -> Callable[[TrainState, Batch, bool],
-                                  tuple[TrainState, dict[str, jax.Array]]]:
-  """``step(state, global_batch, referential) -> (state, metrics)``.
+                    ) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
+  """``step(state, global_batch, referential, gan_active=True)
+  -> (state, metrics)``; ``config_lib.gan_active(config, step)`` says
+  whether a step trains with the GAN and perceptual terms.
 
   Loads the perceptual network once and passes it as an argument (not a
   closure constant, which would be baked into the compiled program). The
@@ -201,8 +256,10 @@ def make_train_step(config: ml_collections.ConfigDict, mesh: Mesh
   jitted = make_jitted_step(config, mesh)
   perceptual_params = load_perceptual_params(config, mesh)
 
-  def step(state: TrainState, batch: Batch, referential: bool):
-    return jitted(state, batch, perceptual_params, bool(referential))
+  def step(state: TrainState, batch: Batch, referential: bool,
+           gan_active: bool = True):
+    return jitted(state, batch, perceptual_params, bool(referential),
+                  bool(gan_active))
 
   step.jitted = jitted
   step.perceptual_params = perceptual_params

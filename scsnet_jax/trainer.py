@@ -11,18 +11,18 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import time
 import threading
 from typing import Any, Optional
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from etils import epath
 from jax.experimental import multihost_utils
 
 from scsnet_jax import (checkpointing, config_lib, logging_utils, sharding,
-                        train_step)
+                        train_step, validation)
 from scsnet_jax.train_state import TrainState
 
 
@@ -63,32 +63,43 @@ class PreemptionWatcher:
       signal.signal(signal.SIGTERM, self._previous)
 
 
-_SAMPLE_FNS: dict[Any, Any] = {}
+_MODE_LOSSES = ('generator_loss', 'content_loss', 'content_l_loss',
+                'perceptual_loss', 'adversarial_loss')
 
 
-def make_sample_fn(config: ml_collections.ConfigDict, mesh):
-  """Jitted (state, batch) -> (automatic, referential) outputs of the EMA G
-  (the automatic output twice if the model has no referential branch)."""
-  key = (bool(config.model.referential), mesh)
-  if key not in _SAMPLE_FNS:
-    _SAMPLE_FNS[key] = _make_sample_fn(config, mesh)
-  return _SAMPLE_FNS[key]
-
-
-def _make_sample_fn(config: ml_collections.ConfigDict, mesh):
-  modes = (False, True) if config.model.referential else (False, False)
-
-  def sample(state: TrainState, batch):
-    outputs = [train_step.generate(state, state.generator_ema, batch, ref)
-               for ref in modes]
-    return tuple(o.astype(jnp.float32) for o in outputs)
-  return jax.jit(sample, in_shardings=(sharding.replicated(mesh),
-                                       sharding.batch_sharded(mesh)))
-
-
-def _mean_metrics(pending: list[dict[str, Any]]) -> dict[str, float]:
+def _mean_metrics(pending: list[dict[str, Any]],
+                  modes: list[bool]) -> dict[str, float]:
+  """Means over the pending steps, plus the losses per mode
+  ('automatic/content_loss', 'referential/content_loss', ...)."""
   host = jax.device_get(pending)
-  return {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+  means = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+  for referential, name in ((False, 'automatic'), (True, 'referential')):
+    chosen = [m for m, r in zip(host, modes) if r == referential]
+    for key in _MODE_LOSSES:
+      if chosen and key in chosen[0]:
+        means[f'{name}/{key}'] = float(np.mean([m[key] for m in chosen]))
+  return means
+
+
+class _LogLine:
+  """One human-readable line per log interval: losses, steps/s, ETA."""
+
+  def __init__(self, num_steps: int, start_step: int):
+    self.num_steps = num_steps
+    self.last_step, self.last_time = start_step, time.time()
+
+  def __call__(self, step: int, scalars: dict[str, float]):
+    now = time.time()
+    rate = (step - self.last_step) / max(now - self.last_time, 1e-9)
+    eta_min = (self.num_steps - step) / rate / 60 if rate > 0 else float('inf')
+    logging.warning(
+        'step %d/%d  loss G %.4f (L1 %.4f, L1 of L %.4f, VGG %.4f, adv %.4f) '
+        'D %.4f  %.2f steps/s  ETA %.1f min', step, self.num_steps,
+        scalars['generator_loss'], scalars['content_loss'],
+        scalars.get('content_l_loss', float('nan')),
+        scalars['perceptual_loss'], scalars['adversarial_loss'],
+        scalars['discriminator_loss'], rate, eta_min)
+    self.last_step, self.last_time = step, now
 
 
 def _check_finite(pending: list[dict[str, Any]], step: int):
@@ -158,10 +169,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   profiler = (logging_utils.create_profiler(workdir, train.profile_num_steps)
               if train.profile else None)
   step_fn = train_step.make_train_step(config, mesh)
-  sample_fn = make_sample_fn(config, mesh)
+  validator = _make_validator(config, state, mesh)
   preemption = PreemptionWatcher()
+  log_line = _LogLine(num_steps, start_step)
 
   pending: list[dict[str, Any]] = []
+  pending_modes: list[bool] = []
   step = start_step
   try:
     while step < num_steps:
@@ -173,8 +186,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           break
         batch = sharding.global_batch(local_batch, mesh)
         referential = config_lib.mode_for_step(config, step)
-        state, metrics = step_fn(state, batch, referential)
+        state, metrics = step_fn(state, batch, referential,
+                                 config_lib.gan_active(config, step))
       pending.append(metrics)
+      pending_modes.append(referential)
       step += 1
       report_progress(step)
       if profiler is not None:
@@ -183,12 +198,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       last = step == num_steps
       if last or stop or step % train.log_every_steps == 0:
         _check_finite(pending, step)
-        writer.write_scalars(step, _mean_metrics(pending))
-        pending = []
-      if train.sample_every_steps and (
-          step % train.sample_every_steps == 0 or last):
-        _write_samples(workdir, step, state, batch, sample_fn, writer,
-                       train.num_sample_images)
+        scalars = _mean_metrics(pending, pending_modes)
+        writer.write_scalars(step, scalars)
+        log_line(step, scalars)
+        pending, pending_modes = [], []
+      _validate(validator, config, workdir, step, last, state, writer)
       if last or stop or step % train.checkpoint_every_steps == 0:
         _check_finite(pending, step)
         checkpointing.save(manager, state, config, data_iterator, force=stop)
@@ -200,15 +214,59 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     manager.wait_until_finished()
     manager.close()
     preemption.close()
+  _log_summary(workdir, step)
   logging.info('finished at step %d', step)
   return state
 
 
-def _write_samples(workdir, step, state, batch, sample_fn, writer, count):
-  automatic, referential = sharding.to_host(sample_fn(state, batch))
-  host_batch = sharding.to_host(batch)
-  n = min(count, automatic.shape[0])
-  grid = logging_utils.sample_grid(
-      host_batch['gray'][:n], host_batch['reference'][:n], automatic[:n],
-      referential[:n], host_batch['target'][:n])
-  logging_utils.write_sample_grid(workdir, step, grid, writer)
+def _make_validator(config, state, mesh) -> Optional[validation.Validator]:
+  """The validation photos and their renderer, if evaluation or sample
+  grids are switched on (``train.eval_every_steps``,
+  ``train.sample_every_steps``)."""
+  train = config.train
+  if not (train.get('eval_every_steps', 0) or train.sample_every_steps):
+    return None
+  data = validation.load_validation_set(config.validation)
+  graphdef = train_step.generator_graphdef(state)
+  return validation.Validator(data, graphdef, mesh,
+                              bool(config.model.referential))
+
+
+def _validate(validator, config, workdir, step, last, state, writer):
+  """Scores (every ``eval_every_steps`` and at the end) and the labelled
+  sample grid (every ``sample_every_steps`` and at the end)."""
+  if validator is None:
+    return
+  train = config.train
+  every_eval = train.get('eval_every_steps', 0)
+  evaluate = bool(every_eval) and (step % every_eval == 0 or last)
+  sample = bool(train.sample_every_steps) and (
+      step % train.sample_every_steps == 0 or last)
+  if not (evaluate or sample):
+    return
+  params = validation.state_params(state)
+  if evaluate:
+    scores, outputs = validator.run(params)
+    writer.write_scalars(step, validation.flat_scalars(scores))
+    logging.warning('validation at step %d:\n%s', step,
+                    validation.summary_table(scores))
+  else:
+    outputs = {mode: validator.render(params, mode)
+               for mode in validator.modes if mode != 'self_reference'}
+  if sample:
+    grid = validation.labelled_grid(validator.data, outputs,
+                                    config.validation.num_sample_images)
+    logging_utils.write_sample_grid(workdir, step, grid, writer)
+
+
+def _log_summary(workdir: str, step: int):
+  """Where the results are and what to run next."""
+  logging.warning(
+      'finished at step %d.\n  checkpoints:  %s\n  sample grids: %s\n'
+      '  metrics:      %s (TensorBoard events and metrics.jsonl)\n'
+      'next:\n  python -m scsnet_jax.predict --checkpoint %s --input GRAY.png '
+      '--output out/ --scale 4\n  python -m scsnet_jax.main --mode=eval '
+      '--workdir=%s\n  tensorboard --logdir %s', step,
+      checkpointing.checkpoint_dir(workdir),
+      f'{workdir}/{logging_utils.SAMPLES_SUBDIR}', workdir, workdir, workdir,
+      workdir)

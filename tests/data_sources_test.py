@@ -213,3 +213,31 @@ def test_tfds_array_record_dataset_feeds_the_pipeline(tmp_path):
   iterator = input_pipeline.create_iterator(
       config, 'train', global_batch_size=4, process_index=0, process_count=1)
   assert next(iterator)['target'].shape == (4, 32, 32, 3)
+
+
+def test_several_folders_files_and_globs_make_one_corpus(tmp_path):
+  for rel in ['a/x.jpg', 'a/sub/y.png', 'b/p1.jpg', 'b/p2.jpg', 'b/q.png',
+              'c/single.jpg']:
+    path = tmp_path / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b'x')
+  spec = (f'{tmp_path / "a"}, {tmp_path / "b" / "p*.jpg"},'
+          f'{tmp_path / "c" / "single.jpg"}')
+  train = data_sources.folder_source(spec, 'train', 0.0)
+  expected = sorted(str(tmp_path / r) for r in
+                    ['a/x.jpg', 'a/sub/y.png', 'b/p1.jpg', 'b/p2.jpg',
+                     'c/single.jpg'])
+  assert sorted(train.describe(i) for i in range(len(train))) == expected
+  # The same as a list; the split hashes names within their entry, so it
+  # does not depend on where the corpus is installed.
+  as_list = data_sources.folder_source(
+      [str(tmp_path / 'a'), str(tmp_path / 'b' / 'p*.jpg'),
+       str(tmp_path / 'c' / 'single.jpg')], 'eval', 0.5)
+  keys = ['x.jpg', 'sub/y.png', 'p1.jpg', 'p2.jpg', 'single.jpg']
+  want = sum(data_sources.in_eval_split(k, 0.5) for k in keys)
+  assert len(as_list.relpaths) == want
+  with pytest.raises(DataError, match='matches no image'):
+    data_sources.folder_source(str(tmp_path / 'b' / '*.gif'), 'train', 0.0)
+  with pytest.raises(DataError, match='does not exist'):
+    data_sources.folder_source(f'{tmp_path / "a"},{tmp_path / "nope"}',
+                               'train', 0.0)

@@ -151,3 +151,97 @@ def test_log_forward_flops_from_xla_cost_analysis():
   logging.warning('XLA cost analysis, 128x128 -> 512x512 automatic: %.1f GFLOP',
                   flops / 1e9)
   assert flops > 0
+
+
+# --- luminance_residual (a switchable deviation from the spec) --------------
+RESIDUAL_TINY = GeneratorConfig(
+    referential=True, init_width=8, encoder_widths=(8, 16),
+    source_res_blocks=0, reference_res_blocks=0, cross_attention_qk=8,
+    self_attention_qk=8, decoder_res_blocks=(0, 0, 0), texture_res_blocks=0,
+    fusion_width=8, cpm_hidden=(8, 8, 8), cpm_chunk_size=64,
+    luminance_residual=True)
+
+
+def _smooth_gray(shape, seed):
+  """A smooth random gray image (B, H, W, 1) in [-1, 1]."""
+  noise = np.random.default_rng(seed).uniform(-1, 1, shape)
+  return np.asarray(jax.image.resize(noise[:, ::4, ::4], shape, 'cubic'),
+                    np.float32).clip(-1, 1)
+
+
+def test_residual_model_starts_at_bicubic_and_spec_model_does_not():
+  gray = _smooth_gray((2, 8, 12, 1), 0)
+  out_size = (20, 30)
+  bicubic = np.asarray(jax.image.resize(gray, (2, *out_size, 1), 'cubic'))
+  residual = Generator(RESIDUAL_TINY, rngs=nnx.Rngs(0))
+  out = np.asarray(residual(gray, out_size=out_size))
+  np.testing.assert_allclose(out[..., :1], bicubic, atol=2e-6)
+  np.testing.assert_array_equal(out[..., 1:], 0.0)
+  spec = Generator(GeneratorConfig(**{**vars(RESIDUAL_TINY),
+                                      'luminance_residual': False}),
+                   rngs=nnx.Rngs(0))
+  assert np.abs(np.asarray(spec(gray, out_size=out_size))[..., :1] -
+                bicubic).mean() > 1e-2
+
+
+@pytest.fixture(scope='module')
+def trained_residual():
+  """A residual model whose head is no longer zero (as after training)."""
+  model = Generator(RESIDUAL_TINY, rngs=nnx.Rngs(0))
+  out = model.cpm.output_layer
+  out.kernel.value = 0.1 * jax.random.normal(jax.random.PRNGKey(3),
+                                             out.kernel.value.shape)
+  return model
+
+
+def test_residual_points_tiles_and_export_agree_with_the_full_grid(
+    trained_residual):
+  from scsnet_jax import export, inference
+  from scsnet_jax.models.cpm import grid_coordinates
+  model = trained_residual
+  gray = _smooth_gray((1, 160, 144, 1), 1)
+  full = np.asarray(model(gray, scale=2))
+  head = np.asarray(model.cpm(model.features(gray), full.shape[1:3]))
+  assert np.abs(full[..., 0] - head[..., 0]).mean() > 0.05   # base added
+  points = model.render_points(gray, grid_coordinates(320, 288)[None])
+  np.testing.assert_allclose(np.asarray(points).reshape(full.shape), full,
+                             atol=1e-5)
+  graphdef, state = nnx.split(model)
+  params = state.to_pure_dict()
+  untiled, _ = inference.Predictor(params, RESIDUAL_TINY).predict_nlab(
+      gray, None, (320, 288))
+  np.testing.assert_allclose(untiled, full, atol=1e-5)
+  tiled, _ = inference.Predictor(params, RESIDUAL_TINY, tile=128,
+                                 tile_overlap=64).predict_nlab(
+                                     gray, None, (320, 288))
+  # Same tolerance as the spec model's tiling (attention sees its window).
+  np.testing.assert_allclose(tiled, full, atol=5e-3)
+  artifact, _ = export.export_artifact(graphdef, params, 'automatic', 2)
+  np.testing.assert_allclose(np.asarray(artifact.call(gray)), full,
+                             atol=1e-5)
+
+
+def test_res_branch_init_scale_scales_only_second_convs_and_tames_growth():
+  cfg = GeneratorConfig()
+  default = Generator(cfg, rngs=nnx.Rngs(4))
+  scaled = Generator(GeneratorConfig(res_branch_init_scale=0.1),
+                     rngs=nnx.Rngs(4))
+  flat_default = dict(nnx.to_flat_state(nnx.state(default, nnx.Param)))
+  flat_scaled = dict(nnx.to_flat_state(nnx.state(scaled, nnx.Param)))
+  assert flat_default.keys() == flat_scaled.keys()
+  second_convs = 0
+  for path, value in flat_default.items():
+    ours = flat_scaled[path].value
+    if 'conv2' in path and path[-1] == 'kernel':
+      second_convs += 1
+      np.testing.assert_allclose(ours, 0.1 * value.value, rtol=1e-6)
+    else:
+      np.testing.assert_array_equal(ours, value.value)
+  # Source encoder 1 + 3, colour decoder 2 + 2 + 1, texture encoder 20.
+  assert second_convs == 1 + 3 + 5 + 20
+  # Why: at Flax's default init each ResBlock grows activations ~1.5x, so
+  # the 20-block texture encoder amplifies its input by orders of magnitude.
+  x = jax.random.normal(jax.random.PRNGKey(0), (1, 16, 16, 64))
+  growth = {name: float(jnp.std(model.texture_encoder(x)) / jnp.std(x))
+            for name, model in (('default', default), ('scaled', scaled))}
+  assert growth['default'] > 20 and growth['scaled'] < 3, growth

@@ -213,3 +213,27 @@ def test_benchmark_input_reports_throughput():
                                           batch_size=2, crop_size=32)
   assert result['examples_per_s'] > 0
   assert result['num_workers'] == 0 and result['crop_size'] == 32
+
+
+def test_image_short_side_shrinks_photos_and_cache_decodes_once(tmp_path):
+  from scsnet_jax import degradations, image_io
+  rng = np.random.default_rng(0)
+  pixels = rng.integers(0, 256, (120, 200, 3), dtype=np.uint8)
+  Image.fromarray(pixels).save(tmp_path / 'wide.png')
+  source = data_sources.folder_source(str(tmp_path), 'train', 0.0)
+  maker = input_pipeline.ExampleMaker(
+      source=source, shard_index=0, shard_count=1, shard_len=1,
+      batch_size=1, training=True, seed=0, crop_size=32, max_upscale=4.0,
+      scale=(4.0, 4.0), scale_choices=0, eval_scale=4.0, elastic_alpha=1.0,
+      elastic_sigma=1.0, other_reference_prob=0.0, image_short_side=48,
+      cache_images=True)
+  calls = []
+  encoded = source.encoded
+  source.encoded = lambda i: calls.append(i) or encoded(i)
+  small = maker._load(0)
+  assert small.shape == (48, 80, 3)
+  expected = degradations.resize_bicubic(image_io.to_float01(pixels),
+                                         (48, 80))
+  np.testing.assert_allclose(small / 255.0, np.clip(expected, 0, 1),
+                             atol=1 / 255 + 1e-6)
+  assert maker._load(0) is small and calls == [0]

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from scsnet_jax import color, logging_utils
+from scsnet_jax import logging_utils
 
 
 @pytest.fixture
@@ -56,20 +56,8 @@ def test_clu_writer_when_available(tmp_path):
   assert any(p.name.startswith('events.out.tfevents') for p in tmp_path.iterdir())
 
 
-def test_sample_grid_rows_are_examples_columns_are_views(tmp_path):
-  rng = np.random.default_rng(0)
-  rgb = rng.uniform(0.1, 0.9, (2, 8, 8, 3)).astype(np.float32)
-  target = color.rgb_to_nlab(rgb, np)
-  gray = target[:, ::2, ::2, :1]
-  reference = target[:, ::2, ::2]
-  grid = logging_utils.sample_grid(gray, reference, -target, target * 0,
-                                   target)
-  assert grid.shape == (16, 40, 3) and grid.dtype == np.uint8
-  # Last column of row 0 is the ground truth itself.
-  np.testing.assert_allclose(grid[:8, 32:] / 255.0, rgb[0], atol=1 / 255 + 1e-4)
-  # First column is neutral gray (a = b = 0): R = G = B.
-  first = grid[:8, :8].astype(int)
-  assert np.abs(first[..., 0] - first[..., 2]).max() <= 1
+def test_sample_grid_png_round_trips(tmp_path):
+  grid = np.random.default_rng(0).integers(0, 256, (18, 40, 3), np.uint8)
   path = logging_utils.write_sample_grid(str(tmp_path), 12, grid)
   assert path.endswith('samples/step_12.png')
   from PIL import Image

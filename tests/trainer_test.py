@@ -31,10 +31,48 @@ def workdir(tmp_path_factory):
   return str(tmp_path_factory.mktemp('run'))
 
 
+FIRST_RUN_LOG: list[str] = []
+
+
+class _Collect(logging.Handler):
+  def emit(self, record):
+    FIRST_RUN_LOG.append(record.getMessage())
+
+
 @pytest.fixture(scope='module')
 def first_run(workdir):
-  """2 steps from scratch (checkpoint and samples at step 2)."""
-  return trainer.train_and_evaluate(_config(2), workdir)
+  """2 steps from scratch (checkpoint, validation and samples at step 2)."""
+  config = _config(2)
+  config.train.eval_every_steps = 2
+  handler = _Collect(level=logging.INFO)
+  logging.getLogger().addHandler(handler)
+  try:
+    return trainer.train_and_evaluate(config, workdir)
+  finally:
+    logging.getLogger().removeHandler(handler)
+
+
+def test_a_run_logs_losses_validation_and_a_summary(workdir, first_run):
+  del first_run
+  records = [json.loads(line) for line in
+             open(os.path.join(workdir, 'metrics.jsonl'))]
+  scalars = {k: v for r in records if r.get('kind') == 'scalars'
+             for k, v in r.items()}
+  for key in ('automatic/content_loss', 'referential/content_loss',
+              'content_l_loss', 'val/automatic/model/l_psnr',
+              'val/automatic/bicubic_gray/l_psnr',
+              'val/self_reference/color_copy/ciede2000',
+              'val/mirrored_reference/global_transfer/ciede2000'):
+    assert key in scalars, key
+  text = '\n'.join(FIRST_RUN_LOG)
+  assert 'step 2/2  loss G' in text and 'steps/s  ETA' in text
+  assert 'validation at step 2:' in text and '| automatic | model |' in text
+  assert 'finished at step 2.' in text and 'scsnet_jax.predict' in text
+  from PIL import Image
+  grid = np.asarray(Image.open(os.path.join(workdir, 'samples',
+                                            'step_2.png')))
+  # Header row + one row per validation photo, five labelled columns.
+  assert grid.shape == (18 + 2 * 32, 5 * 32, 3)
 
 
 def test_a_run_leaves_checkpoints_samples_events_and_config(workdir,

@@ -1,0 +1,124 @@
+"""Final evaluation of a run on unseen photos: table, targets, picture grid.
+
+  python -m scsnet_jax.tools.evaluate_photos --checkpoint WORKDIR \
+      --json results.json [--grid grid.png] [--table table.md]
+
+Scores the EMA generator of the latest checkpoint (``scsnet_jax.validation``:
+three modes, each beside its trivial baseline) on the run's validation photos
+(scikit-image's, by default) and, when the run trained on a folder corpus, on
+that corpus's held-out share. Writes the scores, the markdown tables and the
+pass/fail of the learning targets (docs/results.md) as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('checkpoint', None, 'Training workdir (or its checkpoints '
+                    'folder, or one step folder).')
+flags.DEFINE_string('json', None, 'Where to write the results JSON.')
+flags.DEFINE_string('grid', '', 'PNG of the labelled picture grid ('' = none).')
+flags.DEFINE_integer('grid_images', 3, 'Photos in the picture grid.')
+flags.DEFINE_string('table', '', 'Markdown file for the tables ('' = none).')
+
+# The learning targets of the CPU recipe (issue "It learns"), on the
+# validation photos at x4 with the EMA weights.
+LPSNR_MARGIN_DB = 0.5
+MIN_COLORFULNESS = 20.0
+SELF_REFERENCE_RATIO = 0.6
+
+
+def check_targets(scores: dict[str, float]) -> dict[str, dict]:
+  """{target: {'pass': bool, 'value': ..., 'bound': ...}} from run() scores."""
+  s = scores
+  checks = {}
+  def add(name, value, bound, passed):
+    checks[name] = {'value': round(value, 3), 'bound': round(bound, 3),
+                    'pass': bool(passed)}
+  l_model = s['automatic/model/l_psnr']
+  l_bicubic = s['automatic/bicubic_gray/l_psnr']
+  add('luminance: L-PSNR >= bicubic + 0.5 dB', l_model,
+      l_bicubic + LPSNR_MARGIN_DB, l_model >= l_bicubic + LPSNR_MARGIN_DB)
+  auto = s['automatic/model/ciede2000']
+  gray = s['automatic/bicubic_gray/ciede2000']
+  add('automatic: CIEDE2000 <= gray baseline', auto, gray, auto <= gray)
+  cn = s['automatic/model/colorfulness']
+  add('automatic: colourfulness >= 20', cn, MIN_COLORFULNESS,
+      cn >= MIN_COLORFULNESS)
+  if 'self_reference/model/ciede2000' in s:
+    self_ref = s['self_reference/model/ciede2000']
+    add('self-reference: CIEDE2000 <= 0.6 x automatic', self_ref,
+        SELF_REFERENCE_RATIO * auto, self_ref <= SELF_REFERENCE_RATIO * auto)
+    mirrored = s['mirrored_reference/model/ciede2000']
+    transfer = s['mirrored_reference/global_transfer/ciede2000']
+    add('mirrored reference: CIEDE2000 < global colour transfer', mirrored,
+        transfer, mirrored < transfer)
+  return checks
+
+
+def _heldout_config(config):
+  """config.validation-like section for the corpus's held-out share."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  section = ml_collections.ConfigDict(config.validation.to_dict())
+  section.source = 'folder'
+  section.folder_path = config.data.folder_path
+  section.eval_fraction = float(config.data.eval_fraction)
+  return section
+
+
+def main(argv):
+  del argv
+  if not FLAGS.checkpoint or not FLAGS.json:
+    sys.exit('error: --checkpoint and --json are required')
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from scsnet_jax import checkpointing, sharding, validation
+  try:
+    bundle = checkpointing.load_generator(FLAGS.checkpoint)
+  except (FileNotFoundError, ValueError) as error:
+    sys.exit(f'error: {error}')
+  config = bundle.config
+  mesh = sharding.create_mesh()
+  referential = bool(config.model.referential)
+  sets = {'validation_photos': config.validation}
+  if config.data.source == 'folder':
+    sets['corpus_heldout'] = _heldout_config(config)
+  results = {'checkpoint': os.path.abspath(FLAGS.checkpoint),
+             'step': int(bundle.step), 'sets': {}}
+  tables = []
+  for name, section in sets.items():
+    data = validation.load_validation_set(section)
+    validator = validation.Validator(data, bundle.graphdef, mesh, referential)
+    scores, outputs = validator.run(bundle.params)
+    table = validation.summary_table(scores)
+    results['sets'][name] = {
+        'photos': data.names, 'scale': float(section.scale),
+        'hr_size': int(section.crop_size), 'scores': scores}
+    tables.append(f'### {name} ({len(data.names)} photos, x'
+                  f'{float(section.scale):g}, {section.crop_size} px outputs)'
+                  f'\n\n{table}\n')
+    if name == 'validation_photos':
+      results['targets'] = check_targets(scores)
+      if FLAGS.grid:
+        grid = validation.labelled_grid(data, outputs, FLAGS.grid_images)
+        Image.fromarray(np.asarray(grid)).save(FLAGS.grid)
+  text = '\n'.join(tables)
+  os.makedirs(os.path.dirname(os.path.abspath(FLAGS.json)), exist_ok=True)
+  with open(FLAGS.json, 'w') as f:
+    json.dump(results, f, indent=2)
+  if FLAGS.table:
+    with open(FLAGS.table, 'w') as f:
+      f.write(text)
+  print(text)
+  for target, check in results.get('targets', {}).items():
+    print(f"{'PASS' if check['pass'] else 'MISS'}  {target}: "
+          f"{check['value']} (bound {check['bound']})")
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,128 @@
+"""Training and validation curves of a run, from WORKDIR/metrics.jsonl.
+
+  python -m scsnet_jax.tools.plot_curves --workdir WORKDIR --output curves.png
+
+Four panels: the content (L1) loss of automatic and referential steps; the
+validation CIE-L PSNR of the model against bicubic; the validation CIEDE2000
+per mode against each mode's baseline; and the colourfulness of the outputs
+against the ground truth's. Needs matplotlib (``pip install matplotlib``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Iterable
+
+from absl import app, flags
+
+from scsnet_jax import logging_utils
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('workdir', None, 'Training workdir holding metrics.jsonl.')
+flags.DEFINE_string('output', None, 'PNG to write (default '
+                    'WORKDIR/curves.png).')
+flags.DEFINE_string('title', '', 'Figure title (default: the workdir).')
+
+
+def read_scalars(path: str) -> dict[str, list[tuple[int, float]]]:
+  """metrics.jsonl -> {name: [(step, value), ...]} sorted by step; a step
+  written twice (a resumed run) keeps its last value."""
+  series: dict[str, dict[int, float]] = {}
+  with open(path) as f:
+    for line in f:
+      line = line.strip()
+      if not line:
+        continue
+      record = json.loads(line)
+      if record.get('kind') != 'scalars':
+        continue
+      step = int(record['step'])
+      for key, value in record.items():
+        if key not in ('step', 'kind') and isinstance(value, (int, float)):
+          series.setdefault(key, {})[step] = float(value)
+  return {k: sorted(v.items()) for k, v in series.items()}
+
+
+def _plot(axis, series, name, label, **style):
+  points = series.get(name)
+  if points:
+    steps, values = zip(*points)
+    axis.plot(steps, values, label=label, **style)
+
+
+def _smoothed(points: Iterable[tuple[int, float]], weight: float = 0.8):
+  out, last = [], None
+  for step, value in points:
+    last = value if last is None else weight * last + (1 - weight) * value
+    out.append((step, last))
+  return out
+
+
+def draw(series: dict[str, list[tuple[int, float]]], output: str,
+         title: str) -> None:
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, axes = plt.subplots(2, 2, figsize=(12, 8))
+  losses, lpsnr, ciede, cn = axes.ravel()
+  for mode, colour in (('automatic', 'tab:blue'), ('referential', 'tab:red')):
+    key = f'{mode}/content_loss'
+    if key in series:
+      losses.plot(*zip(*series[key]), color=colour, alpha=0.25)
+      losses.plot(*zip(*_smoothed(series[key])), color=colour,
+                  label=f'{mode} steps (L1, nLAB)')
+  losses.set_title('training content loss')
+  losses.set_xlabel('step')
+  losses.set_yscale('log')
+
+  _plot(lpsnr, series, 'val/automatic/model/l_psnr', 'model', color='k',
+        marker='o')
+  _plot(lpsnr, series, 'val/automatic/bicubic_gray/l_psnr', 'bicubic',
+        color='gray', linestyle='--')
+  lpsnr.set_title('validation CIE-L PSNR (dB), x4, unseen photos')
+  lpsnr.set_xlabel('step')
+
+  colours = {'automatic': 'tab:blue', 'self_reference': 'tab:green',
+             'mirrored_reference': 'tab:orange'}
+  baselines = {'automatic': 'bicubic_gray', 'self_reference': 'color_copy',
+               'mirrored_reference': 'global_transfer'}
+  for mode, colour in colours.items():
+    _plot(ciede, series, f'val/{mode}/model/ciede2000', f'{mode}: model',
+          color=colour, marker='o')
+    _plot(ciede, series, f'val/{mode}/{baselines[mode]}/ciede2000',
+          f'{mode}: {baselines[mode]}', color=colour, linestyle='--')
+    _plot(cn, series, f'val/{mode}/model/colorfulness', f'{mode}: model',
+          color=colour, marker='o')
+  cn.axhline(20, color='gray', linestyle=':', label='target (20)')
+  ciede.set_title('validation CIEDE2000 (lower is better)')
+  ciede.set_xlabel('step')
+  cn.set_title('validation colourfulness (M3)')
+  cn.set_xlabel('step')
+  for axis in axes.ravel():
+    axis.grid(alpha=0.3)
+    if axis.get_legend_handles_labels()[0]:
+      axis.legend(fontsize=8)
+  fig.suptitle(title)
+  fig.tight_layout()
+  fig.savefig(output, dpi=90)
+  plt.close(fig)
+
+
+def main(argv):
+  del argv
+  if not FLAGS.workdir:
+    sys.exit('error: --workdir is required')
+  path = os.path.join(FLAGS.workdir, logging_utils.METRICS_FILE)
+  if not os.path.isfile(path):
+    sys.exit(f'error: {path}: no such file (was the run trained with this '
+             'version? metrics.jsonl is written beside the TensorBoard events)')
+  series = read_scalars(path)
+  output = FLAGS.output or os.path.join(FLAGS.workdir, 'curves.png')
+  draw(series, output, FLAGS.title or FLAGS.workdir)
+  print(output)
+
+
+if __name__ == '__main__':
+  app.run(main)
