@@ -93,7 +93,7 @@ class _LogLine:
     rate = (step - self.last_step) / max(now - self.last_time, 1e-9)
     eta_min = (self.num_steps - step) / rate / 60 if rate > 0 else float('inf')
     logging.warning(
-        'step %d/%d  loss G %.4f (L1 %.4f, L1 of L %.4f, VGG %.4f, adv %.4f) '
+        'step %d/%d  loss G %.6g (L1 %.4f, L1 of L %.4f, VGG %.4f, adv %.4f) '
         'D %.4f  %.2f steps/s  ETA %.1f min', step, self.num_steps,
         scalars['generator_loss'], scalars['content_loss'],
         scalars.get('content_l_loss', float('nan')),

@@ -21,7 +21,7 @@ from scsnet_jax import config_lib
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCHER = os.path.join(REPO_ROOT, 'launch', 'local_multiprocess.sh')
 CACHE = os.path.join(tempfile.gettempdir(), 'scsnet_jax_test_compile_cache')
-LOSS = re.compile(r'\[(\d+)\] .*?\bgenerator_loss=([-+0-9.eE]+|nan|inf)')
+LOSS = re.compile(r'step (\d+)/\d+  loss G ([-+0-9.eE]+|nan|inf)')
 
 
 def _env(devices_per_process):
@@ -39,7 +39,7 @@ def _flags(workdir, steps, *extra):
 
 
 def _losses(text):
-  """{step: generator_loss} from the log lines of the metric writer."""
+  """{step: generator_loss} from the trainer's per-interval log lines."""
   return {int(s): float(v) for s, v in LOSS.findall(text)}
 
 
