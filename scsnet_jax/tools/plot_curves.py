@@ -81,6 +81,7 @@ def draw(series: dict[str, list[tuple[int, float]]], output: str,
         marker='o')
   _plot(lpsnr, series, 'val/automatic/bicubic_gray/l_psnr', 'bicubic',
         color='gray', linestyle='--')
+  lpsnr.ticklabel_format(axis='y', useOffset=False)
   lpsnr.set_title('validation CIE-L PSNR (dB), x4, unseen photos')
   lpsnr.set_xlabel('step')
 
