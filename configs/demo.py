@@ -20,7 +20,7 @@ def get_config():
   config.loss.allow_random_vgg = True
   config.train.steps = 100
   config.train.log_every_steps = 10
-  config.train.sample_every_steps = 25
+  config.train.sample_every_steps = 50
   config.train.checkpoint_every_steps = 50
   config.train.max_to_keep = 2
   config.train.keep_period = 0
