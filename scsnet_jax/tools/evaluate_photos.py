@@ -12,19 +12,10 @@ pass/fail of the learning targets (docs/results.md) as JSON.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
-
-from absl import app, flags
-
-FLAGS = flags.FLAGS
-flags.DEFINE_string('checkpoint', None, 'Training workdir (or its checkpoints '
-                    'folder, or one step folder).')
-flags.DEFINE_string('json', None, 'Where to write the results JSON.')
-flags.DEFINE_string('grid', '', 'PNG of the labelled picture grid ('' = none).')
-flags.DEFINE_integer('grid_images', 3, 'Photos in the picture grid.')
-flags.DEFINE_string('table', '', 'Markdown file for the tables ('' = none).')
 
 # The learning targets of the CPU recipe (issue "It learns"), on the
 # validation photos at x4 with the EMA weights.
@@ -71,15 +62,31 @@ def _heldout_config(config):
   return section
 
 
-def main(argv):
-  del argv
-  if not FLAGS.checkpoint or not FLAGS.json:
-    sys.exit('error: --checkpoint and --json are required')
+def build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(
+      prog='python -m scsnet_jax.tools.evaluate_photos',
+      description='Score a run on unseen photos against the baselines.')
+  parser.add_argument('--checkpoint', required=True,
+                      help='training workdir (or its checkpoints folder, or '
+                      'one step folder)')
+  parser.add_argument('--json', required=True,
+                      help='where to write the results JSON')
+  parser.add_argument('--grid', default='',
+                      help='PNG of the labelled picture grid (default: none)')
+  parser.add_argument('--grid_images', type=int, default=3,
+                      help='photos in the picture grid')
+  parser.add_argument('--table', default='',
+                      help='markdown file for the tables (default: none)')
+  return parser
+
+
+def main(argv=None):
+  args = build_parser().parse_args(argv)
   import numpy as np  # pylint: disable=g-import-not-at-top
   from PIL import Image  # pylint: disable=g-import-not-at-top
   from scsnet_jax import checkpointing, sharding, validation
   try:
-    bundle = checkpointing.load_generator(FLAGS.checkpoint)
+    bundle = checkpointing.load_generator(args.checkpoint)
   except (FileNotFoundError, ValueError) as error:
     sys.exit(f'error: {error}')
   config = bundle.config
@@ -88,7 +95,7 @@ def main(argv):
   sets = {'validation_photos': config.validation}
   if config.data.source == 'folder':
     sets['corpus_heldout'] = _heldout_config(config)
-  results = {'checkpoint': os.path.abspath(FLAGS.checkpoint),
+  results = {'checkpoint': os.path.abspath(args.checkpoint),
              'step': int(bundle.step), 'sets': {}}
   tables = []
   for name, section in sets.items():
@@ -104,15 +111,15 @@ def main(argv):
                   f'\n\n{table}\n')
     if name == 'validation_photos':
       results['targets'] = check_targets(scores)
-      if FLAGS.grid:
-        grid = validation.labelled_grid(data, outputs, FLAGS.grid_images)
-        Image.fromarray(np.asarray(grid)).save(FLAGS.grid)
+      if args.grid:
+        grid = validation.labelled_grid(data, outputs, args.grid_images)
+        Image.fromarray(np.asarray(grid)).save(args.grid)
   text = '\n'.join(tables)
-  os.makedirs(os.path.dirname(os.path.abspath(FLAGS.json)), exist_ok=True)
-  with open(FLAGS.json, 'w') as f:
+  os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+  with open(args.json, 'w') as f:
     json.dump(results, f, indent=2)
-  if FLAGS.table:
-    with open(FLAGS.table, 'w') as f:
+  if args.table:
+    with open(args.table, 'w') as f:
       f.write(text)
   print(text)
   for target, check in results.get('targets', {}).items():
@@ -121,4 +128,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  main()

@@ -10,20 +10,13 @@ against the ground truth's. Needs matplotlib (``pip install matplotlib``).
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
 from typing import Iterable
 
-from absl import app, flags
-
 from scsnet_jax import logging_utils
-
-FLAGS = flags.FLAGS
-flags.DEFINE_string('workdir', None, 'Training workdir holding metrics.jsonl.')
-flags.DEFINE_string('output', None, 'PNG to write (default '
-                    'WORKDIR/curves.png).')
-flags.DEFINE_string('title', '', 'Figure title (default: the workdir).')
 
 
 def read_scalars(path: str) -> dict[str, list[tuple[int, float]]]:
@@ -111,19 +104,30 @@ def draw(series: dict[str, list[tuple[int, float]]], output: str,
   plt.close(fig)
 
 
-def main(argv):
-  del argv
-  if not FLAGS.workdir:
-    sys.exit('error: --workdir is required')
-  path = os.path.join(FLAGS.workdir, logging_utils.METRICS_FILE)
+def build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(
+      prog='python -m scsnet_jax.tools.plot_curves',
+      description='Training and validation curves of a run as one PNG.')
+  parser.add_argument('--workdir', required=True,
+                      help='training workdir holding metrics.jsonl')
+  parser.add_argument('--output', default=None,
+                      help='PNG to write (default WORKDIR/curves.png)')
+  parser.add_argument('--title', default='',
+                      help='figure title (default: the workdir)')
+  return parser
+
+
+def main(argv=None):
+  args = build_parser().parse_args(argv)
+  path = os.path.join(args.workdir, logging_utils.METRICS_FILE)
   if not os.path.isfile(path):
     sys.exit(f'error: {path}: no such file (was the run trained with this '
              'version? metrics.jsonl is written beside the TensorBoard events)')
   series = read_scalars(path)
-  output = FLAGS.output or os.path.join(FLAGS.workdir, 'curves.png')
-  draw(series, output, FLAGS.title or FLAGS.workdir)
+  output = args.output or os.path.join(args.workdir, 'curves.png')
+  draw(series, output, args.title or args.workdir)
   print(output)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  main()
