@@ -1,4 +1,4 @@
-"""A five-minute demonstration on 2 CPU cores: the bundled demo photos,
+"""A three-minute demonstration on 2 CPU cores: the bundled demo photos,
 64 px crops (x4: 16 -> 64), batch 4, 100 steps.
 
 Leaves checkpoints, TensorBoard events (or metrics.jsonl) and sample grids
