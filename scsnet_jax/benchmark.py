@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from scsnet_jax import flops as flops_lib
+from scsnet_jax.models import flops as flops_lib
 from scsnet_jax.models import generator as gen_lib
 
 FLAGS = flags.FLAGS
@@ -167,7 +167,9 @@ def bench_forward(mode: str, dtype: str, batch: int, env) -> dict[str, Any]:
 def bench_train(env) -> dict[str, Any]:
   """Images/s of one D + one G update (perceptual loss included)."""
   try:
-    from scsnet_jax import config_lib, sharding, train_state, train_step
+    from scsnet_jax import config_lib, sharding
+    from scsnet_jax.train import state as train_state
+    from scsnet_jax.train import step as train_step
   except ImportError as err:
     return {'part': 'train', 'skipped': f'training modules unavailable: {err}'}
   batch = FLAGS.train_batch
@@ -216,7 +218,7 @@ def bench_train(env) -> dict[str, Any]:
 def bench_tiled(env) -> dict[str, Any]:
   """Large output through the tiled predictor (peak RSS: run it alone,
   e.g. ``--what=tiled``, for a clean high-water mark)."""
-  from scsnet_jax import inference
+  from scsnet_jax.inference import tiling as inference
   return {'part': 'tiled', **inference.measure_tiled_peak_memory(
       input_size=FLAGS.tiled_size, scale=int(FLAGS.scale), tile=FLAGS.tile,
       tile_overlap=FLAGS.tile_overlap), **peak_memory_bytes()}
@@ -224,7 +226,7 @@ def bench_tiled(env) -> dict[str, Any]:
 
 def bench_input(env) -> dict[str, Any]:
   try:
-    from scsnet_jax import input_pipeline
+    from scsnet_jax.data import pipeline as input_pipeline
   except ImportError as err:
     return {'part': 'input', 'skipped': f'input pipeline unavailable: {err}'}
   data = input_pipeline.default_data_config()

@@ -25,7 +25,7 @@ from ml_collections import config_dict
 
 
 def get_base_config() -> ml_collections.ConfigDict:
-  from scsnet_jax import losses
+  from scsnet_jax.train import losses
   from scsnet_jax.data_config import default_data_config
   from scsnet_jax.models.generator import model_config_dict
 
@@ -67,7 +67,7 @@ def get_base_config() -> ml_collections.ConfigDict:
       keep_period=10_000,            # also keep every multiple of this step
       profile=False,                 # clu Profile around a few steps
       profile_num_steps=5,
-      # Validation on fixed held-out photos (scsnet_jax.validation): model
+      # Validation on fixed held-out photos (scsnet_jax.evaluation.validation): model
       # and baselines per mode, logged with the losses; 0 = never.
       eval_every_steps=0,
       # > 0: while the GAN is inactive, the content loss is computed on this
@@ -88,7 +88,7 @@ def get_base_config() -> ml_collections.ConfigDict:
 
 def _default_eval_config() -> ml_collections.ConfigDict:
   try:
-    from scsnet_jax import evaluate
+    from scsnet_jax.evaluation import protocol as evaluate
   except ImportError:
     return ml_collections.ConfigDict()
   return evaluate.default_eval_config()

@@ -197,7 +197,7 @@ class ExportedGenerator:
     return self._loaded[entry['file']]
 
   def predict_nlab(self, gray, reference, out_size):
-    from scsnet_jax.inference import reflect_pad
+    from scsnet_jax.inference.tiling import reflect_pad
     _, height, width, _ = gray.shape
     scale = out_size[0] // height
     mode = 'automatic' if reference is None else 'referential'
@@ -271,7 +271,7 @@ def _load(checkpoint: str, step: Optional[int]):
     graphdef = nnx.split(nnx.eval_shape(
         lambda: build_generator(model_config, nnx.Rngs(0))))[0]
     return graphdef, params, model_config, saved_step
-  from scsnet_jax import checkpointing
+  from scsnet_jax.train import checkpointing
   bundle = checkpointing.load_generator(checkpoint, step=step)
   return (bundle.graphdef, bundle.params, bundle.config.model.to_dict(),
           bundle.step)

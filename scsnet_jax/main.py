@@ -1,7 +1,7 @@
 """Command line: ``python -m scsnet_jax.main --config=configs/x4.py --workdir=DIR``.
 
 Any config field can be overridden (``--config.train.steps=100``);
-``--mode=eval`` runs ``scsnet_jax.evaluate.evaluate(config, workdir)`` and
+``--mode=eval`` runs ``scsnet_jax.evaluation.protocol.evaluate(config, workdir)`` and
 needs no ``--config``: the workdir's ``config.json`` (written by training)
 is the default, overrides included (``--config.eval.batch_size=2``).
 Several processes join through ``jax.distributed.initialize()``: detected
@@ -275,9 +275,9 @@ def _run(config, workdir: str, mode: str):
   _hide_gpus_from_tensorflow()
   _initialize_distributed()
   if mode == 'eval':
-    from scsnet_jax import evaluate
+    from scsnet_jax.evaluation import protocol as evaluate
     return evaluate.evaluate(config, workdir)
-  from scsnet_jax import trainer
+  from scsnet_jax.train import loop as trainer
   return trainer.train_and_evaluate(config, workdir)
 
 

@@ -23,8 +23,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from scsnet_jax import image_files
-from scsnet_jax import inference
+from scsnet_jax.inference import files as image_files
+from scsnet_jax.inference import tiling as inference
 
 # References are downscaled to this longest side: their cost (cross attention
 # against every source position) grows with their area; training used 128.
@@ -134,7 +134,7 @@ class Runner:
       self.exported = export.ExportedGenerator(checkpoint)
       params, model_config = export.load_params(checkpoint)
     else:
-      from scsnet_jax import checkpointing
+      from scsnet_jax.train import checkpointing
       bundle = checkpointing.load_generator(checkpoint)
       params, model_config = bundle.params, bundle.config.model
     self.predictor = inference.Predictor(params, model_config, dtype=dtype,

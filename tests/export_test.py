@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from scsnet_jax import export, inference
+from scsnet_jax import export
+from scsnet_jax.inference import tiling as inference
 from scsnet_jax.models.generator import Generator, GeneratorConfig
 
 TINY = GeneratorConfig(

@@ -49,9 +49,9 @@ def test_eval_mode_dispatches_to_evaluate(monkeypatch, tmp_path):
   import scsnet_jax
   from scsnet_jax import main
   calls = []
-  fake = types.ModuleType('scsnet_jax.evaluate')
+  fake = types.ModuleType('scsnet_jax.evaluation.protocol')
   fake.evaluate = lambda config, workdir: calls.append((config, workdir))
-  monkeypatch.setitem(sys.modules, 'scsnet_jax.evaluate', fake)
+  monkeypatch.setitem(sys.modules, 'scsnet_jax.evaluation.protocol', fake)
   monkeypatch.setattr(scsnet_jax, 'evaluate', fake, raising=False)
   monkeypatch.setattr(main, '_initialize_distributed', lambda: None)
   main._run({'name': 'cfg'}, str(tmp_path), 'eval')

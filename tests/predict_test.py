@@ -15,8 +15,11 @@ from flax import nnx
 from PIL import Image
 from skimage import color as skcolor
 
-from scsnet_jax import (checkpointing, config_lib, export, image_files,
-                        inference, predict, sharding, train_state)
+from scsnet_jax import config_lib, export, predict, sharding
+from scsnet_jax.train import checkpointing
+from scsnet_jax.inference import files as image_files
+from scsnet_jax.inference import tiling as inference
+from scsnet_jax.train import state as train_state
 from scsnet_jax.models.generator import build_generator
 
 ROOT = os.path.join(os.path.dirname(__file__), '..')

@@ -3,7 +3,7 @@
   python -m scsnet_jax.tools.evaluate_photos --checkpoint WORKDIR \
       --json results.json [--grid grid.png] [--table table.md]
 
-Scores the EMA generator of the latest checkpoint (``scsnet_jax.validation``:
+Scores the EMA generator of the latest checkpoint (``scsnet_jax.evaluation.validation``:
 three modes, each beside its trivial baseline) on the run's validation photos
 (scikit-image's, by default) and, when the run trained on a folder corpus, on
 that corpus's held-out share. Writes the scores, the markdown tables and the
@@ -84,7 +84,9 @@ def main(argv=None):
   args = build_parser().parse_args(argv)
   import numpy as np  # pylint: disable=g-import-not-at-top
   from PIL import Image  # pylint: disable=g-import-not-at-top
-  from scsnet_jax import checkpointing, sharding, validation
+  from scsnet_jax import sharding
+  from scsnet_jax.train import checkpointing
+  from scsnet_jax.evaluation import validation
   try:
     bundle = checkpointing.load_generator(args.checkpoint)
   except (FileNotFoundError, ValueError) as error:

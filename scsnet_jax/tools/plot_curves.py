@@ -16,7 +16,7 @@ import os
 import sys
 from typing import Iterable
 
-from scsnet_jax import logging_utils
+from scsnet_jax import writers as logging_utils
 
 
 def read_scalars(path: str) -> dict[str, list[tuple[int, float]]]:

@@ -1,0 +1,1 @@
+"""Input data: sources, degradations, the grain pipeline."""

@@ -1,0 +1,1 @@
+"""Evaluation: metrics, the protocol, baselines, reports, validation."""

@@ -1,0 +1,107 @@
+"""Formats evaluation results: JSON, a markdown table, TensorBoard scalars.
+
+``evaluate.summarize`` gives ``report['results']``: mode -> {'num_images',
+'real': {'colorfulness'}, method -> scores or None}, with scores
+'colorfulness', 'colorfulness_ratio_to_real', 'fid' and, for modes with a
+ground truth, 'psnr' and 'ssim' (None where undefined).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from absl import logging
+
+EVAL_SUBDIR = 'eval'
+# The rows of every table: the model and the two baselines of baselines.py.
+METHODS = ('scsnet', 'bicubic_gray', 'color_copy')
+
+
+def flat_scalars(results: dict[str, Any]) -> dict[str, float]:
+  """{'automatic/scsnet/fid': value, ...} for TensorBoard (nulls dropped)."""
+  scalars = {}
+  for mode, entry in results.items():
+    for method, scores in entry.items():
+      if isinstance(scores, dict):
+        for name, value in scores.items():
+          if value is not None:
+            scalars[f'{mode}/{method}/{name}'] = float(value)
+  return scalars
+
+
+def markdown_table(report: dict[str, Any]) -> str:
+  """One table per mode: methods x (FID, CN, CN/real, PSNR, SSIM)."""
+  fmt = lambda v, d: '-' if v is None else f'{v:.{d}f}'
+  lines = [f"# Evaluation at step {report['step']}", '',
+           f"PSNR/SSIM: {report['conventions']['psnr_ssim']}. "
+           f"CN: {report['conventions']['colorfulness']}. "
+           f"FID: {report['conventions']['fid']}.", '']
+  if report['fid_null_reason']:
+    lines += [f"FID is null: {report['fid_null_reason']}", '']
+  for mode, entry in report['results'].items():
+    lines += [f"## {mode} ({entry['num_images']} images)", '']
+    if not entry['num_images']:
+      lines += ['n/a: no images in this mode (see num_' + mode +
+                ' in config.eval, and the size of the eval split)', '']
+      continue
+    lines += ['| method | FID | CN | CN / real CN | PSNR (dB) | SSIM |',
+              '|---|---|---|---|---|---|']
+    for method in METHODS:
+      s = entry[method]
+      if s is None:
+        lines.append(f'| {method} | n/a | | | | |')
+        continue
+      lines.append(
+          f"| {method} | {fmt(s['fid'], 2)} | {fmt(s['colorfulness'], 2)} | "
+          f"{fmt(s['colorfulness_ratio_to_real'], 3)} | "
+          f"{fmt(s.get('psnr'), 2)} | {fmt(s.get('ssim'), 4)} |")
+    real_cn = entry['real']['colorfulness']
+    lines += [f"| real images | | {fmt(real_cn, 2)} "
+              f"| {'n/a' if real_cn is None else '1.000'} | | |", '']
+  return '\n'.join(lines)
+
+
+def conventions(eval_config) -> dict[str, str]:
+  """One line per metric saying how it was computed (kept in the JSON)."""
+  crop = eval_config.crop_border
+  channel = 'BT.601 Y' if eval_config.y_channel else 'RGB, channel mean'
+  return {
+      'psnr_ssim': (f'8-bit sRGB, {channel}, crop_border={crop}, SSIM '
+                    'Gaussian 11x11 sigma 1.5 (BasicSR), mean over images'),
+      'colorfulness': ('Hasler-Suesstrunk M3 on sRGB 0-255, mean over '
+                       'images (not the paper\'s ~4-5.5 scale)'),
+      'fid': ('pytorch-fid InceptionV3 pool3 (2048-d), bilinear resize to '
+              '299, real = HR images of all modes'),
+  }
+
+
+def write_report(workdir: str, report: dict[str, Any]) -> str:
+  """Writes metrics_<step>.json and .md under WORKDIR/eval; returns the json."""
+  out_dir = os.path.join(workdir, EVAL_SUBDIR)
+  os.makedirs(out_dir, exist_ok=True)
+  json_path = os.path.join(out_dir, f"metrics_{report['step']}.json")
+  with open(json_path, 'w') as f:
+    json.dump(report, f, indent=2, allow_nan=False)
+  with open(os.path.join(out_dir, f"metrics_{report['step']}.md"), 'w') as f:
+    f.write(markdown_table(report) + '\n')
+  return json_path
+
+
+def write_tensorboard(workdir: str, step: int, scalars: dict[str, float]):
+  """The scalars as ``eval/...`` summaries in WORKDIR/eval.
+
+  Through ``logging_utils.create_writer``: TensorBoard events with clu and
+  TensorFlow, else its JSON-lines fallback (``metrics.jsonl``).
+  """
+  try:
+    from scsnet_jax import writers as logging_utils
+  except ImportError as error:
+    logging.info('no metric writer (%s): eval scalars are only in the JSON.',
+                 error)
+    return
+  writer = logging_utils.create_writer(os.path.join(workdir, EVAL_SUBDIR))
+  writer.write_scalars(step, {f'eval/{k}': v for k, v in scalars.items()})
+  writer.flush()
+  writer.close()

@@ -1,0 +1,283 @@
+"""Validation during training: the same held-out photos every time, the
+model (EMA weights) against the trivial baselines, per mode.
+
+The photos (``config.validation``): scikit-image's colour photographs by
+default (none is in the photo corpus), or the first files of a folder
+source's eval split; each is resized so its shorter side is ``crop_size``,
+centre-cropped to a square, and bicubically reduced by ``scale``. Modes:
+
+  automatic           gray input only             baseline: bicubic_gray
+  self_reference      + the photo's own LR colours baseline: color_copy
+  mirrored_reference  + the same, flipped L-R      baseline: global_transfer
+
+``global_transfer`` (bicubic L + the reference's mean a, b) is what a model
+gets by reading the reference's colour statistics only; beating it with the
+mirrored reference shows that colours are matched by content, not position.
+
+Metrics per image, averaged: ``l_psnr`` (CIE L, peak 100, dB), ``rgb_psnr``
+(8-bit sRGB, dB), ``ciede2000`` (mean CIEDE2000 over pixels), and
+``colorfulness`` (Hasler-Suesstrunk M3, 0-255 sRGB). Used by the trainer
+(``train.eval_every_steps``) and by ``launch/photos_cpu.sh`` for the final
+table; rendering is one jit per mode over a batch sharded on the mesh.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from scsnet_jax import color, image_io
+from scsnet_jax.evaluation import baselines
+from scsnet_jax.data import sources as data_sources
+from scsnet_jax.data import degradations
+from scsnet_jax import sharding
+from scsnet_jax.evaluation import metrics
+
+# scikit-image's natural colour photographs (bundled in its wheel).
+SKIMAGE_PHOTOS = ('astronaut', 'chelsea', 'coffee', 'rocket',
+                  'motorcycle_left', 'motorcycle_right')
+MODES = ('automatic', 'self_reference', 'mirrored_reference')
+BASELINE_OF_MODE = {'automatic': 'bicubic_gray',
+                    'self_reference': 'color_copy',
+                    'mirrored_reference': 'global_transfer'}
+METRICS = ('l_psnr', 'rgb_psnr', 'ciede2000', 'colorfulness')
+
+
+@dataclasses.dataclass
+class ValidationSet:
+  """Fixed held-out photos: LR gray (N,h,w,1), LR colour (N,h,w,3) and HR
+  target (N,H,W,3), all normalised LAB float32; names (N,)."""
+  names: list[str]
+  gray: np.ndarray
+  lr_color: np.ndarray
+  target: np.ndarray
+
+  def reference(self, mode: str) -> Optional[np.ndarray]:
+    if mode == 'automatic':
+      return None
+    if mode == 'self_reference':
+      return self.lr_color
+    if mode == 'mirrored_reference':
+      return np.ascontiguousarray(self.lr_color[:, :, ::-1])
+    raise ValueError(f'unknown validation mode {mode!r}')
+
+
+def _square_view(pixels: np.ndarray, side: int) -> np.ndarray:
+  """uint8 (H, W, 3) -> float32 (side, side, 3): shorter side resized to
+  ``side`` (bicubic, antialiased), then the centre square."""
+  image = image_io.to_float01(pixels)
+  h, w = image.shape[:2]
+  factor = side / min(h, w)
+  size = (max(side, round(h * factor)), max(side, round(w * factor)))
+  resized = degradations.resize_bicubic(image, size)
+  return np.clip(degradations.center_crop(resized, side), 0.0, 1.0)
+
+
+def _photo_source(validation: ml_collections.ConfigDict):
+  if validation.source == 'demo':
+    return data_sources.DemoSource('all', names=SKIMAGE_PHOTOS)
+  if validation.source == 'folder':
+    # The eval split of the folder(s): all files with eval_fraction 1.
+    return data_sources.folder_source(validation.folder_path, 'eval',
+                                      validation.get('eval_fraction', 1.0))
+  raise ValueError("config.validation.source must be 'demo' or 'folder', "
+                   f'got {validation.source!r}')
+
+
+def load_validation_set(validation: ml_collections.ConfigDict
+                        ) -> ValidationSet:
+  """The photos ``config.validation`` names, prepared as described above."""
+  source = _photo_source(validation)
+  count = min(int(validation.num_images), len(source))
+  side = int(validation.crop_size)
+  lr_side = degradations.lr_size_for_scale(side, float(validation.scale))
+  names, gray, lr_color, target = [], [], [], []
+  for index in range(count):
+    hr = _square_view(source.load(index), side)
+    lr = np.clip(degradations.resize_bicubic(hr, (lr_side, lr_side)), 0, 1)
+    lr_nlab = color.rgb_to_nlab(lr, xp=np).astype(np.float32)
+    names.append(source.describe(index))
+    gray.append(lr_nlab[..., :1])
+    lr_color.append(lr_nlab)
+    target.append(color.rgb_to_nlab(hr, xp=np).astype(np.float32))
+  return ValidationSet(names, np.stack(gray), np.stack(lr_color),
+                       np.stack(target))
+
+
+# ------------------------------------------------------------- baselines ---
+def global_transfer(gray, reference, out_size):
+  """Bicubic L of ``gray`` plus the reference's mean a, b everywhere -> sRGB."""
+  lightness = baselines.upsampled_luminance(gray, out_size)
+  mean_ab = jnp.mean(reference[..., 1:], axis=(1, 2), keepdims=True)
+  chroma = jnp.broadcast_to(mean_ab, lightness.shape[:-1] + (2,))
+  return color.nlab_to_rgb(jnp.concatenate([lightness, chroma], -1), jnp)
+
+
+def baseline_rgb(mode: str, gray, reference, out_size) -> np.ndarray:
+  """sRGB [0, 1] (N, H, W, 3) of the mode's baseline."""
+  if mode == 'automatic':
+    out = baselines.bicubic_gray(gray, out_size)
+  elif mode == 'self_reference':
+    out = baselines.color_copy(gray, reference, out_size)
+  else:
+    out = global_transfer(gray, reference, out_size)
+  return np.clip(np.asarray(out), 0.0, 1.0)
+
+
+# --------------------------------------------------------------- metrics ---
+def image_metrics(rgb01: np.ndarray, target_rgb01: np.ndarray
+                  ) -> dict[str, float]:
+  """Mean of the per-image metrics of (N, H, W, 3) sRGB [0, 1] images."""
+  from skimage import color as skcolor  # pylint: disable=g-import-not-at-top
+  pred8 = metrics.to_uint8(rgb01)
+  true8 = metrics.to_uint8(target_rgb01)
+  pred_lab = skcolor.rgb2lab(pred8)
+  true_lab = skcolor.rgb2lab(true8)
+  l_mse = np.mean((pred_lab[..., 0] - true_lab[..., 0])**2, axis=(1, 2))
+  l_psnr = 10 * np.log10(100.0**2 / np.maximum(l_mse, 1e-10))
+  delta_e = skcolor.deltaE_ciede2000(pred_lab, true_lab).mean(axis=(1, 2))
+  return {
+      'l_psnr': float(np.mean(l_psnr)),
+      'rgb_psnr': float(np.mean(metrics.psnr(pred8, true8))),
+      'ciede2000': float(np.mean(delta_e)),
+      'colorfulness': float(np.mean(metrics.colorfulness(pred8))),
+  }
+
+
+# ------------------------------------------------------------- rendering ---
+def make_render_fn(graphdef, mesh):
+  """jit (params, gray, reference|None) -> (N, H, W, 3) nlab float32, the
+  batch sharded over ``mesh``; ``out_size`` is static."""
+  def render(params, gray, reference, out_size):
+    from flax import nnx  # pylint: disable=g-import-not-at-top
+    model = nnx.merge(graphdef, params)
+    return model(gray, reference, out_size=out_size).astype(jnp.float32)
+  return jax.jit(render, static_argnums=(3,),
+                 out_shardings=sharding.replicated(mesh))
+
+
+def _pad_to(array: np.ndarray, multiple: int) -> np.ndarray:
+  extra = (-array.shape[0]) % multiple
+  if not extra:
+    return array
+  return np.concatenate([array, np.repeat(array[-1:], extra, axis=0)])
+
+
+class Validator:
+  """Renders and scores the validation set; one instance per training run.
+
+  ``run(params)`` -> ({'<mode>/<method>/<metric>': value}, {mode: nlab
+  outputs}). The baselines are computed once.
+  """
+
+  def __init__(self, data: ValidationSet, graphdef, mesh, referential: bool):
+    self.data = data
+    self.mesh = mesh
+    self.modes = MODES if referential else MODES[:1]
+    self.out_size = tuple(data.target.shape[1:3])
+    self._render = make_render_fn(graphdef, mesh)
+    self.target_rgb = np.clip(color.nlab_to_rgb(data.target, np), 0, 1)
+    self.baseline_scores = {}
+    for mode in self.modes:
+      rgb = baseline_rgb(mode, jnp.asarray(data.gray),
+                         None if mode == 'automatic'
+                         else jnp.asarray(data.reference(mode)),
+                         self.out_size)
+      self.baseline_scores[mode] = image_metrics(rgb, self.target_rgb)
+
+  def _global(self, array: np.ndarray):
+    """Every process holds the whole set: each device takes its slice."""
+    padded = _pad_to(array, self.mesh.devices.size)
+    return jax.make_array_from_callback(
+        padded.shape, sharding.batch_sharded(self.mesh),
+        lambda index: padded[index])
+
+  def render(self, params, mode: str) -> np.ndarray:
+    """(N, H, W, 3) normalised LAB of the model in ``mode``."""
+    reference = self.data.reference(mode)
+    out = self._render(params, self._global(self.data.gray),
+                       None if reference is None else self._global(reference),
+                       self.out_size)
+    return np.asarray(sharding.to_host(out))[:len(self.data.names)]
+
+  def run(self, params) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    scores, outputs = {}, {}
+    for mode in self.modes:
+      nlab = self.render(params, mode)
+      outputs[mode] = nlab
+      rgb = np.clip(color.nlab_to_rgb(nlab, np), 0, 1)
+      for name, value in image_metrics(rgb, self.target_rgb).items():
+        scores[f'{mode}/model/{name}'] = value
+      for name, value in self.baseline_scores[mode].items():
+        scores[f'{mode}/{BASELINE_OF_MODE[mode]}/{name}'] = value
+    return scores, outputs
+
+
+def summary_table(scores: dict[str, float]) -> str:
+  """Markdown table of ``Validator.run`` scores: a row per (mode, method)."""
+  rows = sorted({key.rsplit('/', 1)[0] for key in scores})
+  lines = ['| mode | method | L-PSNR (dB) | RGB PSNR (dB) | CIEDE2000 | '
+           'colourfulness |', '|---|---|---|---|---|---|']
+  for mode in MODES:
+    for row in rows:
+      if not row.startswith(mode + '/'):
+        continue
+      method = row.split('/', 1)[1]
+      values = [scores.get(f'{row}/{m}') for m in METRICS]
+      cells = ' | '.join('n/a' if v is None else f'{v:.2f}' for v in values)
+      lines.append(f'| {mode} | {method} | {cells} |')
+  return '\n'.join(lines)
+
+
+def labelled_grid(data: ValidationSet, outputs: dict[str, np.ndarray],
+                  count: int) -> np.ndarray:
+  """uint8 grid, a row per photo: gray input | automatic | with reference |
+  reference | ground truth, under a header row naming the columns.
+
+  'with reference' and 'reference' use the mirrored reference when the
+  model has a referential mode (so the picture shows content matching).
+  """
+  from PIL import Image, ImageDraw  # pylint: disable=g-import-not-at-top
+  count = min(count, len(data.names))
+  size = data.target.shape[1:3]
+  def rgb(nlab):
+    return np.clip(color.nlab_to_rgb(np.asarray(nlab, np.float32), np), 0, 1)
+  def enlarge(nlab_lr):
+    return np.asarray(jax.image.resize(jnp.asarray(nlab_lr),
+                                       (nlab_lr.shape[0], *size, 3),
+                                       method='nearest'))
+  gray_lr = np.concatenate([data.gray, np.zeros_like(data.lr_color[..., 1:])],
+                           -1)
+  mode = 'mirrored_reference' if 'mirrored_reference' in outputs else None
+  reference = data.reference(mode) if mode else None
+  columns = [('gray input', rgb(enlarge(gray_lr[:count]))),
+             ('automatic', rgb(outputs['automatic'][:count]))]
+  if mode:
+    columns += [('with reference', rgb(outputs[mode][:count])),
+                ('reference (mirrored)', rgb(enlarge(reference[:count])))]
+  columns.append(('ground truth', rgb(data.target[:count])))
+  rows = np.concatenate([c for _, c in columns], axis=2)
+  body = (rows.reshape((-1,) + rows.shape[2:]) * 255).round().astype(np.uint8)
+  header_height = 18
+  canvas = Image.new('RGB', (body.shape[1], body.shape[0] + header_height),
+                     (255, 255, 255))
+  canvas.paste(Image.fromarray(body), (0, header_height))
+  draw = ImageDraw.Draw(canvas)
+  for i, (label, _) in enumerate(columns):
+    draw.text((i * size[1] + 4, 3), label, fill=(0, 0, 0))
+  return np.asarray(canvas)
+
+
+def flat_scalars(scores: dict[str, float]) -> dict[str, float]:
+  """Scores as writer scalars under 'val/'."""
+  return {f'val/{k}': v for k, v in scores.items()}
+
+
+def state_params(state: Any):
+  """The EMA generator parameters of a train state (what is validated)."""
+  return state.generator_ema

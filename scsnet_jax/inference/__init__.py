@@ -1,0 +1,1 @@
+"""Inference: tiling, image files, loading trained generators."""

@@ -1,0 +1,275 @@
+"""The training loop: data -> sharded steps -> metrics, samples, checkpoints.
+
+Resumes from the latest checkpoint in ``WORKDIR/checkpoints`` (train state and
+data-iterator position), so a restarted job continues exactly where the last
+checkpoint left it. SIGTERM (preemption) saves and returns normally; a
+non-finite loss stops the run with the last good checkpoint kept.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import time
+import threading
+from typing import Any, Optional
+
+import jax
+import ml_collections
+import numpy as np
+from etils import epath
+from jax.experimental import multihost_utils
+
+from scsnet_jax import config_lib, sharding
+from scsnet_jax.train import checkpointing
+from scsnet_jax import writers as logging_utils
+from scsnet_jax.train import step as train_step
+from scsnet_jax.evaluation import validation
+from scsnet_jax.train.state import TrainState
+
+
+class NonFiniteLossError(RuntimeError):
+  """A step produced NaN/Inf; the last finite checkpoint is left in place."""
+
+
+class PreemptionWatcher:
+  """Did this job get SIGTERM? Agreed across processes.
+
+  Single process: a Python SIGTERM handler sets a flag. Several processes:
+  JAX's coordination service (``jax.distributed``) catches the signal and
+  ``reached_preemption_sync_point`` tells every process at the same step.
+  """
+
+  def __init__(self):
+    self._flag = threading.Event()
+    self._previous = None
+    self._multi = jax.process_count() > 1
+    if not self._multi and threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+
+  def _on_sigterm(self, signum, frame):
+    del signum, frame
+    logging.warning('SIGTERM received: saving a checkpoint, then exiting')
+    self._flag.set()
+
+  def should_stop(self, step: int) -> bool:
+    if self._multi:
+      try:
+        return bool(multihost_utils.reached_preemption_sync_point(step))
+      except Exception:  # no preemption service (older runtime)
+        return False
+    return self._flag.is_set()
+
+  def close(self):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+_MODE_LOSSES = ('generator_loss', 'content_loss', 'content_l_loss',
+                'perceptual_loss', 'adversarial_loss')
+
+
+def _mean_metrics(pending: list[dict[str, Any]],
+                  modes: list[bool]) -> dict[str, float]:
+  """Means over the pending steps, plus the losses per mode
+  ('automatic/content_loss', 'referential/content_loss', ...)."""
+  host = jax.device_get(pending)
+  means = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+  for referential, name in ((False, 'automatic'), (True, 'referential')):
+    chosen = [m for m, r in zip(host, modes) if r == referential]
+    for key in _MODE_LOSSES:
+      if chosen and key in chosen[0]:
+        means[f'{name}/{key}'] = float(np.mean([m[key] for m in chosen]))
+  return means
+
+
+class _LogLine:
+  """One human-readable line per log interval: losses, steps/s, ETA."""
+
+  def __init__(self, num_steps: int, start_step: int):
+    self.num_steps = num_steps
+    self.last_step, self.last_time = start_step, time.time()
+
+  def __call__(self, step: int, scalars: dict[str, float]):
+    now = time.time()
+    rate = (step - self.last_step) / max(now - self.last_time, 1e-9)
+    eta_min = (self.num_steps - step) / rate / 60 if rate > 0 else float('inf')
+    logging.warning(
+        'step %d/%d  loss G %.6g (L1 %.4f, L1 of L %.4f, VGG %.4f, adv %.4f) '
+        'D %.4f  %.2f steps/s  ETA %.1f min', step, self.num_steps,
+        scalars['generator_loss'], scalars['content_loss'],
+        scalars.get('content_l_loss', float('nan')),
+        scalars['perceptual_loss'], scalars['adversarial_loss'],
+        scalars['discriminator_loss'], rate, eta_min)
+    self.last_step, self.last_time = step, now
+
+
+def _check_finite(pending: list[dict[str, Any]], step: int):
+  flags = jax.device_get([m['all_finite'] for m in pending])
+  if not all(float(f) == 1.0 for f in flags):
+    first_bad = step - len(pending) + 1 + next(
+        i for i, f in enumerate(flags) if float(f) != 1.0)
+    raise NonFiniteLossError(
+        f'non-finite loss or gradient at step {first_bad}; stopped without '
+        'saving: the last checkpoint holds the last good state')
+
+
+def _write_config(workdir: str, config: ml_collections.ConfigDict):
+  if jax.process_index() == 0:
+    (epath.Path(workdir) / 'config.json').write_text(
+        config.to_json(indent=2, sort_keys=True))
+
+
+def _flat_hparams(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  flat = {}
+  def visit(prefix, node):
+    for key, value in node.items():
+      name = f'{prefix}{key}'
+      if isinstance(value, (dict, ml_collections.ConfigDict)):
+        visit(name + '.', value)
+      else:
+        flat[name] = value if isinstance(value, (int, float, str, bool)) \
+            else json.dumps(value)
+  visit('', config.to_dict())
+  return flat
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       data_iterator: Optional[Any] = None) -> TrainState:
+  """Trains to ``config_lib.total_steps(config)`` (or until SIGTERM).
+
+  ``data_iterator`` (per-process numpy batches) replaces the configured input
+  pipeline, e.g. in tests. Returns the final state.
+  """
+  from scsnet_jax.data import pipeline as input_pipeline
+  workdir = checkpointing.resolve_workdir(workdir)
+  epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+  mesh = sharding.create_mesh()
+  sharding.check_batch_size(config.data.global_batch_size, mesh)
+  num_steps = config_lib.total_steps(config)
+  train = config.train
+  logging.info('training %d steps on %d devices (%d processes), mesh %s',
+               num_steps, jax.device_count(), jax.process_count(),
+               dict(mesh.shape))
+
+  if data_iterator is None:
+    data_iterator = input_pipeline.create_iterator(config, 'train')
+  manager = checkpointing.create_manager(
+      workdir, max_to_keep=train.max_to_keep, keep_period=train.keep_period)
+  state, restored = checkpointing.restore_or_create(manager, config, mesh,
+                                                    data_iterator)
+  start_step = int(jax.device_get(state.step))
+  if restored:
+    logging.info('restored step %d from %s', start_step,
+                 checkpointing.checkpoint_dir(workdir))
+  _write_config(workdir, config)
+
+  writer = logging_utils.create_writer(workdir)
+  if not restored:
+    writer.write_hparams(_flat_hparams(config))
+  report_progress = logging_utils.create_progress_reporter(num_steps, writer)
+  profiler = (logging_utils.create_profiler(workdir, train.profile_num_steps)
+              if train.profile else None)
+  step_fn = train_step.make_train_step(config, mesh)
+  validator = _make_validator(config, state, mesh)
+  preemption = PreemptionWatcher()
+  log_line = _LogLine(num_steps, start_step)
+
+  pending: list[dict[str, Any]] = []
+  pending_modes: list[bool] = []
+  step = start_step
+  try:
+    while step < num_steps:
+      with jax.profiler.StepTraceAnnotation('train', step_num=step):
+        try:
+          local_batch = input_pipeline.model_inputs(next(data_iterator))
+        except StopIteration:
+          logging.warning('the data iterator ended at step %d', step)
+          break
+        batch = sharding.global_batch(local_batch, mesh)
+        referential = config_lib.mode_for_step(config, step)
+        state, metrics = step_fn(state, batch, referential,
+                                 config_lib.gan_active(config, step))
+      pending.append(metrics)
+      pending_modes.append(referential)
+      step += 1
+      report_progress(step)
+      if profiler is not None:
+        profiler(step)
+      stop = preemption.should_stop(step)
+      last = step == num_steps
+      if last or stop or step % train.log_every_steps == 0:
+        _check_finite(pending, step)
+        scalars = _mean_metrics(pending, pending_modes)
+        writer.write_scalars(step, scalars)
+        log_line(step, scalars)
+        pending, pending_modes = [], []
+      _validate(validator, config, workdir, step, last, state, writer)
+      if last or stop or step % train.checkpoint_every_steps == 0:
+        _check_finite(pending, step)
+        checkpointing.save(manager, state, config, data_iterator, force=stop)
+      if stop:
+        logging.warning('preempted: saved step %d, exiting', step)
+        break
+  finally:
+    writer.flush()
+    manager.wait_until_finished()
+    manager.close()
+    preemption.close()
+  _log_summary(workdir, step)
+  logging.info('finished at step %d', step)
+  return state
+
+
+def _make_validator(config, state, mesh) -> Optional[validation.Validator]:
+  """The validation photos and their renderer, if evaluation or sample
+  grids are switched on (``train.eval_every_steps``,
+  ``train.sample_every_steps``)."""
+  train = config.train
+  if not (train.get('eval_every_steps', 0) or train.sample_every_steps):
+    return None
+  data = validation.load_validation_set(config.validation)
+  graphdef = train_step.generator_graphdef(state)
+  return validation.Validator(data, graphdef, mesh,
+                              bool(config.model.referential))
+
+
+def _validate(validator, config, workdir, step, last, state, writer):
+  """Scores (every ``eval_every_steps`` and at the end) and the labelled
+  sample grid (every ``sample_every_steps`` and at the end)."""
+  if validator is None:
+    return
+  train = config.train
+  every_eval = train.get('eval_every_steps', 0)
+  evaluate = bool(every_eval) and (step % every_eval == 0 or last)
+  sample = bool(train.sample_every_steps) and (
+      step % train.sample_every_steps == 0 or last)
+  if not (evaluate or sample):
+    return
+  params = validation.state_params(state)
+  if evaluate:
+    scores, outputs = validator.run(params)
+    writer.write_scalars(step, validation.flat_scalars(scores))
+    logging.warning('validation at step %d:\n%s', step,
+                    validation.summary_table(scores))
+  else:
+    outputs = {mode: validator.render(params, mode)
+               for mode in validator.modes if mode != 'self_reference'}
+  if sample:
+    grid = validation.labelled_grid(validator.data, outputs,
+                                    config.validation.num_sample_images)
+    logging_utils.write_sample_grid(workdir, step, grid, writer)
+
+
+def _log_summary(workdir: str, step: int):
+  """Where the results are and what to run next."""
+  logging.warning(
+      'finished at step %d.\n  checkpoints:  %s\n  sample grids: %s\n'
+      '  metrics:      %s (TensorBoard events and metrics.jsonl)\n'
+      'next:\n  python -m scsnet_jax.predict --checkpoint %s --input GRAY.png '
+      '--output out/ --scale 4\n  python -m scsnet_jax.main --mode=eval '
+      '--workdir=%s\n  tensorboard --logdir %s', step,
+      checkpointing.checkpoint_dir(workdir),
+      f'{workdir}/{logging_utils.SAMPLES_SUBDIR}', workdir, workdir, workdir,
+      workdir)

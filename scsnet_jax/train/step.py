@@ -1,0 +1,267 @@
+"""The training step: one discriminator update, then one generator update.
+
+A pure function ``(state, batch, perceptual_params) -> (state, metrics)``,
+jitted with explicit shardings over the ('data',) mesh (state replicated and
+donated, batch split on its leading axis). Automatic and referential steps
+are two compilations of the same function (``referential`` is static).
+
+The generator runs once per step: ``jax.vjp`` keeps its forward pass, the
+discriminator is updated on ``stop_gradient(fake)``, and the generator loss
+(through the *updated*, frozen discriminator) is pulled back through the
+saved vjp. So the generator loss never reaches D's parameters and the D loss
+never reaches G's. Relativistic means run over the global batch, because the
+jitted function sees global arrays.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax import nnx
+from jax.sharding import Mesh
+
+from scsnet_jax import sharding
+from scsnet_jax.train import losses
+from scsnet_jax.train.state import STATE_FIELDS, TrainState, config_key
+
+Batch = dict[str, jax.Array]   # gray (B,h,w,1), reference (B,h,w,3), target (B,H,W,3)
+
+
+def generate(state: TrainState, params: Any, batch: Batch,
+             referential: bool) -> jax.Array:
+  """Generator output (B, H, W, 3) nlab at the target's size."""
+  generator = nnx.merge(state.generator_graphdef, params)
+  reference = batch['reference'] if referential else None
+  return generator(batch['gray'], reference,
+                   out_size=tuple(batch['target'].shape[1:3]))
+
+
+def sample_output_points(rng: jax.Array, target: jax.Array, num_points: int
+                         ) -> tuple[jax.Array, jax.Array]:
+  """``num_points`` random pixels of each HR target (with replacement).
+
+  target (B, H, W, C) -> (coords (B, N, 2) as (x, y) pixel centres in
+  (0, 1), the target's values there (B, N, C)). The content loss on such a
+  sample is an unbiased estimate of the full-image L1, at a fraction of the
+  CPM's cost (LIIF trains its decoder on sampled query points the same way).
+  """
+  batch, height, width, channels = target.shape
+  index = jax.random.randint(rng, (batch, num_points), 0, height * width)
+  rows, cols = index // width, index % width
+  coords = jnp.stack([(cols + 0.5) / width, (rows + 0.5) / height], axis=-1)
+  values = jnp.take_along_axis(target.reshape(batch, -1, channels),
+                               index[..., None], axis=1)
+  return coords.astype(jnp.float32), values
+
+
+def generate_points(state: TrainState, params: Any, batch: Batch,
+                    coords: jax.Array, referential: bool) -> jax.Array:
+  """Generator output at points coords (B, N, 2) -> (B, N, 3) nlab."""
+  generator = nnx.merge(state.generator_graphdef, params)
+  reference = batch['reference'] if referential else None
+  return generator.render_points(batch['gray'], coords, reference)
+
+
+def generator_graphdef(state: TrainState):
+  """The generator's graphdef (what ``nnx.merge`` needs with its params)."""
+  return state.generator_graphdef
+
+
+def discriminate(state: TrainState, params: Any, images: jax.Array
+                 ) -> jax.Array:
+  """Patch logits of the discriminator, float32 (B, h, w, 1)."""
+  discriminator = nnx.merge(state.discriminator_graphdef, params)
+  return discriminator(images).astype(jnp.float32)
+
+
+def ema_decay_at(step: jax.Array, decay: float, warmup: bool) -> jax.Array:
+  """EMA decay used after update ``step`` (0-based).
+
+  With warmup (as tf.train.ExponentialMovingAverage's ``num_updates``):
+  ``min(decay, (1 + step) / (10 + step))``, so early in training the EMA
+  follows the weights instead of staying near the random initialisation.
+  """
+  if not warmup:
+    return jnp.asarray(decay, jnp.float32)
+  step = step.astype(jnp.float32)
+  return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+
+
+def train_step(state: TrainState, batch: Batch, perceptual_params: Any, *,
+               referential: bool, loss_config: ml_collections.ConfigDict,
+               ema_decay: float, ema_warmup: bool = True,
+               gan_active: bool = True, content_points: int = 0
+               ) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One D update then one G update on a global batch; see module doc.
+
+  ``gan_active=False`` (the PSNR warm-up, or an adversarial weight of 0)
+  trains G on the content loss alone and skips D's forward, backward and
+  update entirely (D's parameters and optimizer state pass through). Then,
+  with ``content_points`` > 0, G renders and is scored on that many random
+  HR pixels per image instead of the whole crop (``sample_output_points``).
+  """
+  target = batch['target'].astype(jnp.float32)
+  if not gan_active and content_points:
+    coords, target = sample_output_points(
+        jax.random.fold_in(state.rng, state.step), target, content_points)
+    render = lambda p: generate_points(state, p, batch, coords, referential)
+  else:
+    render = lambda p: generate(state, p, batch, referential)
+  fake, generator_vjp = jax.vjp(render, state.generator_params)
+  adversarial_w = loss_config.adversarial_weight if gan_active else 0.0
+  perceptual_w = loss_config.perceptual_weight if gan_active else 0.0
+
+  if adversarial_w:
+    # Discriminator: real vs. the generator's output as a constant.
+    fake_for_d = jax.lax.stop_gradient(fake).astype(jnp.float32)
+
+    def discriminator_loss_fn(d_params):
+      d_real = discriminate(state, d_params, target)
+      d_fake = discriminate(state, d_params, fake_for_d)
+      loss = losses.ralsgan_discriminator_loss(d_real, d_fake)
+      return loss, (jnp.mean(d_real), jnp.mean(d_fake))
+
+    (d_loss, (d_real_mean, d_fake_mean)), d_grads = jax.value_and_grad(
+        discriminator_loss_fn, has_aux=True)(state.discriminator_params)
+    d_updates, d_opt_state = state.discriminator_tx.update(
+        d_grads, state.discriminator_opt_state, state.discriminator_params)
+    d_params = optax.apply_updates(state.discriminator_params, d_updates)
+    d_grad_norm = optax.global_norm(d_grads)
+  else:
+    zero = jnp.zeros((), jnp.float32)
+    d_loss = d_real_mean = d_fake_mean = d_grad_norm = zero
+    d_params = state.discriminator_params
+    d_opt_state = state.discriminator_opt_state
+
+  # Generator: content + perceptual + adversarial through the frozen new D.
+  frozen_d_params = jax.lax.stop_gradient(d_params)
+  content_w = loss_config.content_weight
+
+  def generator_loss_fn(fake):
+    fake = fake.astype(jnp.float32)
+    content = losses.l1_loss(fake, target)
+    if perceptual_w:
+      perceptual = losses.perceptual_loss(
+          perceptual_params, fake, target,
+          dtype=jnp.dtype(loss_config.vgg_dtype))
+    else:
+      perceptual = jnp.zeros((), jnp.float32)
+    if adversarial_w:
+      adversarial = losses.ralsgan_generator_loss(
+          discriminate(state, frozen_d_params, target),
+          discriminate(state, frozen_d_params, fake))
+    else:
+      adversarial = jnp.zeros((), jnp.float32)
+    total = (content_w * content + perceptual_w * perceptual +
+             adversarial_w * adversarial)
+    return total, (content, perceptual, adversarial)
+
+  (g_loss, (content, perceptual, adversarial)), fake_cotangent = (
+      jax.value_and_grad(generator_loss_fn, has_aux=True)(fake))
+  (g_grads,) = generator_vjp(fake_cotangent)
+  g_updates, g_opt_state = state.generator_tx.update(
+      g_grads, state.generator_opt_state, state.generator_params)
+  g_params = optax.apply_updates(state.generator_params, g_updates)
+  decay = ema_decay_at(state.step, ema_decay, ema_warmup)
+  ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p,
+                     state.generator_ema, g_params)
+
+  g_grad_norm = optax.global_norm(g_grads)
+  metrics = {
+      'generator_loss': g_loss,
+      'content_loss': content,
+      'perceptual_loss': perceptual,
+      'adversarial_loss': adversarial,
+      'discriminator_loss': d_loss,
+      'd_real_mean': d_real_mean,
+      'd_fake_mean': d_fake_mean,
+      'generator_grad_norm': g_grad_norm,
+      'discriminator_grad_norm': d_grad_norm,
+      # Norms of the *updated* weights: a finite loss can still come with an
+      # update that overflowed, and that state must never be checkpointed.
+      # Content loss of the L channel alone (normalised units): the SR half.
+      'content_l_loss': losses.l1_loss(fake[..., :1], target[..., :1]),
+      'generator_param_norm': optax.global_norm(g_params),
+      'discriminator_param_norm': optax.global_norm(d_params),
+  }
+  metrics['all_finite'] = jnp.all(jnp.isfinite(
+      jnp.stack(list(metrics.values())))).astype(jnp.float32)
+  new_state = state.replace(
+      step=state.step + 1,
+      rng=jax.random.fold_in(state.rng, state.step),
+      generator_params=g_params, generator_ema=ema,
+      generator_opt_state=g_opt_state,
+      discriminator_params=d_params, discriminator_opt_state=d_opt_state)
+  return new_state, metrics
+
+
+_JITTED_STEPS: dict[Any, Any] = {}
+
+
+def make_jitted_step(config: ml_collections.ConfigDict, mesh: Mesh):
+  """``jax.jit`` of ``train_step`` with explicit shardings and donation.
+
+  Call as ``jitted(state, batch, perceptual_params, referential: bool,
+  gan_active: bool)``.
+  One jitted function per (config, mesh) per process, so a second training
+  run in the same process (tests, notebooks) reuses the compiled steps.
+  """
+  key = (config_key(config, *STATE_FIELDS, 'loss', 'train.ema_decay',
+                    'train.ema_warmup', 'train.content_points'), mesh)
+  if key not in _JITTED_STEPS:
+    _JITTED_STEPS[key] = _make_jitted_step(config, mesh)
+  return _JITTED_STEPS[key]
+
+
+def _make_jitted_step(config: ml_collections.ConfigDict, mesh: Mesh):
+  def step(state, batch, perceptual_params, referential, gan_active):
+    return train_step(state, batch, perceptual_params,
+                      referential=referential, loss_config=config.loss,
+                      ema_decay=config.train.ema_decay,
+                      ema_warmup=config.train.get('ema_warmup', True),
+                      gan_active=gan_active,
+                      content_points=config.train.get('content_points', 0))
+
+  replicated = sharding.replicated(mesh)
+  return jax.jit(
+      step,
+      in_shardings=(replicated, sharding.batch_sharded(mesh), replicated),
+      out_shardings=(replicated, replicated),
+      static_argnums=(3, 4),
+      donate_argnums=(0,))
+
+
+def load_perceptual_params(config: ml_collections.ConfigDict,
+                           mesh: Mesh) -> Any:
+  """VGG16 weights replicated over the mesh (None if L_P is switched off)."""
+  if not config.loss.perceptual_weight:
+    return None
+  return sharding.replicate_tree(losses.load_perceptual_params(config.loss),
+                                 mesh)
+
+
+def make_train_step(config: ml_collections.ConfigDict, mesh: Mesh
+                    ) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
+  """``step(state, global_batch, referential, gan_active=True)
+  -> (state, metrics)``; ``config_lib.gan_active(config, step)`` says
+  whether a step trains with the GAN and perceptual terms.
+
+  Loads the perceptual network once and passes it as an argument (not a
+  closure constant, which would be baked into the compiled program). The
+  input state is donated: do not use it after the call.
+  """
+  jitted = make_jitted_step(config, mesh)
+  perceptual_params = load_perceptual_params(config, mesh)
+
+  def step(state: TrainState, batch: Batch, referential: bool,
+           gan_active: bool = True):
+    return jitted(state, batch, perceptual_params, bool(referential),
+                  bool(gan_active))
+
+  step.jitted = jitted
+  step.perceptual_params = perceptual_params
+  return step
