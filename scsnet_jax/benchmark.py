@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from scsnet_jax import config_lib
 from scsnet_jax.models import flops as flops_lib
 from scsnet_jax.models import generator as gen_lib
 
@@ -183,8 +184,8 @@ def bench_train(env) -> dict[str, Any]:
   config.model.attention_impl = FLAGS.attention_impl
   config.loss.allow_random_vgg = True
   mesh = sharding.create_mesh()
-  state = train_state.create_train_state(config, mesh)
-  step = train_step.make_train_step(config, mesh)
+  state = train_state.create_train_state(train_state.build_networks(config), config, mesh)
+  step = train_step.make_train_step(config, mesh, train_state.build_networks(config))
   rng = np.random.default_rng(0)
   local = {
       'gray': rng.uniform(-1, 1, (batch, size, size, 1)).astype(np.float32),
@@ -229,7 +230,7 @@ def bench_input(env) -> dict[str, Any]:
     from scsnet_jax.data import pipeline as input_pipeline
   except ImportError as err:
     return {'part': 'input', 'skipped': f'input pipeline unavailable: {err}'}
-  data = input_pipeline.default_data_config()
+  data = config_lib.data_defaults()
   data.source = FLAGS.input_source
   result = input_pipeline.benchmark_input(
       data, FLAGS.input_batches, batch_size=FLAGS.input_batch,

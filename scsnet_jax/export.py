@@ -258,7 +258,7 @@ def parse_args(argv):
 
 def _load(checkpoint: str, step: Optional[int]):
   """(graphdef, params, model config dict, step) from a training checkpoint
-  (any of the paths ``checkpointing.resolve_checkpoint`` takes) or an
+  (any of the paths ``loading.resolve_checkpoint`` takes) or an
   export folder."""
   if is_export_dir(checkpoint):
     from flax import nnx
@@ -271,8 +271,8 @@ def _load(checkpoint: str, step: Optional[int]):
     graphdef = nnx.split(nnx.eval_shape(
         lambda: build_generator(model_config, nnx.Rngs(0))))[0]
     return graphdef, params, model_config, saved_step
-  from scsnet_jax.train import checkpointing
-  bundle = checkpointing.load_generator(checkpoint, step=step)
+  from scsnet_jax.inference import loading
+  bundle = loading.load_generator(checkpoint, step=step)
   return (bundle.graphdef, bundle.params, bundle.config.model.to_dict(),
           bundle.step)
 

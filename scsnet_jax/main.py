@@ -151,7 +151,7 @@ def _load_config_file(path: str):
 def _explain_override_error(argv, error: Exception) -> str:
   """One line for a failed ``--config.KEY=VALUE``: unknown key or bad value."""
   try:
-    from scsnet_jax import config_lib
+    from scsnet_jax import config_overrides
     config = _load_config_file(_config_file_from_argv(argv))
   except Exception:  # the file itself is broken: say what absl said
     config = None
@@ -162,7 +162,7 @@ def _explain_override_error(argv, error: Exception) -> str:
       name = arg.split('=', 1)[0]
       dotted = name[len('--noconfig.'):] if name.startswith(
           '--noconfig.') else name[len('--config.'):]
-      message = config_lib.unknown_key(config, dotted)
+      message = config_overrides.unknown_key(config, dotted)
       if message:
         return message
   return ' '.join(str(error).replace('\\n', ' ').split()).strip('"\'')
@@ -175,8 +175,8 @@ def _flag_error_message(argv, error: Exception) -> str:
     dotted, _, rest = text[len('flag --config.'):].partition('=')
     value = rest.split(': ', 1)[0]
     try:
-      from scsnet_jax import config_lib
-      current = config_lib._get(  # pylint: disable=protected-access
+      from scsnet_jax import config_overrides
+      current = config_overrides._get(  # pylint: disable=protected-access
           _load_config_file(_config_file_from_argv(argv)), dotted)
       kind = {bool: 'true or false', int: 'an integer',
               float: 'a number'}.get(type(current), type(current).__name__)
@@ -260,14 +260,14 @@ def _initialize_distributed():
 def resolve_config(config, workdir: str, mode: str,
                    overrides=()):
   """The config to run: ``--config``, or the workdir's own for eval."""
-  from scsnet_jax import config_lib
+  from scsnet_jax import config_overrides
   if config is None:
     if mode != 'eval':
       raise UserError('--config=configs/<name>.py is required for training '
                       '(only --mode=eval can use the workdir\'s config.json)')
-    config = config_lib.load_workdir_config(workdir)
-    config_lib.apply_overrides(config, overrides)
-  config_lib.validate_config(config)
+    config = config_overrides.load_workdir_config(workdir)
+    config_overrides.apply_overrides(config, overrides)
+  config_overrides.validate_config(config)
   return config
 
 

@@ -134,8 +134,8 @@ class Runner:
       self.exported = export.ExportedGenerator(checkpoint)
       params, model_config = export.load_params(checkpoint)
     else:
-      from scsnet_jax.train import checkpointing
-      bundle = checkpointing.load_generator(checkpoint)
+      from scsnet_jax.inference import loading
+      bundle = loading.load_generator(checkpoint)
       params, model_config = bundle.params, bundle.config.model
     self.predictor = inference.Predictor(params, model_config, dtype=dtype,
                                          tile=tile, tile_overlap=tile_overlap)

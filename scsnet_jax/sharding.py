@@ -92,3 +92,10 @@ def to_host(tree: Any) -> Any:
       return np.asarray(multihost_utils.process_allgather(x, tiled=True))
     return np.asarray(jax.device_get(x))
   return jax.tree.map(fetch, tree)
+
+
+def abstract_tree(tree: Any, target: jax.sharding.Sharding) -> Any:
+  """Arrays or shape structs -> ``ShapeDtypeStruct``s placed on ``target``:
+  the restore target orbax reads each array straight into."""
+  return jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=target), tree)

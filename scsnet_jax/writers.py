@@ -1,4 +1,4 @@
-"""Metric writers, progress reports, profiles and sample-grid files.
+"""Metric writers, progress reports and profiles.
 
 With clu and TensorFlow installed: clu ``metric_writers`` (TensorBoard event
 files + the log) and ``periodic_actions.ReportProgress`` / ``Profile``.
@@ -19,7 +19,6 @@ from typing import Any, Callable, Mapping, Optional
 import numpy as np
 
 
-SAMPLES_SUBDIR = 'samples'
 METRICS_FILE = 'metrics.jsonl'
 
 
@@ -174,21 +173,3 @@ def create_profiler(workdir: str, num_profile_steps: int = 5,
   from clu import periodic_actions
   return periodic_actions.Profile(num_profile_steps=num_profile_steps,
                                   first_profile=first_profile, logdir=workdir)
-
-
-def write_sample_grid(workdir: str, step: int, grid: np.ndarray,
-                      writer=None) -> Optional[str]:
-  """Saves ``WORKDIR/samples/step_<N>.png`` (process 0) and sends the grid to
-  the writer; returns the PNG path (None on other processes)."""
-  if writer is not None:
-    writer.write_images(step, {'samples': grid[None]})
-  if not _is_primary():
-    return None
-  from etils import epath
-  from PIL import Image
-  directory = epath.Path(workdir) / SAMPLES_SUBDIR
-  directory.mkdir(parents=True, exist_ok=True)
-  path = directory / f'step_{step}.png'
-  with path.open('wb') as f:     # local paths and gs:// alike
-    Image.fromarray(grid).save(f, format='PNG')
-  return str(path)

@@ -2,14 +2,12 @@
 the workdir's config.json; unknown keys get the closest valid ones."""
 
 import json
-import os
 
 import pytest
 
-from scsnet_jax import config_lib
+from scsnet_jax import config_lib, config_overrides
+from tests.paths import TEST_CONFIG
 
-TEST_CONFIG = os.path.join(os.path.dirname(__file__), '..', 'configs',
-                           'test.py')
 
 
 def _config():
@@ -29,7 +27,7 @@ def test_cpm_project_first_rejects_flag_strings_and_other_types(value):
   with config.model.ignore_type():
     config.model.cpm_project_first = value
   with pytest.raises(ValueError, match='cpm_project_first must be one of') as e:
-    config_lib.validate_config(config)
+    config_overrides.validate_config(config)
   assert '\n' not in str(e.value)
   if value == 'False':
     assert "did you mean 'never'" in str(e.value)
@@ -40,7 +38,7 @@ def test_cpm_project_first_accepts_choices_and_python_bools(value):
   config = _config()
   with config.model.ignore_type():
     config.model.cpm_project_first = value
-  config_lib.validate_config(config)
+  config_overrides.validate_config(config)
 
 
 @pytest.mark.parametrize('key,value', [
@@ -53,7 +51,7 @@ def test_string_choices_are_validated(key, value):
   with node.ignore_type():
     node[leaf] = value
   with pytest.raises(ValueError, match=f'config.{key} must be one of'):
-    config_lib.validate_config(config)
+    config_overrides.validate_config(config)
 
 
 def test_wrong_types_are_one_line_errors():
@@ -62,47 +60,47 @@ def test_wrong_types_are_one_line_errors():
     config.train.steps = '5'
   with pytest.raises(ValueError, match=r"config.train.steps must be int, got "
                      r"'5' \(str\)"):
-    config_lib.validate_config(config)
+    config_overrides.validate_config(config)
   config = _config()
   config.loss.content_weight = 3   # an int is a fine float
-  config_lib.validate_config(config)
+  config_overrides.validate_config(config)
 
 
 def test_unknown_key_names_the_closest_valid_keys():
   config = _config()
-  assert config_lib.unknown_key(config, 'train.steps') is None
-  message = config_lib.unknown_key(config, 'train.stepz')
+  assert config_overrides.unknown_key(config, 'train.steps') is None
+  message = config_overrides.unknown_key(config, 'train.stepz')
   assert message.startswith("unknown config key 'train.stepz'")
   assert 'train.steps' in message
-  assert 'train.steps' in config_lib.unknown_key(config, 'trainz.steps')
+  assert 'train.steps' in config_overrides.unknown_key(config, 'trainz.steps')
 
 
 def test_workdir_config_round_trip_and_overrides(tmp_path):
   config = _config()
   config.model.texture_res_blocks = 2
   (tmp_path / 'config.json').write_text(config.to_json())
-  loaded = config_lib.load_workdir_config(str(tmp_path))
+  loaded = config_overrides.load_workdir_config(str(tmp_path))
   assert loaded.to_dict() == config.to_dict()
   loaded.dtype = 'bfloat16'          # the reference survives the JSON
   assert loaded.model.dtype == 'bfloat16'
-  config_lib.apply_overrides(loaded, [('eval.batch_size', '2'),
+  config_overrides.apply_overrides(loaded, [('eval.batch_size', '2'),
                                       ('eval.y_channel', None),
                                       ('data.scale', '2')])
   assert loaded.eval.batch_size == 2 and loaded.eval.y_channel is True
   assert loaded.data.scale == 2.0
   with pytest.raises(ValueError, match="unknown config key 'eval.batchsize'"
                      ".*eval.batch_size"):
-    config_lib.apply_overrides(loaded, [('eval.batchsize', '2')])
+    config_overrides.apply_overrides(loaded, [('eval.batchsize', '2')])
   with pytest.raises(ValueError, match='eval.batch_size: expected an integer'):
-    config_lib.apply_overrides(loaded, [('eval.batch_size', 'two')])
+    config_overrides.apply_overrides(loaded, [('eval.batch_size', 'two')])
   with pytest.raises(FileNotFoundError, match='config.json does not exist'):
-    config_lib.load_workdir_config(str(tmp_path / 'nothing'))
+    config_overrides.load_workdir_config(str(tmp_path / 'nothing'))
 
 
 def test_saved_config_keys_unknown_to_the_base_config_are_kept():
   values = json.loads(_config().to_json())
   values['train']['from_a_newer_version'] = 3
-  loaded = config_lib.config_from_dict(values)
+  loaded = config_overrides.config_from_dict(values)
   assert loaded.train.from_a_newer_version == 3
 
 

@@ -111,8 +111,8 @@ def test_eval_uses_the_workdirs_config_json_with_overrides(tmp_path):
 
 
 def _raise_in_our_code():
-  from scsnet_jax import config_lib
-  config_lib.validate_config(dict(dtype='float16'))
+  from scsnet_jax import config_overrides
+  config_overrides.validate_config(dict(dtype='float16'))
 
 
 def test_user_errors_out_of_memory_and_bugs_are_told_apart():

@@ -16,6 +16,7 @@ from PIL import Image
 from skimage import color as skcolor
 
 from scsnet_jax import config_lib, export, predict, sharding
+from scsnet_jax.inference import loading
 from scsnet_jax.train import checkpointing
 from scsnet_jax.inference import files as image_files
 from scsnet_jax.inference import tiling as inference
@@ -38,7 +39,7 @@ def workdir(tmp_path_factory):
   config.model.update(TINY_MODEL)
   # Shapes from eval_shape, zeros for the parts inference never reads, a real
   # tiny generator as the EMA weights: no compilation of the initialisers.
-  abstract = train_state.abstract_train_state(config, sharding.create_mesh())
+  abstract = train_state.abstract_train_state(train_state.build_networks(config), config, sharding.create_mesh())
   state = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), abstract)
   generator = build_generator(config.model, nnx.Rngs(0))
   state = state.replace(generator_ema=nnx.split(generator)[1].to_pure_dict())
@@ -89,7 +90,7 @@ def test_folder_with_good_and_bad_files(workdir, tmp_path, capsys):
   written = np.asarray(Image.open(out / 'colour.png'))
   assert written.shape == (24, 32, 3) and written.dtype == np.uint8
   # The CLI's pixels are the library's result for that file.
-  bundle = checkpointing.load_generator(workdir)
+  bundle = loading.load_generator(workdir)
   gray = inference.gray_from_rgb(image_files.read_image(inputs / 'colour.png'))
   nlab, _ = inference.Predictor(bundle.params, bundle.config.model
                                 ).predict_nlab(gray[None], None, (24, 32))

@@ -115,11 +115,11 @@ def test_readme_walkthrough(tmp_path):
   train = _find(commands, 'main', '--config=configs/demo.py')
   assert train is not None, 'README lost its demo command'
   train = _replace(train, 'demo_workdir', workdir)
-  from scsnet_jax import config_lib  # pylint: disable=g-import-not-at-top
+  from scsnet_jax import config_lib, config_overrides
   demo = config_lib.load_sibling_config(
       os.path.join(REPO_ROOT, 'configs', 'demo.py'), 'demo')
   train += [f'--config.{k}={v}' for k, v in FAST_DEMO.items()
-            if config_lib.unknown_key(demo, k) is None]
+            if config_overrides.unknown_key(demo, k) is None]
   result = _run(train)
   assert os.path.isdir(os.path.join(workdir, 'checkpoints', '4'))
   assert os.path.isfile(os.path.join(workdir, 'config.json'))

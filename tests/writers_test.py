@@ -1,4 +1,4 @@
-"""logging_utils.py: writer selection, JSON-lines fallback, sample grids."""
+"""writers.py: writer selection, JSON-lines fallback, progress."""
 
 import json
 import logging
@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from scsnet_jax import writers as logging_utils
+from scsnet_jax import writers
 
 
 @pytest.fixture
@@ -19,10 +19,10 @@ def without_clu(monkeypatch):
 
 def test_fallback_writer_when_clu_cannot_be_imported(tmp_path, without_clu,
                                                      caplog):
-  assert not logging_utils.clu_available()
+  assert not writers.clu_available()
   with caplog.at_level(logging.INFO):
-    writer = logging_utils.create_writer(str(tmp_path))
-    assert isinstance(writer, logging_utils.JsonLinesWriter)
+    writer = writers.create_writer(str(tmp_path))
+    assert isinstance(writer, writers.JsonLinesWriter)
     writer.write_scalars(3, {'generator_loss': np.float32(1.5), 'x': 2})
     writer.write_images(3, {'samples': np.zeros((1, 4, 8, 3), np.uint8)})
     writer.flush()
@@ -36,9 +36,9 @@ def test_fallback_writer_when_clu_cannot_be_imported(tmp_path, without_clu,
 
 
 def test_plain_progress_reports_rate_and_eta(without_clu, caplog):
-  report = logging_utils.create_progress_reporter(100, None, every_secs=0,
+  report = writers.create_progress_reporter(100, None, every_secs=0,
                                                   every_steps=10)
-  assert isinstance(report, logging_utils.PlainProgress)
+  assert isinstance(report, writers.PlainProgress)
   with caplog.at_level(logging.INFO):
     assert not report(0, t=0.0)
     assert not report(5, t=1.0)
@@ -47,18 +47,10 @@ def test_plain_progress_reports_rate_and_eta(without_clu, caplog):
 
 
 def test_clu_writer_when_available(tmp_path):
-  if not logging_utils.clu_available():
+  if not writers.clu_available():
     pytest.skip('clu/TensorFlow not installed')
-  writer = logging_utils.create_writer(str(tmp_path))
-  assert not isinstance(writer, logging_utils.JsonLinesWriter)
+  writer = writers.create_writer(str(tmp_path))
+  assert not isinstance(writer, writers.JsonLinesWriter)
   writer.write_scalars(1, {'loss': 1.0})
   writer.flush()
   assert any(p.name.startswith('events.out.tfevents') for p in tmp_path.iterdir())
-
-
-def test_sample_grid_png_round_trips(tmp_path):
-  grid = np.random.default_rng(0).integers(0, 256, (18, 40, 3), np.uint8)
-  path = logging_utils.write_sample_grid(str(tmp_path), 12, grid)
-  assert path.endswith('samples/step_12.png')
-  from PIL import Image
-  np.testing.assert_array_equal(np.asarray(Image.open(path)), grid)

@@ -34,10 +34,9 @@ from scsnet_jax import color
 from scsnet_jax.data import sources as data_sources
 from scsnet_jax.data import degradations
 from scsnet_jax import image_io
-from scsnet_jax.data_config import default_data_config  # re-exported
 from scsnet_jax.data.sources import DataError  # re-exported
 
-__all__ = ['DataError', 'default_data_config', 'create_dataset',
+__all__ = ['DataError', 'create_dataset',
            'create_iterator', 'checkpoint_save_args',
            'checkpoint_restore_args', 'benchmark_input', 'MODEL_KEYS']
 

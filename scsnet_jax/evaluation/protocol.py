@@ -40,24 +40,6 @@ MODES_WITH_GROUND_TRUTH = ('automatic', 'self_reference')
 FEATURE_DIM = 2048  # InceptionV3 pool features; a feature_fn may say otherwise
 
 
-def default_eval_config() -> ml_collections.ConfigDict:
-  """Defaults of ``config.eval`` (the paper's counts; shrink for small sets)."""
-  return ml_collections.ConfigDict(dict(
-      split='eval',
-      repeat_split=False,      # cycle a split smaller than the counts
-      num_automatic=2500,
-      num_self_reference=500,
-      num_other_reference=2000,
-      batch_size=8,            # per process
-      inception_weights='',    # npz from scsnet_jax.tools.convert_inception
-      y_channel=False,         # PSNR/SSIM on RGB (False) or BT.601 Y (True)
-      crop_border=0,           # pixels dropped on each side for PSNR/SSIM
-      step=-1,                 # checkpoint step; -1 = latest
-      use_ema=True,
-      write_tensorboard=True,
-  ))
-
-
 @dataclasses.dataclass
 class MethodScores:
   """Streaming sums for one (mode, method) cell of the table."""
@@ -377,9 +359,9 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   """
   eval_config = config.eval
   if generator_bundle is None:
-    from scsnet_jax.train import checkpointing
+    from scsnet_jax.inference import loading
     step = None if eval_config.step < 0 else int(eval_config.step)
-    generator_bundle = checkpointing.load_generator(
+    generator_bundle = loading.load_generator(
         workdir, step=step, use_ema=eval_config.use_ema)
     check_model_matches(config, generator_bundle.config, workdir)
   fid_null_reason = None

@@ -92,16 +92,16 @@ def write_report(workdir: str, report: dict[str, Any]) -> str:
 def write_tensorboard(workdir: str, step: int, scalars: dict[str, float]):
   """The scalars as ``eval/...`` summaries in WORKDIR/eval.
 
-  Through ``logging_utils.create_writer``: TensorBoard events with clu and
+  Through ``writers.create_writer``: TensorBoard events with clu and
   TensorFlow, else its JSON-lines fallback (``metrics.jsonl``).
   """
   try:
-    from scsnet_jax import writers as logging_utils
+    from scsnet_jax import writers
   except ImportError as error:
     logging.info('no metric writer (%s): eval scalars are only in the JSON.',
                  error)
     return
-  writer = logging_utils.create_writer(os.path.join(workdir, EVAL_SUBDIR))
+  writer = writers.create_writer(os.path.join(workdir, EVAL_SUBDIR))
   writer.write_scalars(step, {f'eval/{k}': v for k, v in scalars.items()})
   writer.flush()
   writer.close()

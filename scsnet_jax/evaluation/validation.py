@@ -24,19 +24,19 @@ table; rendering is one jit per mode over a batch sharded on the mesh.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from scsnet_jax import color, image_io
-from scsnet_jax.evaluation import baselines
-from scsnet_jax.data import sources as data_sources
+from scsnet_jax import color, image_io, sharding
 from scsnet_jax.data import degradations
-from scsnet_jax import sharding
-from scsnet_jax.evaluation import metrics
+from scsnet_jax.data import sources as data_sources
+from scsnet_jax.evaluation import baselines, metrics
+
+SAMPLES_SUBDIR = 'samples'   # WORKDIR/samples/step_<N>.png
 
 # scikit-image's natural colour photographs (bundled in its wheel).
 SKIMAGE_PHOTOS = ('astronaut', 'chelsea', 'coffee', 'rocket',
@@ -278,6 +278,19 @@ def flat_scalars(scores: dict[str, float]) -> dict[str, float]:
   return {f'val/{k}': v for k, v in scores.items()}
 
 
-def state_params(state: Any):
-  """The EMA generator parameters of a train state (what is validated)."""
-  return state.generator_ema
+def write_sample_grid(workdir: str, step: int, grid: np.ndarray,
+                      writer=None) -> Optional[str]:
+  """Saves ``WORKDIR/samples/step_<N>.png`` (process 0) and sends the grid to
+  the writer; returns the PNG path (None on other processes)."""
+  if writer is not None:
+    writer.write_images(step, {'samples': grid[None]})
+  if jax.process_index() != 0:
+    return None
+  from etils import epath
+  from PIL import Image
+  directory = epath.Path(workdir) / SAMPLES_SUBDIR
+  directory.mkdir(parents=True, exist_ok=True)
+  path = directory / f'step_{step}.png'
+  with path.open('wb') as f:     # local paths and gs:// alike
+    Image.fromarray(grid).save(f, format='PNG')
+  return str(path)

@@ -85,10 +85,10 @@ def main(argv=None):
   import numpy as np  # pylint: disable=g-import-not-at-top
   from PIL import Image  # pylint: disable=g-import-not-at-top
   from scsnet_jax import sharding
-  from scsnet_jax.train import checkpointing
+  from scsnet_jax.inference import loading
   from scsnet_jax.evaluation import validation
   try:
-    bundle = checkpointing.load_generator(args.checkpoint)
+    bundle = loading.load_generator(args.checkpoint)
   except (FileNotFoundError, ValueError) as error:
     sys.exit(f'error: {error}')
   config = bundle.config

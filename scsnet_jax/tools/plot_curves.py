@@ -16,7 +16,7 @@ import os
 import sys
 from typing import Iterable
 
-from scsnet_jax import writers as logging_utils
+from scsnet_jax import writers
 
 
 def read_scalars(path: str) -> dict[str, list[tuple[int, float]]]:
@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None):
   args = build_parser().parse_args(argv)
-  path = os.path.join(args.workdir, logging_utils.METRICS_FILE)
+  path = os.path.join(args.workdir, writers.METRICS_FILE)
   if not os.path.isfile(path):
     sys.exit(f'error: {path}: no such file (was the run trained with this '
              'version? metrics.jsonl is written beside the TensorBoard events)')

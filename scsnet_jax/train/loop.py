@@ -21,11 +21,12 @@ import numpy as np
 from etils import epath
 from jax.experimental import multihost_utils
 
-from scsnet_jax import config_lib, sharding
-from scsnet_jax.train import checkpointing
-from scsnet_jax import writers as logging_utils
-from scsnet_jax.train import step as train_step
+from scsnet_jax import config_lib, sharding, writers
 from scsnet_jax.evaluation import validation
+from scsnet_jax.inference import loading
+from scsnet_jax.train import checkpointing
+from scsnet_jax.train import state as train_state
+from scsnet_jax.train import step as train_step
 from scsnet_jax.train.state import TrainState
 
 
@@ -143,7 +144,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   pipeline, e.g. in tests. Returns the final state.
   """
   from scsnet_jax.data import pipeline as input_pipeline
-  workdir = checkpointing.resolve_workdir(workdir)
+  workdir = loading.resolve_workdir(workdir)
   epath.Path(workdir).mkdir(parents=True, exist_ok=True)
   mesh = sharding.create_mesh()
   sharding.check_batch_size(config.data.global_batch_size, mesh)
@@ -157,22 +158,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     data_iterator = input_pipeline.create_iterator(config, 'train')
   manager = checkpointing.create_manager(
       workdir, max_to_keep=train.max_to_keep, keep_period=train.keep_period)
-  state, restored = checkpointing.restore_or_create(manager, config, mesh,
-                                                    data_iterator)
+  networks = train_state.build_networks(config)
+  state, restored = checkpointing.restore_or_create(manager, networks, config,
+                                                    mesh, data_iterator)
   start_step = int(jax.device_get(state.step))
   if restored:
     logging.info('restored step %d from %s', start_step,
-                 checkpointing.checkpoint_dir(workdir))
+                 loading.checkpoint_dir(workdir))
   _write_config(workdir, config)
 
-  writer = logging_utils.create_writer(workdir)
+  writer = writers.create_writer(workdir)
   if not restored:
     writer.write_hparams(_flat_hparams(config))
-  report_progress = logging_utils.create_progress_reporter(num_steps, writer)
-  profiler = (logging_utils.create_profiler(workdir, train.profile_num_steps)
+  report_progress = writers.create_progress_reporter(num_steps, writer)
+  profiler = (writers.create_profiler(workdir, train.profile_num_steps)
               if train.profile else None)
-  step_fn = train_step.make_train_step(config, mesh)
-  validator = _make_validator(config, state, mesh)
+  step_fn = train_step.make_train_step(config, mesh, networks)
+  validator = _make_validator(config, networks, mesh)
   preemption = PreemptionWatcher()
   log_line = _LogLine(num_steps, start_step)
 
@@ -222,7 +224,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   return state
 
 
-def _make_validator(config, state, mesh) -> Optional[validation.Validator]:
+def _make_validator(config, networks, mesh
+                    ) -> Optional[validation.Validator]:
   """The validation photos and their renderer, if evaluation or sample
   grids are switched on (``train.eval_every_steps``,
   ``train.sample_every_steps``)."""
@@ -230,8 +233,7 @@ def _make_validator(config, state, mesh) -> Optional[validation.Validator]:
   if not (train.get('eval_every_steps', 0) or train.sample_every_steps):
     return None
   data = validation.load_validation_set(config.validation)
-  graphdef = train_step.generator_graphdef(state)
-  return validation.Validator(data, graphdef, mesh,
+  return validation.Validator(data, networks.generator, mesh,
                               bool(config.model.referential))
 
 
@@ -247,7 +249,7 @@ def _validate(validator, config, workdir, step, last, state, writer):
       step % train.sample_every_steps == 0 or last)
   if not (evaluate or sample):
     return
-  params = validation.state_params(state)
+  params = state.generator_ema   # what is validated: the EMA weights
   if evaluate:
     scores, outputs = validator.run(params)
     writer.write_scalars(step, validation.flat_scalars(scores))
@@ -259,7 +261,7 @@ def _validate(validator, config, workdir, step, last, state, writer):
   if sample:
     grid = validation.labelled_grid(validator.data, outputs,
                                     config.validation.num_sample_images)
-    logging_utils.write_sample_grid(workdir, step, grid, writer)
+    validation.write_sample_grid(workdir, step, grid, writer)
 
 
 def _log_summary(workdir: str, step: int):
@@ -270,6 +272,6 @@ def _log_summary(workdir: str, step: int):
       'next:\n  python -m scsnet_jax.predict --checkpoint %s --input GRAY.png '
       '--output out/ --scale 4\n  python -m scsnet_jax.main --mode=eval '
       '--workdir=%s\n  tensorboard --logdir %s', step,
-      checkpointing.checkpoint_dir(workdir),
-      f'{workdir}/{logging_utils.SAMPLES_SUBDIR}', workdir, workdir, workdir,
+      loading.checkpoint_dir(workdir),
+      f'{workdir}/{validation.SAMPLES_SUBDIR}', workdir, workdir, workdir,
       workdir)

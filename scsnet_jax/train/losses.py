@@ -1,7 +1,7 @@
 """Generator and discriminator losses: L1 content, VGG16 perceptual, RaLSGAN.
 
 Generator total (spec): ``10 * L_C + 5 * L_P + 1 * L_Adv``; the weights live
-in ``default_loss_config()`` (``config.loss``). All losses are pure functions
+in ``config.loss`` (``config_lib.loss_defaults``). All losses are pure functions
 returning float32 scalars; which parameters each one updates is decided by the
 train step (the G loss must not update D, nor the D loss G).
 """
@@ -12,7 +12,6 @@ import os
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 from absl import logging
 
 from scsnet_jax import color
@@ -22,24 +21,6 @@ from scsnet_jax.models import vgg
 PERCEPTUAL_LAYER_WEIGHTS = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)
 _RANDOM_VGG_SEED = 0
 _warned_random_vgg = False
-
-
-def default_loss_config() -> ml_collections.ConfigDict:
-  """The ``config.loss`` section."""
-  return ml_collections.ConfigDict({
-      'content_weight': 10.0,
-      'perceptual_weight': 5.0,
-      'adversarial_weight': 1.0,
-      # PSNR warm-up: steps before this train G on the content loss alone
-      # (no D update, no VGG); 0 = the paper (all terms from the start).
-      'gan_start_step': 0,
-      # The converter's .npz (see docs/losses.md); '' = none.
-      'vgg_weights': '',
-      # Without weights, use a random VGG16 (tests/demos; L_P then means little).
-      'allow_random_vgg': False,
-      # Compute dtype of the VGG16 forward pass ('float32' | 'bfloat16').
-      'vgg_dtype': 'float32',
-  })
 
 
 def l1_loss(pred, target):

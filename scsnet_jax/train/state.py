@@ -8,7 +8,7 @@ rebuilds a module inside the jitted function.
 
 from __future__ import annotations
 
-import json
+import dataclasses
 from typing import Any
 
 import jax
@@ -25,12 +25,14 @@ DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 @struct.dataclass
 class TrainState:
-  """Everything a training step reads and writes.
+  """Everything a training step reads and writes: arrays only.
 
-  Pytree leaves (replicated over the mesh): ``step`` int32 scalar, ``rng``
-  uint32 (2,) key, generator / EMA-generator / discriminator parameters
-  (nested dicts of fp32 arrays) and the two optax states. Static (part of the
-  treedef, never traced): the two graphdefs and the two optax transforms.
+  ``step`` int32 scalar; ``rng`` uint32 (2,) key (the content loss samples
+  its HR points from it); generator / EMA-generator / discriminator
+  parameters (nested dicts of fp32 arrays) and the two optax states. What
+  these arrays mean (the two graphdefs and optimizers) is in ``Networks``,
+  which the step closes over; two states made from equal configs have equal
+  treedefs.
   """
   step: jax.Array
   rng: jax.Array
@@ -39,11 +41,21 @@ class TrainState:
   generator_opt_state: Any
   discriminator_params: Any
   discriminator_opt_state: Any
-  generator_graphdef: Any = struct.field(pytree_node=False)
-  discriminator_graphdef: Any = struct.field(pytree_node=False)
-  generator_tx: optax.GradientTransformation = struct.field(pytree_node=False)
-  discriminator_tx: optax.GradientTransformation = struct.field(
-      pytree_node=False)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Networks:
+  """The static half of training, built once from the config.
+
+  ``generator`` / ``discriminator``: NNX graphdefs (``nnx.merge(graphdef,
+  params)`` rebuilds the module inside a jitted function); ``generator_tx``
+  / ``discriminator_tx``: their optax transforms. Hashable by identity, so a
+  jitted function that closes over one ``Networks`` compiles once.
+  """
+  generator: Any
+  discriminator: Any
+  generator_tx: optax.GradientTransformation
+  discriminator_tx: optax.GradientTransformation
 
 
 def learning_rate_schedule(config: ml_collections.ConfigDict):
@@ -100,89 +112,50 @@ def split_params(module: nnx.Module):
   return graphdef, state.to_pure_dict()
 
 
-def _init_fn(config: ml_collections.ConfigDict):
-  """A pure function rng -> TrainState (traceable by jit and eval_shape)."""
-  generator_tx = make_optimizer(config)
-  discriminator_tx = make_optimizer(config)
-  graphdefs = {}
-
-  def init(rng):
-    model_rng, state_rng = jax.random.split(rng)
-    generator, discriminator = build_models(config, model_rng)
-    generator_graphdef, generator_params = split_params(generator)
-    discriminator_graphdef, discriminator_params = split_params(discriminator)
-    # The graphdefs of the first trace are reused for every later one, so all
-    # states created from one config share identical static parts (one jit
-    # cache entry, equal treedefs for checkpoint restore).
-    graphdefs.setdefault('generator', generator_graphdef)
-    graphdefs.setdefault('discriminator', discriminator_graphdef)
-    return TrainState(
-        step=jnp.zeros((), jnp.int32),
-        rng=state_rng,
-        generator_params=generator_params,
-        generator_ema=jax.tree.map(jnp.copy, generator_params),
-        generator_opt_state=generator_tx.init(generator_params),
-        discriminator_params=discriminator_params,
-        discriminator_opt_state=discriminator_tx.init(discriminator_params),
-        generator_graphdef=graphdefs['generator'],
-        discriminator_graphdef=graphdefs['discriminator'],
-        generator_tx=generator_tx,
-        discriminator_tx=discriminator_tx)
-
-  return init
+def build_networks(config: ml_collections.ConfigDict) -> Networks:
+  """Graphdefs (from abstract modules: nothing is allocated) and optimizers
+  of ``config``."""
+  generator, discriminator = nnx.eval_shape(
+      lambda: build_models(config, jax.random.PRNGKey(0)))
+  return Networks(generator=nnx.graphdef(generator),
+                  discriminator=nnx.graphdef(discriminator),
+                  generator_tx=make_optimizer(config),
+                  discriminator_tx=make_optimizer(config))
 
 
-def config_key(config: ml_collections.ConfigDict, *fields: str) -> str:
-  """A hashable summary of the named config fields ('model', 'train.x', ...).
-
-  Caches of traced/compiled functions use it so that runs differing only in
-  unrelated fields (number of steps, logging) share compilations.
+def init_train_state(networks: Networks, config: ml_collections.ConfigDict,
+                     rng: jax.Array) -> TrainState:
+  """A fresh state from ``rng``; pure, so ``jax.jit``/``eval_shape`` trace it.
   """
-  values = {}
-  if 'optimizer' in fields and config.optimizer.get(
-      'schedule', 'constant') != 'constant':
-    # The schedule's length is part of the optimizer.
-    values['total_steps'] = (config.train.steps, config.train.num_epochs,
-                             config.train.num_train_examples,
-                             config.data.global_batch_size)
-  for field in fields:
-    node = config
-    for part in field.split('.'):
-      node = node.get(part) if hasattr(node, 'get') else None
-    values[field] = node.to_dict() if hasattr(node, 'to_dict') else node
-  return json.dumps(values, sort_keys=True, default=str)
+  model_rng, state_rng = jax.random.split(rng)
+  generator, discriminator = build_models(config, model_rng)
+  generator_params = split_params(generator)[1]
+  discriminator_params = split_params(discriminator)[1]
+  return TrainState(
+      step=jnp.zeros((), jnp.int32),
+      rng=state_rng,
+      generator_params=generator_params,
+      generator_ema=jax.tree.map(jnp.copy, generator_params),
+      generator_opt_state=networks.generator_tx.init(generator_params),
+      discriminator_params=discriminator_params,
+      discriminator_opt_state=networks.discriminator_tx.init(
+          discriminator_params))
 
 
-STATE_FIELDS = ('dtype', 'model', 'optimizer')   # the seed is an argument
-_INIT_CACHE: dict[str, Any] = {}
-_JIT_INIT_CACHE: dict[Any, Any] = {}
-
-
-def _cached_init(config: ml_collections.ConfigDict):
-  # One init function per distinct config (JSON), so abstract and concrete
-  # states of the same config share static parts.
-  key = config_key(config, *STATE_FIELDS)
-  if key not in _INIT_CACHE:
-    _INIT_CACHE[key] = _init_fn(config)
-  return _INIT_CACHE[key]
-
-
-def abstract_train_state(config: ml_collections.ConfigDict,
+def abstract_train_state(networks: Networks,
+                         config: ml_collections.ConfigDict,
                          mesh: Mesh) -> TrainState:
   """Shapes, dtypes and shardings of the state; allocates nothing.
 
   The restore target for checkpoints: orbax reads each array straight into
   its final sharding.
   """
-  init = _cached_init(config)
-  shapes = jax.eval_shape(init, jax.random.PRNGKey(0))
-  replicated = sharding.replicated(mesh)
-  return jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
-      shapes)
+  shapes = jax.eval_shape(lambda rng: init_train_state(networks, config, rng),
+                          jax.random.PRNGKey(0))
+  return sharding.abstract_tree(shapes, sharding.replicated(mesh))
 
 
-def create_train_state(config: ml_collections.ConfigDict,
+def create_train_state(networks: Networks, config: ml_collections.ConfigDict,
                        mesh: Mesh) -> TrainState:
   """A fresh state from ``config.seed``, created directly in its sharding.
 
@@ -190,12 +163,6 @@ def create_train_state(config: ml_collections.ConfigDict,
   its devices at once; there is no host copy to broadcast. Costs one
   compilation of the initialisers (a few seconds on CPU).
   """
-  key = (config_key(config, *STATE_FIELDS), mesh)
-  if key not in _JIT_INIT_CACHE:
-    _JIT_INIT_CACHE[key] = jax.jit(_cached_init(config),
-                                   out_shardings=sharding.replicated(mesh))
-  return _JIT_INIT_CACHE[key](jax.random.PRNGKey(config.seed))
-
-
-def generator_param_count(state: TrainState) -> int:
-  return sum(x.size for x in jax.tree.leaves(state.generator_params))
+  init = jax.jit(lambda rng: init_train_state(networks, config, rng),
+                 out_shardings=sharding.replicated(mesh))
+  return init(jax.random.PRNGKey(config.seed))

@@ -1,9 +1,11 @@
 """The training step: one discriminator update, then one generator update.
 
-A pure function ``(state, batch, perceptual_params) -> (state, metrics)``,
-jitted with explicit shardings over the ('data',) mesh (state replicated and
-donated, batch split on its leading axis). Automatic and referential steps
-are two compilations of the same function (``referential`` is static).
+A pure function ``(networks, state, batch, perceptual_params) -> (state,
+metrics)``. ``make_train_step`` closes it over the ``Networks`` (graphdefs
+and optimizers, built once from the config) and jits it with explicit
+shardings over the ('data',) mesh (state replicated and donated, batch split
+on its leading axis). Automatic and referential steps, with and without the
+GAN, are compilations of the same function (those two flags are static).
 
 The generator runs once per step: ``jax.vjp`` keeps its forward pass, the
 discriminator is updated on ``stop_gradient(fake)``, and the generator loss
@@ -26,15 +28,15 @@ from jax.sharding import Mesh
 
 from scsnet_jax import sharding
 from scsnet_jax.train import losses
-from scsnet_jax.train.state import STATE_FIELDS, TrainState, config_key
+from scsnet_jax.train.state import Networks, TrainState
 
 Batch = dict[str, jax.Array]   # gray (B,h,w,1), reference (B,h,w,3), target (B,H,W,3)
 
 
-def generate(state: TrainState, params: Any, batch: Batch,
+def generate(networks: Networks, params: Any, batch: Batch,
              referential: bool) -> jax.Array:
   """Generator output (B, H, W, 3) nlab at the target's size."""
-  generator = nnx.merge(state.generator_graphdef, params)
+  generator = nnx.merge(networks.generator, params)
   reference = batch['reference'] if referential else None
   return generator(batch['gray'], reference,
                    out_size=tuple(batch['target'].shape[1:3]))
@@ -58,23 +60,18 @@ def sample_output_points(rng: jax.Array, target: jax.Array, num_points: int
   return coords.astype(jnp.float32), values
 
 
-def generate_points(state: TrainState, params: Any, batch: Batch,
+def generate_points(networks: Networks, params: Any, batch: Batch,
                     coords: jax.Array, referential: bool) -> jax.Array:
   """Generator output at points coords (B, N, 2) -> (B, N, 3) nlab."""
-  generator = nnx.merge(state.generator_graphdef, params)
+  generator = nnx.merge(networks.generator, params)
   reference = batch['reference'] if referential else None
   return generator.render_points(batch['gray'], coords, reference)
 
 
-def generator_graphdef(state: TrainState):
-  """The generator's graphdef (what ``nnx.merge`` needs with its params)."""
-  return state.generator_graphdef
-
-
-def discriminate(state: TrainState, params: Any, images: jax.Array
+def discriminate(networks: Networks, params: Any, images: jax.Array
                  ) -> jax.Array:
   """Patch logits of the discriminator, float32 (B, h, w, 1)."""
-  discriminator = nnx.merge(state.discriminator_graphdef, params)
+  discriminator = nnx.merge(networks.discriminator, params)
   return discriminator(images).astype(jnp.float32)
 
 
@@ -91,7 +88,8 @@ def ema_decay_at(step: jax.Array, decay: float, warmup: bool) -> jax.Array:
   return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
 
 
-def train_step(state: TrainState, batch: Batch, perceptual_params: Any, *,
+def train_step(networks: Networks, state: TrainState, batch: Batch,
+               perceptual_params: Any, *,
                referential: bool, loss_config: ml_collections.ConfigDict,
                ema_decay: float, ema_warmup: bool = True,
                gan_active: bool = True, content_points: int = 0
@@ -108,9 +106,10 @@ def train_step(state: TrainState, batch: Batch, perceptual_params: Any, *,
   if not gan_active and content_points:
     coords, target = sample_output_points(
         jax.random.fold_in(state.rng, state.step), target, content_points)
-    render = lambda p: generate_points(state, p, batch, coords, referential)
+    render = lambda p: generate_points(networks, p, batch, coords,
+                                       referential)
   else:
-    render = lambda p: generate(state, p, batch, referential)
+    render = lambda p: generate(networks, p, batch, referential)
   fake, generator_vjp = jax.vjp(render, state.generator_params)
   adversarial_w = loss_config.adversarial_weight if gan_active else 0.0
   perceptual_w = loss_config.perceptual_weight if gan_active else 0.0
@@ -120,14 +119,14 @@ def train_step(state: TrainState, batch: Batch, perceptual_params: Any, *,
     fake_for_d = jax.lax.stop_gradient(fake).astype(jnp.float32)
 
     def discriminator_loss_fn(d_params):
-      d_real = discriminate(state, d_params, target)
-      d_fake = discriminate(state, d_params, fake_for_d)
+      d_real = discriminate(networks, d_params, target)
+      d_fake = discriminate(networks, d_params, fake_for_d)
       loss = losses.ralsgan_discriminator_loss(d_real, d_fake)
       return loss, (jnp.mean(d_real), jnp.mean(d_fake))
 
     (d_loss, (d_real_mean, d_fake_mean)), d_grads = jax.value_and_grad(
         discriminator_loss_fn, has_aux=True)(state.discriminator_params)
-    d_updates, d_opt_state = state.discriminator_tx.update(
+    d_updates, d_opt_state = networks.discriminator_tx.update(
         d_grads, state.discriminator_opt_state, state.discriminator_params)
     d_params = optax.apply_updates(state.discriminator_params, d_updates)
     d_grad_norm = optax.global_norm(d_grads)
@@ -152,8 +151,8 @@ def train_step(state: TrainState, batch: Batch, perceptual_params: Any, *,
       perceptual = jnp.zeros((), jnp.float32)
     if adversarial_w:
       adversarial = losses.ralsgan_generator_loss(
-          discriminate(state, frozen_d_params, target),
-          discriminate(state, frozen_d_params, fake))
+          discriminate(networks, frozen_d_params, target),
+          discriminate(networks, frozen_d_params, fake))
     else:
       adversarial = jnp.zeros((), jnp.float32)
     total = (content_w * content + perceptual_w * perceptual +
@@ -163,7 +162,7 @@ def train_step(state: TrainState, batch: Batch, perceptual_params: Any, *,
   (g_loss, (content, perceptual, adversarial)), fake_cotangent = (
       jax.value_and_grad(generator_loss_fn, has_aux=True)(fake))
   (g_grads,) = generator_vjp(fake_cotangent)
-  g_updates, g_opt_state = state.generator_tx.update(
+  g_updates, g_opt_state = networks.generator_tx.update(
       g_grads, state.generator_opt_state, state.generator_params)
   g_params = optax.apply_updates(state.generator_params, g_updates)
   decay = ema_decay_at(state.step, ema_decay, ema_warmup)
@@ -199,42 +198,6 @@ def train_step(state: TrainState, batch: Batch, perceptual_params: Any, *,
   return new_state, metrics
 
 
-_JITTED_STEPS: dict[Any, Any] = {}
-
-
-def make_jitted_step(config: ml_collections.ConfigDict, mesh: Mesh):
-  """``jax.jit`` of ``train_step`` with explicit shardings and donation.
-
-  Call as ``jitted(state, batch, perceptual_params, referential: bool,
-  gan_active: bool)``.
-  One jitted function per (config, mesh) per process, so a second training
-  run in the same process (tests, notebooks) reuses the compiled steps.
-  """
-  key = (config_key(config, *STATE_FIELDS, 'loss', 'train.ema_decay',
-                    'train.ema_warmup', 'train.content_points'), mesh)
-  if key not in _JITTED_STEPS:
-    _JITTED_STEPS[key] = _make_jitted_step(config, mesh)
-  return _JITTED_STEPS[key]
-
-
-def _make_jitted_step(config: ml_collections.ConfigDict, mesh: Mesh):
-  def step(state, batch, perceptual_params, referential, gan_active):
-    return train_step(state, batch, perceptual_params,
-                      referential=referential, loss_config=config.loss,
-                      ema_decay=config.train.ema_decay,
-                      ema_warmup=config.train.get('ema_warmup', True),
-                      gan_active=gan_active,
-                      content_points=config.train.get('content_points', 0))
-
-  replicated = sharding.replicated(mesh)
-  return jax.jit(
-      step,
-      in_shardings=(replicated, sharding.batch_sharded(mesh), replicated),
-      out_shardings=(replicated, replicated),
-      static_argnums=(3, 4),
-      donate_argnums=(0,))
-
-
 def load_perceptual_params(config: ml_collections.ConfigDict,
                            mesh: Mesh) -> Any:
   """VGG16 weights replicated over the mesh (None if L_P is switched off)."""
@@ -244,17 +207,34 @@ def load_perceptual_params(config: ml_collections.ConfigDict,
                                  mesh)
 
 
-def make_train_step(config: ml_collections.ConfigDict, mesh: Mesh
+def make_train_step(config: ml_collections.ConfigDict, mesh: Mesh,
+                    networks: Networks
                     ) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
-  """``step(state, global_batch, referential, gan_active=True)
-  -> (state, metrics)``; ``config_lib.gan_active(config, step)`` says
-  whether a step trains with the GAN and perceptual terms.
+  """``step(state, global_batch, referential, gan_active=True) -> (state,
+  metrics)``: ``train_step`` closed over ``networks`` and the config, jitted
+  with explicit shardings and the state donated (do not use it after the
+  call). The two flags are static: one compilation per combination that
+  runs; ``config_lib.gan_active(config, step)`` gives the second.
 
-  Loads the perceptual network once and passes it as an argument (not a
-  closure constant, which would be baked into the compiled program). The
-  input state is donated: do not use it after the call.
+  The perceptual network is loaded here once and passed to the jitted
+  function as an argument (a closure constant would be baked into the
+  compiled program); ``step.perceptual_params`` exposes it.
   """
-  jitted = make_jitted_step(config, mesh)
+  def step_fn(state, batch, perceptual_params, referential, gan_active):
+    return train_step(networks, state, batch, perceptual_params,
+                      referential=referential, loss_config=config.loss,
+                      ema_decay=config.train.ema_decay,
+                      ema_warmup=config.train.get('ema_warmup', True),
+                      gan_active=gan_active,
+                      content_points=config.train.get('content_points', 0))
+
+  replicated = sharding.replicated(mesh)
+  jitted = jax.jit(
+      step_fn,
+      in_shardings=(replicated, sharding.batch_sharded(mesh), replicated),
+      out_shardings=(replicated, replicated),
+      static_argnums=(3, 4),
+      donate_argnums=(0,))
   perceptual_params = load_perceptual_params(config, mesh)
 
   def step(state: TrainState, batch: Batch, referential: bool,
@@ -262,6 +242,5 @@ def make_train_step(config: ml_collections.ConfigDict, mesh: Mesh
     return jitted(state, batch, perceptual_params, bool(referential),
                   bool(gan_active))
 
-  step.jitted = jitted
   step.perceptual_params = perceptual_params
   return step

@@ -8,6 +8,7 @@ import orbax.checkpoint as ocp
 import pytest
 from PIL import Image
 
+from scsnet_jax import config_lib
 from scsnet_jax import color
 from scsnet_jax.data import sources as data_sources
 from scsnet_jax.data import pipeline as input_pipeline
@@ -15,7 +16,7 @@ from scsnet_jax.data.pipeline import DataError
 
 
 def _config(**overrides):
-  config = input_pipeline.default_data_config()
+  config = config_lib.data_defaults()
   config.source = 'demo'
   config.crop_size = 32
   config.num_workers = 0

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from scsnet_jax import config_lib
 from scsnet_jax.data import sources as data_sources
 from scsnet_jax import image_io
 from scsnet_jax.data.sources import DataError
@@ -160,8 +161,7 @@ def test_quality_filter_drops_small_and_gray_images_and_caches(
 
 
 def test_make_source_rejects_unknown_kind():
-  from scsnet_jax.data import pipeline as input_pipeline
-  config = input_pipeline.default_data_config()
+  config = config_lib.data_defaults()
   config.source = 'ftp'
   with pytest.raises(DataError, match="'tfds', 'folder' or 'demo'"):
     data_sources.make_source(config, 'train')
@@ -207,7 +207,7 @@ def test_tfds_array_record_dataset_feeds_the_pipeline(tmp_path):
                                         dtype=np.uint8)[1])
   with pytest.raises(DataError, match="no split 'test'"):
     data_sources.TfdsSource('tiny_photos', 'test', data_dir)
-  config = input_pipeline.default_data_config()
+  config = config_lib.data_defaults()
   config.update(dict(tfds_name='tiny_photos', tfds_data_dir=data_dir,
                      crop_size=32, num_workers=0))
   iterator = input_pipeline.create_iterator(

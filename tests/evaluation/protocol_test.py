@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.linalg  # pylint: disable=unused-import
 
-from scsnet_jax import color
+from scsnet_jax import color, config_lib
 from scsnet_jax.evaluation import protocol as evaluate
 from scsnet_jax.evaluation import metrics
 
@@ -172,12 +172,15 @@ def _tiny_demo_config():
 @pytest.mark.filterwarnings('ignore::scipy.linalg.LinAlgWarning')  # 2 images
 def test_eval_mode_on_demo_source_writes_json_and_table(tmp_path):
   from scsnet_jax import sharding
+  from scsnet_jax.inference import loading
   from scsnet_jax.train import checkpointing
   from scsnet_jax.data import pipeline as input_pipeline
   from scsnet_jax.train import state as train_state
   config = _tiny_demo_config()
   workdir = str(tmp_path / 'run')
-  state = train_state.create_train_state(config, sharding.create_mesh())
+  networks = train_state.build_networks(config)
+  state = train_state.create_train_state(networks, config,
+                                         sharding.create_mesh())
   # Make the EMA weights differ from the raw ones: eval must use the EMA.
   ema = jax.tree.map(lambda x: x * 0.5, state.generator_ema)
   state = state.replace(generator_ema=ema)
@@ -185,8 +188,8 @@ def test_eval_mode_on_demo_source_writes_json_and_table(tmp_path):
 
   report = evaluate.evaluate(config, workdir)
 
-  ema_bundle = checkpointing.GeneratorBundle(
-      state.generator_graphdef, jax.device_get(ema), config, 0)
+  ema_bundle = loading.GeneratorBundle(
+      networks.generator, jax.device_get(ema), config, 0)
   config.eval.write_tensorboard = False
   _fake_features.feature_dim = 4
   injected = evaluate.evaluate(config, str(tmp_path / 'other'),
@@ -207,7 +210,7 @@ def test_eval_mode_on_demo_source_writes_json_and_table(tmp_path):
   assert injected['results']['self_reference']['scsnet']['fid'] is None
   config.eval.use_ema = False
   raw = evaluate.evaluate(config, str(tmp_path / 'raw'), generator_bundle=(
-      checkpointing.load_generator(workdir, use_ema=False)))
+      loading.load_generator(workdir, use_ema=False)))
   scsnet_cn = lambda r: r['results']['automatic']['scsnet']['colorfulness']
   assert scsnet_cn(raw) != scsnet_cn(report)
 
@@ -251,7 +254,7 @@ def test_eval_mode_on_demo_source_writes_json_and_table(tmp_path):
 
 
 def test_missing_inception_weights_file_is_a_clear_error(tmp_path):
-  config = evaluate.default_eval_config()
+  config = config_lib.eval_defaults()
   config.inception_weights = str(tmp_path / 'nope.npz')
   with pytest.raises(FileNotFoundError, match='convert_inception'):
     evaluate.load_feature_fn(config)

@@ -103,3 +103,11 @@ def test_labelled_grid_shows_the_five_columns(data, untrained_run):
   np.testing.assert_array_equal(grid[18:18 + 32, 4 * 32:], truth[0])
   # The header holds the labels (dark text on white).
   assert grid[:18].min() < 128 and np.median(grid[:18]) == 255
+
+
+def test_sample_grid_png_round_trips(tmp_path):
+  grid = np.random.default_rng(0).integers(0, 256, (18, 40, 3), np.uint8)
+  path = validation.write_sample_grid(str(tmp_path), 12, grid)
+  assert path.endswith('samples/step_12.png')
+  from PIL import Image
+  np.testing.assert_array_equal(np.asarray(Image.open(path)), grid)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import scipy.signal
 
+from tests.paths import REPO_ROOT
 from scsnet_jax.models import vgg
 from scsnet_jax.tools import convert_vgg16
 from tests import torch_pickle_writer
@@ -118,7 +119,7 @@ def test_cli_entry_point_without_traceback(tmp_path):
        str(tmp_path / 'missing.pth'), '--output', str(tmp_path / 'o.npz')],
       capture_output=True, text=True, check=False, timeout=120,
       env={**os.environ, 'JAX_PLATFORMS': 'cpu'},
-      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+      cwd=REPO_ROOT)
   assert result.returncode == 1
   assert 'Traceback' not in result.stderr
   assert 'missing.pth' in result.stderr

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 from scsnet_jax import config_lib, sharding
+from scsnet_jax.inference import loading
 from scsnet_jax.train import checkpointing
 from scsnet_jax.train import state as train_state
+from tests.paths import TEST_CONFIG
 
-TEST_CONFIG = os.path.join(os.path.dirname(__file__), '..', 'configs', 'test.py')
 
 
 @pytest.fixture(scope='module')
@@ -23,7 +24,7 @@ def config():
 
 @pytest.fixture(scope='module')
 def state(config):
-  state = train_state.create_train_state(config, sharding.create_mesh())
+  state = train_state.create_train_state(train_state.build_networks(config), config, sharding.create_mesh())
   # Make params, EMA and step distinguishable from a fresh state.
   return state.replace(
       step=jnp.int32(7),
@@ -42,10 +43,10 @@ def test_save_then_restore_gives_back_every_leaf(tmp_path, config, state):
   manager = checkpointing.create_manager(tmp_path)
   assert manager.latest_step() == 7
   restored = checkpointing.restore(
-      manager, train_state.abstract_train_state(config, mesh))
+      manager, train_state.abstract_train_state(train_state.build_networks(config), config, mesh))
   manager.close()
   _assert_trees_equal(restored, state)
-  assert restored.generator_graphdef is state.generator_graphdef
+  assert jax.tree.structure(restored) == jax.tree.structure(state)
   for leaf in jax.tree.leaves(restored):
     assert leaf.sharding.is_fully_replicated and len(leaf.sharding.device_set) == 8
 
@@ -53,12 +54,12 @@ def test_save_then_restore_gives_back_every_leaf(tmp_path, config, state):
 def test_load_generator_reads_ema_or_raw_weights_and_config(tmp_path, config,
                                                             state):
   checkpointing.save_train_state(tmp_path, state, config)
-  bundle = checkpointing.load_generator(tmp_path)
+  bundle = loading.load_generator(tmp_path)
   assert bundle.step == 7
   assert bundle.config.model.texture_res_blocks == 1
   assert bundle.config.to_dict() == config.to_dict()
   _assert_trees_equal(bundle.params, state.generator_ema)
-  raw = checkpointing.load_generator(tmp_path, use_ema=False)
+  raw = loading.load_generator(tmp_path, use_ema=False)
   _assert_trees_equal(raw.params, state.generator_params)
   # The bundle runs: one automatic forward pass of the restored generator.
   from flax import nnx
@@ -69,10 +70,10 @@ def test_load_generator_reads_ema_or_raw_weights_and_config(tmp_path, config,
 
 def test_missing_workdir_or_step_is_a_clear_error(tmp_path, config, state):
   with pytest.raises(FileNotFoundError, match='no checkpoints under'):
-    checkpointing.load_generator(tmp_path / 'nothing')
+    loading.load_generator(tmp_path / 'nothing')
   checkpointing.save_train_state(tmp_path, state, config)
   with pytest.raises(FileNotFoundError, match=r'available: \[7\]'):
-    checkpointing.load_generator(tmp_path, step=3)
+    loading.load_generator(tmp_path, step=3)
 
 
 def test_keeps_last_n_plus_every_keep_period(tmp_path, config, state):
@@ -85,34 +86,22 @@ def test_keeps_last_n_plus_every_keep_period(tmp_path, config, state):
   manager.close()
 
 
-class CountingIterator:
-  """Minimal checkpointable iterator (the get_state/set_state protocol)."""
-
-  def __init__(self):
-    self.position = 0
-
-  def __next__(self):
-    self.position += 1
-    return self.position
-
-  def get_state(self):
-    return {'position': self.position}
-
-  def set_state(self, state):
-    self.position = state['position']
+def _counting_iterator():
+  """A grain iterator over 0, 1, 2, ... (grain checkpoints its position)."""
+  import grain
+  return iter(grain.MapDataset.range(100).to_iter_dataset())
 
 
 def test_data_iterator_position_is_saved_per_process(tmp_path, config, state):
-  iterator = CountingIterator()
-  for _ in range(5):
+  iterator = _counting_iterator()
+  for _ in range(6):
     next(iterator)
   checkpointing.save_train_state(tmp_path, state, config, iterator)
   assert os.path.exists(tmp_path / 'checkpoints' / '7' / 'data_iterator' /
                         'process_0-of-1.json')
-  fresh = CountingIterator()
+  fresh = _counting_iterator()
   manager = checkpointing.create_manager(tmp_path)
-  checkpointing.restore(manager, train_state.abstract_train_state(
-      config, sharding.create_mesh()), fresh)
+  checkpointing.restore(manager, train_state.abstract_train_state(train_state.build_networks(config), config, sharding.create_mesh()), fresh)
   manager.close()
   assert next(fresh) == 6
 
@@ -125,8 +114,7 @@ def test_grain_iterator_resumes_at_the_next_batch(tmp_path, config, state):
   expected = next(iterator)
   fresh = input_pipeline.create_iterator(config, 'train')
   manager = checkpointing.create_manager(tmp_path)
-  checkpointing.restore(manager, train_state.abstract_train_state(
-      config, sharding.create_mesh()), fresh)
+  checkpointing.restore(manager, train_state.abstract_train_state(train_state.build_networks(config), config, sharding.create_mesh()), fresh)
   manager.close()
   got = next(fresh)
   for key in ('gray', 'target', 'reference'):
@@ -150,18 +138,18 @@ def test_checkpoint_paths_a_user_may_give(tmp_path, config, state):
            (tmp_path / 'checkpoints' / '7', 7),
            (str(tmp_path / 'checkpoints' / '9') + '/', 9)]
   for path, step in cases:
-    bundle = checkpointing.load_generator(path)
+    bundle = loading.load_generator(path)
     assert bundle.step == step, path
     _assert_trees_equal(bundle.params, (state if step == 7 else later)
                         .generator_ema)
-    assert checkpointing.load_config(path).to_dict() == config.to_dict()
+    assert loading.load_config(path).to_dict() == config.to_dict()
   with pytest.raises(ValueError, match='is step 7 but step 9'):
-    checkpointing.load_generator(tmp_path / 'checkpoints' / '7', step=9)
+    loading.load_generator(tmp_path / 'checkpoints' / '7', step=9)
   (tmp_path / 'logs').mkdir()
   for bad in (tmp_path / 'logs', tmp_path / 'checkpoints' / '7' / 'config',
               tmp_path / 'missing'):
     with pytest.raises(FileNotFoundError) as error:
-      checkpointing.load_generator(bad)
+      loading.load_generator(bad)
     message = str(error.value)
     assert '\n' not in message and message.startswith(str(bad))
     assert 'checkpoints/STEP' in message and 'export' in message
@@ -172,8 +160,8 @@ def test_reading_writes_nothing_and_warns_nothing(tmp_path, config, state,
   checkpointing.save_train_state(tmp_path, state, config)
   before = _tree_listing(tmp_path)
   with caplog.at_level(logging.INFO):
-    checkpointing.load_generator(tmp_path)
-    checkpointing.load_config(tmp_path / 'checkpoints' / '7')
+    loading.load_generator(tmp_path)
+    loading.load_config(tmp_path / 'checkpoints' / '7')
   warnings = [r.getMessage() for r in caplog.records
               if r.levelno >= logging.WARNING]
   assert warnings == []

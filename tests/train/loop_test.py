@@ -15,11 +15,12 @@ import numpy as np
 import pytest
 
 from scsnet_jax import config_lib
+from scsnet_jax.inference import loading
 from scsnet_jax.train import checkpointing
 from scsnet_jax.data import pipeline as input_pipeline
 from scsnet_jax.train import loop as trainer
+from tests.paths import TEST_CONFIG
 
-TEST_CONFIG = os.path.join(os.path.dirname(__file__), '..', 'configs', 'test.py')
 
 
 def _config(steps):
@@ -88,7 +89,7 @@ def test_a_run_leaves_checkpoints_samples_events_and_config(workdir,
              for f in files)
   saved = json.load(open(os.path.join(workdir, 'config.json')))
   assert saved['train']['steps'] == 2
-  bundle = checkpointing.load_generator(workdir)
+  bundle = loading.load_generator(workdir)
   assert bundle.step == 2
 
 

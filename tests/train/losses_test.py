@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from scsnet_jax import config_lib
 from scsnet_jax import color
 from scsnet_jax.train import losses
 from scsnet_jax.models import vgg
@@ -160,7 +161,7 @@ def test_perceptual_gradient_reaches_only_the_prediction(vgg_params):
 
 
 def test_default_loss_config():
-  config = losses.default_loss_config()
+  config = config_lib.loss_defaults()
   assert (config.content_weight, config.perceptual_weight,
           config.adversarial_weight) == (10.0, 5.0, 1.0)
   assert config.vgg_weights == '' and config.allow_random_vgg is False
@@ -168,7 +169,7 @@ def test_default_loss_config():
 
 
 def test_load_perceptual_params(tmp_path, monkeypatch, caplog):
-  config = losses.default_loss_config()
+  config = config_lib.loss_defaults()
   with pytest.raises(ValueError, match='convert_vgg16'):
     losses.load_perceptual_params(config)
   config.vgg_weights = str(tmp_path / 'absent.npz')

@@ -1,6 +1,5 @@
 """train_state.py: structure, sharding and determinism of the GAN state."""
 
-import os
 
 import jax
 import jax.numpy as jnp
@@ -9,8 +8,8 @@ import pytest
 
 from scsnet_jax import config_lib, sharding
 from scsnet_jax.train import state as train_state
+from tests.paths import TEST_CONFIG
 
-TEST_CONFIG = os.path.join(os.path.dirname(__file__), '..', 'configs', 'test.py')
 
 
 def _test_config():
@@ -24,13 +23,13 @@ def config():
 
 @pytest.fixture(scope='module')
 def state(config):
-  return train_state.create_train_state(config, sharding.create_mesh())
+  return train_state.create_train_state(train_state.build_networks(config), config, sharding.create_mesh())
 
 
 def test_full_spec_model_has_the_spec_parameter_count():
   # eval_shape only: nothing is allocated or compiled.
   config = _test_config()
-  abstract = train_state.abstract_train_state(config, sharding.create_mesh())
+  abstract = train_state.abstract_train_state(train_state.build_networks(config), config, sharding.create_mesh())
   count = sum(x.size for x in jax.tree.leaves(abstract.generator_params))
   assert count == 15_150_340          # spec: referential model, everything
   assert abstract.generator_params['init_conv']['kernel'].sharding.is_fully_replicated
@@ -57,17 +56,17 @@ def test_every_leaf_is_replicated_on_all_devices(state):
 
 def test_same_seed_same_weights_other_seed_other_weights(config, state):
   mesh = sharding.create_mesh()
-  again = train_state.create_train_state(config, mesh)
+  again = train_state.create_train_state(train_state.build_networks(config), config, mesh)
   kernel = lambda s: np.asarray(s.generator_params['init_conv']['kernel'])
   np.testing.assert_array_equal(kernel(again), kernel(state))
   other_config = config.copy_and_resolve_references()
   other_config.seed = 1
-  other = train_state.create_train_state(other_config, mesh)
+  other = train_state.create_train_state(train_state.build_networks(other_config), other_config, mesh)
   assert not np.allclose(kernel(other), kernel(state))
 
 
 def test_static_parts_are_shared_so_treedefs_match(config, state):
-  abstract = train_state.abstract_train_state(config, sharding.create_mesh())
+  abstract = train_state.abstract_train_state(train_state.build_networks(config), config, sharding.create_mesh())
   assert jax.tree.structure(abstract) == jax.tree.structure(state)
 
 
@@ -79,3 +78,14 @@ def test_optimizer_is_l2_decay_then_adam(config):
   # Adam's first step moves each weight by -lr * sign(g + wd * w).
   expected = -config.optimizer.learning_rate * np.sign([0.5 + 1e-4, -2e-4])
   np.testing.assert_allclose(np.asarray(updates['w']), expected, rtol=1e-3)
+
+
+def test_the_state_is_arrays_only(config, state):
+  """No static fields: what the arrays mean is in ``Networks``, so states of
+  equal configs flatten to equal treedefs whichever build made them."""
+  assert all(isinstance(leaf, jax.Array) for leaf in jax.tree.leaves(state))
+  leaves, treedef = jax.tree.flatten(state)
+  rebuilt = jax.tree.unflatten(treedef, leaves)
+  assert jax.tree.structure(rebuilt) == jax.tree.structure(
+      train_state.abstract_train_state(train_state.build_networks(config),
+                                       config, sharding.create_mesh()))

@@ -10,7 +10,6 @@ batch of real photo crops (scikit-image's, through the input pipeline).
 - a step with the GAN inactive leaves the discriminator untouched.
 """
 
-import os
 
 import jax
 import numpy as np
@@ -21,9 +20,8 @@ from scsnet_jax.data import pipeline as input_pipeline
 from scsnet_jax.train import state as train_state
 from scsnet_jax.train import step as train_step
 from scsnet_jax.models import bicubic
+from tests.paths import TEST_CONFIG
 
-TEST_CONFIG = os.path.join(os.path.dirname(__file__), '..', 'configs',
-                           'test.py')
 REFERENCE_BRANCH = ('reference_encoder', 'pvc_attention')
 
 
@@ -47,8 +45,10 @@ def setup():
   local = input_pipeline.model_inputs(next(input_pipeline.create_iterator(
       config, 'train', global_batch_size=4, process_index=0,
       process_count=1)))
-  step = train_step.make_train_step(config, mesh)
+  networks = train_state.build_networks(config)
+  step = train_step.make_train_step(config, mesh, networks)
   return dict(config=config, mesh=mesh, local=local, step=step,
+              networks=networks,
               batch=sharding.global_batch(local, mesh))
 
 
@@ -59,32 +59,19 @@ def _l_psnr(nlab, target):
   return 10 * np.log10(100**2 / np.mean((predicted - true)**2))
 
 
-def _render(state, params, batch, referential):
+def _render(networks, params, batch, referential):
   return jax.jit(train_step.generate, static_argnums=(0, 3))(
-      _StaticState(state), params, batch, referential)
-
-
-class _StaticState:
-  """Hashable stand-in carrying the graphdef for ``train_step.generate``."""
-
-  def __init__(self, state):
-    self.generator_graphdef = state.generator_graphdef
-
-  def __hash__(self):
-    return id(self.generator_graphdef)
-
-  def __eq__(self, other):
-    return self.generator_graphdef is other.generator_graphdef
+      networks, params, batch, referential)
 
 
 def test_content_loss_falls_and_l_beats_bicubic(setup):
   config, mesh, local = setup['config'], setup['mesh'], setup['local']
-  state = train_state.create_train_state(config, mesh)
+  state = train_state.create_train_state(setup['networks'], config, mesh)
   target = local['target']
   bicubic_l = np.asarray(bicubic.resize(local['gray'], target.shape[1:3]))
   bicubic_psnr = _l_psnr(np.concatenate([bicubic_l, 0 * target[..., 1:]],
                                         -1), target)
-  first = _render(state, state.generator_params, setup['batch'], False)
+  first = _render(setup['networks'], state.generator_params, setup['batch'], False)
   # Residual L with a zero-initialised head: an untrained model is bicubic.
   np.testing.assert_allclose(_l_psnr(first, target), bicubic_psnr, atol=1e-3)
   losses = []
@@ -94,7 +81,7 @@ def test_content_loss_falls_and_l_beats_bicubic(setup):
     state, metrics = setup['step'](state, setup['batch'], False, False)
     losses.append(float(metrics['content_loss']))
   assert losses[-1] < 0.7 * losses[0], losses[::10]
-  out = _render(state, state.generator_params, setup['batch'], False)
+  out = _render(setup['networks'], state.generator_params, setup['batch'], False)
   assert _l_psnr(out, target) > bicubic_psnr + 0.3, (
       _l_psnr(out, target), bicubic_psnr)
 
@@ -107,7 +94,7 @@ def _branch_change(before, after):
 
 def test_reference_branch_learns_only_in_referential_steps(setup):
   config, mesh = setup['config'], setup['mesh']
-  state = train_state.create_train_state(config, mesh)
+  state = train_state.create_train_state(setup['networks'], config, mesh)
   batch = setup['batch']
   other = dict(batch)
   other['reference'] = sharding.global_batch(
@@ -115,8 +102,8 @@ def test_reference_branch_learns_only_in_referential_steps(setup):
       mesh)['reference']
   # Zero-initialised head: the output ignores the reference exactly.
   np.testing.assert_array_equal(
-      np.asarray(_render(state, state.generator_params, batch, True)),
-      np.asarray(_render(state, state.generator_params, other, True)))
+      np.asarray(_render(setup['networks'], state.generator_params, batch, True)),
+      np.asarray(_render(setup['networks'], state.generator_params, other, True)))
   # Automatic steps give the branch no gradient (and, weight decay off, no
   # update: Adam's moments stay 0); they also move the head off zero.
   before = jax.device_get(state.generator_params)
@@ -128,8 +115,8 @@ def test_reference_branch_learns_only_in_referential_steps(setup):
   changes = _branch_change(after_automatic,
                            jax.device_get(state.generator_params))
   assert all(change > 0 for change in changes.values()), changes
-  a = np.asarray(_render(state, state.generator_params, batch, True))
-  b = np.asarray(_render(state, state.generator_params, other, True))
+  a = np.asarray(_render(setup['networks'], state.generator_params, batch, True))
+  b = np.asarray(_render(setup['networks'], state.generator_params, other, True))
   assert np.abs(a - b).mean() > 1e-5
 
 
@@ -140,9 +127,10 @@ def test_inactive_gan_leaves_discriminator_alone(setup):
   config.loss.gan_start_step = 2
   assert not config_lib.gan_active(config, 1)
   assert config_lib.gan_active(config, 2)
-  state = train_state.create_train_state(config, mesh)
+  networks = train_state.build_networks(config)
+  state = train_state.create_train_state(networks, config, mesh)
   before = jax.device_get(state.discriminator_params)
-  step = train_step.make_train_step(config, mesh)
+  step = train_step.make_train_step(config, mesh, networks)
   state, metrics = step(state, setup['batch'], False,
                         config_lib.gan_active(config, 0))
   assert float(metrics['discriminator_loss']) == 0.0

@@ -4,7 +4,6 @@ Uses configs/test.py with one block per stack (same widths; faster to
 compile) and one compiled step per mesh, shared by the whole module.
 """
 
-import os
 
 import jax
 import jax.numpy as jnp
@@ -16,8 +15,8 @@ from scsnet_jax import config_lib, sharding
 from scsnet_jax.train import losses
 from scsnet_jax.train import state as train_state
 from scsnet_jax.train import step as train_step
+from tests.paths import TEST_CONFIG
 
-TEST_CONFIG = os.path.join(os.path.dirname(__file__), '..', 'configs', 'test.py')
 RTOL, ATOL = 2e-4, 1e-6
 
 
@@ -47,11 +46,11 @@ def referential_run(config):
   mesh8 = sharding.create_mesh()
   mesh1 = sharding.create_mesh(jax.devices()[:1])
   batch = _batch()
-  state8 = train_state.create_train_state(config, mesh8)
+  state8 = train_state.create_train_state(train_state.build_networks(config), config, mesh8)
   before = jax.device_get(state8)          # host copy: the step donates
-  state1 = train_state.create_train_state(config, mesh1)
-  step8 = train_step.make_train_step(config, mesh8)
-  step1 = train_step.make_train_step(config, mesh1)
+  state1 = train_state.create_train_state(train_state.build_networks(config), config, mesh1)
+  step8 = train_step.make_train_step(config, mesh8, train_state.build_networks(config))
+  step1 = train_step.make_train_step(config, mesh1, train_state.build_networks(config))
   after8, metrics8 = step8(state8, sharding.global_batch(batch, mesh8), True)
   after1, metrics1 = step1(state1, sharding.global_batch(batch, mesh1), True)
   return dict(before=before, batch=batch, after8=jax.device_get(after8),
@@ -186,8 +185,8 @@ def test_overfitting_one_batch_halves_the_l1():
       config, 'train', global_batch_size=2, process_index=0,
       process_count=1)))
   batch = sharding.global_batch(local, mesh)
-  state = train_state.create_train_state(config, mesh)
-  step = train_step.make_train_step(config, mesh)
+  state = train_state.create_train_state(train_state.build_networks(config), config, mesh)
+  step = train_step.make_train_step(config, mesh, train_state.build_networks(config))
   l1 = []
   for _ in range(30):
     state, metrics = step(state, batch, False)
@@ -202,8 +201,8 @@ def test_bfloat16_compute_keeps_float32_weights_and_losses(referential_run):
   config.dtype = 'bfloat16'
   config.model.dtype = 'bfloat16'
   mesh = sharding.create_mesh(jax.devices()[:1])
-  state = train_state.create_train_state(config, mesh)
-  step = train_step.make_train_step(config, mesh)
+  state = train_state.create_train_state(train_state.build_networks(config), config, mesh)
+  step = train_step.make_train_step(config, mesh, train_state.build_networks(config))
   batch = sharding.global_batch(_batch(), mesh)
   new_state, metrics = step(state, batch, True)
   for leaf in jax.tree.leaves(new_state):
