@@ -21,11 +21,12 @@ import resource
 import statistics
 import sys
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from absl import app, flags, logging
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from flax import nnx
 
@@ -216,23 +217,92 @@ def bench_train(env) -> dict[str, Any]:
           'by_mode': results, **peak_memory_bytes()}
 
 
+def measure_tiled_peak_memory(input_size: int = 1024, scale: int = 4,
+                              tile: int = 256, tile_overlap: int = 32,
+                              model_config: Optional[gen_lib.GeneratorConfig] = None,
+                              seed: int = 0) -> dict[str, Any]:
+  """Runs one tiled (input_size^2 -> (scale*input_size)^2) image, automatic
+  mode, spec-size generator with random weights; returns peak RSS and time.
+
+  Peak RSS is the process's high-water mark (``ru_maxrss``), so call it in a
+  fresh process for a clean figure.
+  """
+  config = model_config or gen_lib.GeneratorConfig()
+  model = gen_lib.Generator(config, rngs=nnx.Rngs(seed))
+  params = nnx.split(model)[1].to_pure_dict()
+  del model
+  from scsnet_jax.inference import tiling
+  predictor = tiling.Predictor(params, config, tile=tile, tile_overlap=tile_overlap)
+  rng = np.random.default_rng(seed)
+  gray = rng.uniform(-1, 1, (1, input_size, input_size, 1)).astype(np.float32)
+  out_size = (scale * input_size, scale * input_size)
+  rows, cols = predictor.plan(input_size, input_size, out_size)
+  start = time.perf_counter()
+  out, _ = predictor.predict_nlab(gray, None, out_size)
+  pixels = tiling.rgb_from_nlab(out[0])
+  seconds = time.perf_counter() - start
+  peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+  return {'input': [input_size, input_size], 'output': list(pixels.shape[:2]),
+          'tile': tile, 'tile_overlap': tile_overlap,
+          'windows': len(rows) * len(cols), 'seconds': seconds,
+          'peak_rss_bytes': int(peak), 'peak_rss_gib': peak / 2**30,
+          'backend': jax.default_backend()}
+
+
+def measure_input_throughput(config, num_batches: int = 10, *, batch_size: int = 8,
+                    num_workers: int = 0, crop_size: int = 512,
+                    warmup_batches: int = 1, split: str = 'train') -> dict:
+  """Examples/s of the pipeline (512 crops by default) for this machine.
+
+  With ``num_workers=0`` all work runs in this process, which measures what
+  one worker delivers; ``examples_per_cpu_s`` is then the rate one idle core
+  would give. Returns examples/s overall and per worker.
+  """
+  from scsnet_jax.data import pipeline  # needs grain: the training stack
+  data = ml_collections.ConfigDict(
+      (config.data if 'data' in config else config).to_dict())
+  data.crop_size = crop_size
+  iterator = pipeline.create_iterator(data, split, global_batch_size=batch_size,
+                             process_index=0, process_count=1,
+                             num_workers=num_workers)
+  for _ in range(warmup_batches):
+    next(iterator)
+  start, cpu_start = time.perf_counter(), time.process_time()
+  for _ in range(num_batches):
+    next(iterator)
+  seconds = time.perf_counter() - start
+  cpu_seconds = time.process_time() - cpu_start
+  examples = num_batches * batch_size
+  examples_per_s = examples / seconds
+  if num_workers:
+    iterator.close()
+  result = dict(source=data.source, crop_size=crop_size, batch_size=batch_size,
+                num_batches=num_batches, num_workers=num_workers,
+                seconds=seconds, examples_per_s=examples_per_s,
+                # Inline only: CPU time of this process, so busy machines
+                # still give the cost per example of one core.
+                examples_per_cpu_s=(examples / cpu_seconds
+                                    if not num_workers else None),
+                examples_per_s_per_worker=examples_per_s / max(1, num_workers))
+  return result
+
+
 def bench_tiled(env) -> dict[str, Any]:
   """Large output through the tiled predictor (peak RSS: run it alone,
   e.g. ``--what=tiled``, for a clean high-water mark)."""
-  from scsnet_jax.inference import tiling as inference
-  return {'part': 'tiled', **inference.measure_tiled_peak_memory(
+  return {'part': 'tiled', **measure_tiled_peak_memory(
       input_size=FLAGS.tiled_size, scale=int(FLAGS.scale), tile=FLAGS.tile,
       tile_overlap=FLAGS.tile_overlap), **peak_memory_bytes()}
 
 
 def bench_input(env) -> dict[str, Any]:
   try:
-    from scsnet_jax.data import pipeline as input_pipeline
+    import grain  # noqa: F401  pylint: disable=unused-import
   except ImportError as err:
     return {'part': 'input', 'skipped': f'input pipeline unavailable: {err}'}
   data = config_lib.data_defaults()
   data.source = FLAGS.input_source
-  result = input_pipeline.benchmark_input(
+  result = measure_input_throughput(
       data, FLAGS.input_batches, batch_size=FLAGS.input_batch,
       num_workers=FLAGS.input_workers, crop_size=FLAGS.input_crop)
   return {'part': 'input', **result}

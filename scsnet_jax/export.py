@@ -29,44 +29,43 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from scsnet_jax.inference import files
+from scsnet_jax.models import INPUT_MULTIPLE
+
 MANIFEST = 'manifest.json'
 PARAMS_DIR = 'params'
 MODEL_CONFIG = 'model_config.json'
 FORMAT = 'scsnet_jax.export/1'
 MODES = ('automatic', 'referential')
 
-INPUT_MULTIPLE = 4  # the generator needs H, W divisible by 4
 
 
 def artifact_name(mode: str, scale: int) -> str:
   return f'generator_{mode}_x{scale}.jax_export'
 
 
-def _export_artifact(graphdef, params, mode: str, scale: int, multiple: int,
-                     platforms: Optional[Sequence[str]]):
-  """One ``jax.export.Exported`` with params as constants."""
+def export_artifact(graphdef, params, mode: str, scale: int,
+                    platforms: Optional[Sequence[str]] = None):
+  """One ``jax.export.Exported`` with the parameters as constants.
+
+  Symbolic batch and spatial sizes; spatial sizes are multiples of
+  ``INPUT_MULTIPLE`` (recorded in the manifest).
+  """
   from flax import nnx
 
   def colorize(gray, reference=None):
     model = nnx.merge(graphdef, params)
     return model(gray, reference, scale=scale)
 
+  m = INPUT_MULTIPLE
   names = 'b, h, w, hr, wr' if mode == 'referential' else 'b, h, w'
   dims = jax.export.symbolic_shape(names)
-  gray = jax.ShapeDtypeStruct((dims[0], multiple * dims[1],
-                               multiple * dims[2], 1), jnp.float32)
-  args = [gray]
+  args = [jax.ShapeDtypeStruct((dims[0], m * dims[1], m * dims[2], 1),
+                               jnp.float32)]
   if mode == 'referential':
-    args.append(jax.ShapeDtypeStruct((dims[0], multiple * dims[3],
-                                      multiple * dims[4], 3), jnp.float32))
+    args.append(jax.ShapeDtypeStruct((dims[0], m * dims[3], m * dims[4], 3),
+                                     jnp.float32))
   return jax.export.export(jax.jit(colorize), platforms=platforms)(*args)
-
-
-def export_artifact(graphdef, params, mode: str, scale: int,
-                    platforms: Optional[Sequence[str]] = None):
-  """(Exported, input multiple): spatial sizes are multiples of 4."""
-  return _export_artifact(graphdef, params, mode, scale, INPUT_MULTIPLE,
-                          platforms), INPUT_MULTIPLE
 
 
 def export_generator(graphdef, params, model_config: dict, output_dir: str, *,
@@ -102,14 +101,14 @@ def export_generator(graphdef, params, model_config: dict, output_dir: str, *,
     artifacts = []
     for mode in modes:
       for scale in scales:
-        exported, multiple = export_artifact(graphdef, params, mode,
-                                             int(scale), platforms)
+        exported = export_artifact(graphdef, params, mode, int(scale),
+                                   platforms)
         name = artifact_name(mode, int(scale))
         with open(os.path.join(staging, name), 'wb') as f:
           f.write(exported.serialize())
         artifacts.append({
             'file': name, 'mode': mode, 'scale': int(scale),
-            'input_multiple': multiple,
+            'input_multiple': INPUT_MULTIPLE,
             'inputs': [str(a) for a in exported.in_avals],
             'output': str(exported.out_avals[0]),
             'platforms': list(exported.platforms)})
@@ -118,9 +117,7 @@ def export_generator(graphdef, params, model_config: dict, output_dir: str, *,
                 'artifacts': artifacts}
     with open(os.path.join(staging, MANIFEST), 'w') as f:
       json.dump(manifest, f, indent=2)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(staging, 0o777 & ~umask)   # mkdtemp makes it 0700
+    os.chmod(staging, 0o777 & ~files.current_umask())   # mkdtemp makes it 0700
     if os.path.isdir(output_dir):
       os.rmdir(output_dir)  # empty, checked above
     os.replace(staging, output_dir)

@@ -25,6 +25,7 @@ import numpy as np
 
 from scsnet_jax.inference import files as image_files
 from scsnet_jax.inference import tiling as inference
+from scsnet_jax.models.generator import DTYPES
 
 # References are downscaled to this longest side: their cost (cross attention
 # against every source position) grows with their area; training used 128.
@@ -44,6 +45,7 @@ def _scale(text: str) -> float:
 
 
 def _size(text: str) -> tuple[int, int]:
+  """'WIDTHxHEIGHT' (how people write sizes) -> (height, width)."""
   parts = text.lower().split('x')
   try:
     width, height = (int(p) for p in parts)
@@ -52,7 +54,7 @@ def _size(text: str) -> tuple[int, int]:
         f'size must be WIDTHxHEIGHT, e.g. 1920x1080, got {text!r}') from None
   if width < 1 or height < 1:
     raise argparse.ArgumentTypeError(f'size must be positive, got {text!r}')
-  return width, height
+  return height, width
 
 
 def _positive_int(text: str) -> int:
@@ -96,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help='input pixels shared by neighbouring tiles, '
                            f'{inference.MIN_TILE_OVERLAP} to tile/2 '
                            '(default: %(default)s)')
-  parser.add_argument('--dtype', choices=inference.DTYPES, default='float32',
+  parser.add_argument('--dtype', choices=tuple(DTYPES), default='float32',
                       help='compute dtype; an image that is not finite in '
                            'bfloat16 is recomputed in float32 (default: '
                            '%(default)s)')

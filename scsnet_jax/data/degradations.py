@@ -22,7 +22,8 @@ import numpy as np
 import scipy.ndimage
 from PIL import Image
 
-SIZE_MULTIPLE = 4  # the generator needs H, W divisible by 4
+from scsnet_jax.models import INPUT_MULTIPLE
+
 
 
 def resize_bicubic(image: np.ndarray, size: tuple[int, int],
@@ -147,5 +148,5 @@ def draw_scale(scale, scale_choices: int, rng: np.random.Generator) -> float:
 
 def lr_size_for_scale(crop_size: int, scale: float) -> int:
   """LR side for an HR crop at this scale, rounded to a multiple of 4 (>= 4)."""
-  units = max(1, int(round(crop_size / scale / SIZE_MULTIPLE)))
-  return units * SIZE_MULTIPLE
+  units = max(1, int(round(crop_size / scale / INPUT_MULTIPLE)))
+  return units * INPUT_MULTIPLE

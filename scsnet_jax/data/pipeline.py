@@ -7,7 +7,7 @@ colour / reference triples (numpy, float32 normalised LAB).
 
 Every example is a pure function of (seed, process shard, position in the
 stream), so runs are reproducible and the iterator state (a position) can be
-checkpointed with orbax (``checkpoint_save_args`` / ``checkpoint_restore_args``).
+checkpointed with grain's orbax handler (``train.checkpointing`` saves it).
 The magnification is drawn per batch from (seed, batch number) only, so all
 processes agree on the batch's shapes. Transforms are numpy-only: nothing here
 imports JAX at module level (grain workers are spawned processes).
@@ -23,11 +23,8 @@ with h = w = crop / scale rounded to a multiple of 4. See docs/data.md.
 from __future__ import annotations
 
 import dataclasses
-import logging
-import time
 
 import grain
-import ml_collections
 import numpy as np
 
 from scsnet_jax import color
@@ -35,10 +32,10 @@ from scsnet_jax.data import sources as data_sources
 from scsnet_jax.data import degradations
 from scsnet_jax import image_io
 from scsnet_jax.data.sources import DataError  # re-exported
+from scsnet_jax.models import INPUT_MULTIPLE
 
 __all__ = ['DataError', 'create_dataset',
-           'create_iterator', 'checkpoint_save_args',
-           'checkpoint_restore_args', 'benchmark_input', 'MODEL_KEYS']
+           'create_iterator', 'MODEL_KEYS']
 
 MODEL_KEYS = ('gray', 'target', 'reference')
 _SCALE_SALT = 0x5CA1E      # separates the per-batch scale stream
@@ -225,7 +222,7 @@ def create_dataset(config, split: str = 'train', *,
   batch_size = global_batch_size // process_count
   seed = data.seed if seed is None else seed
   drop_remainder = training if drop_remainder is None else drop_remainder
-  if data.crop_size % degradations.SIZE_MULTIPLE:
+  if data.crop_size % INPUT_MULTIPLE:
     raise DataError(f'data.crop_size={data.crop_size} must be a multiple of 4')
   low, high = degradations.scale_bounds(data.scale)
   eval_scale = data.eval_scale if data.eval_scale > 0 else high
@@ -282,51 +279,3 @@ def create_iterator(config, split: str = 'train', seed: int | None = None,
 def model_inputs(batch: dict) -> dict:
   """The batch without bookkeeping keys: only 'gray', 'target', 'reference'."""
   return {key: batch[key] for key in MODEL_KEYS}
-
-
-def checkpoint_save_args(iterator):
-  """Orbax args to save the iterator (``ocp.args.Composite(data=...)``)."""
-  return grain.checkpoint.CheckpointSave(iterator)
-
-
-def checkpoint_restore_args(iterator):
-  """Orbax args to restore into ``iterator`` (a fresh one from the same config);
-  afterwards it yields exactly the batch that followed the save."""
-  return grain.checkpoint.CheckpointRestore(iterator)
-
-
-def benchmark_input(config, num_batches: int = 10, *, batch_size: int = 8,
-                    num_workers: int = 0, crop_size: int = 512,
-                    warmup_batches: int = 1, split: str = 'train') -> dict:
-  """Examples/s of the pipeline (512 crops by default) for this machine.
-
-  With ``num_workers=0`` all work runs in this process, which measures what
-  one worker delivers; ``examples_per_cpu_s`` is then the rate one idle core
-  would give. Returns examples/s overall and per worker.
-  """
-  data = ml_collections.ConfigDict(_data_section(config).to_dict())
-  data.crop_size = crop_size
-  iterator = create_iterator(data, split, global_batch_size=batch_size,
-                             process_index=0, process_count=1,
-                             num_workers=num_workers)
-  for _ in range(warmup_batches):
-    next(iterator)
-  start, cpu_start = time.perf_counter(), time.process_time()
-  for _ in range(num_batches):
-    next(iterator)
-  seconds = time.perf_counter() - start
-  cpu_seconds = time.process_time() - cpu_start
-  examples = num_batches * batch_size
-  examples_per_s = examples / seconds
-  if num_workers:
-    iterator.close()
-  result = dict(source=data.source, crop_size=crop_size, batch_size=batch_size,
-                num_batches=num_batches, num_workers=num_workers,
-                seconds=seconds, examples_per_s=examples_per_s,
-                # Inline only: CPU time of this process, so busy machines
-                # still give the cost per example of one core.
-                examples_per_cpu_s=(examples / cpu_seconds
-                                    if not num_workers else None),
-                examples_per_s_per_worker=examples_per_s / max(1, num_workers))
-  logging.info('input benchmark: %s', result)
-  return result

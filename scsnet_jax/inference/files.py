@@ -10,21 +10,16 @@ from __future__ import annotations
 import glob
 import io
 import os
+import warnings
 import tempfile
 from typing import Iterable, Optional
 
 import numpy as np
 from PIL import Image, ImageOps
 
+from scsnet_jax import image_io
 from scsnet_jax.image_io import ImageDecodeError, read_image
 
-# Files a folder input contributes (a file named explicitly is always tried).
-IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.webp', '.bmp', '.tif', '.tiff',
-                  '.gif')
-
-# mkstemp makes 0600 files; outputs get the usual permissions instead.
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 # A reference whose pixels all have at most this channel spread (max - min of
 # R, G, B, in 8-bit steps) is gray: JPEG noise gives gray photos a few steps.
@@ -49,7 +44,9 @@ def read_image_and_alpha(path) -> tuple[np.ndarray, Optional[np.ndarray]]:
   path = os.fspath(path)
   pixels = read_image(path)
   try:
-    with Image.open(path) as image:
+    with warnings.catch_warnings(), Image.open(path) as image:
+      # read_image has checked the pixel count already.
+      warnings.simplefilter('ignore', Image.DecompressionBombWarning)
       if not (image.mode in _ALPHA_MODES or
               (image.mode == 'P' and 'transparency' in image.info)):
         return pixels, None
@@ -83,7 +80,7 @@ def is_gray(pixels: np.ndarray) -> bool:
 
 
 def _is_image_name(path: str) -> bool:
-  return path.lower().endswith(IMAGE_SUFFIXES)
+  return path.lower().endswith(image_io.IMAGE_EXTENSIONS)
 
 
 def collect_inputs(specs: Iterable[str]) -> tuple[list[str], list[str]]:
@@ -148,7 +145,7 @@ class ReferenceMatcher:
       return self.spec
     name = os.path.basename(input_path)
     candidates = [name] + [os.path.splitext(name)[0] + s
-                           for s in IMAGE_SUFFIXES]
+                           for s in image_io.IMAGE_EXTENSIONS]
     for candidate in candidates:
       path = os.path.join(self.spec, candidate)
       if os.path.isfile(path):
@@ -223,9 +220,16 @@ def write_png_atomic(path: str, pixels: np.ndarray) -> None:
   try:
     with os.fdopen(handle, 'wb') as f:
       f.write(buffer.getvalue())
-    os.chmod(temp, 0o666 & ~_UMASK)
+    os.chmod(temp, 0o666 & ~current_umask())   # mkstemp makes 0600 files
     os.replace(temp, path)
   except BaseException:
     if os.path.exists(temp):
       os.remove(temp)
     raise
+
+
+def current_umask() -> int:
+  """The process's umask (reading it means setting it; set straight back)."""
+  umask = os.umask(0)
+  os.umask(umask)
+  return umask

@@ -27,10 +27,7 @@ PVCAttn pooling 4) so that pooling grids line up with the untiled run.
 from __future__ import annotations
 
 import dataclasses
-import math
-import resource
-import time
-from typing import Any, Optional
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -39,9 +36,10 @@ from flax import nnx
 
 from scsnet_jax import color
 from scsnet_jax.models import bicubic
-from scsnet_jax.models.generator import Generator, GeneratorConfig
+from scsnet_jax.models import INPUT_MULTIPLE
+from scsnet_jax.models.generator import (DTYPES, Generator, GeneratorConfig,
+                                         resolve_out_size)
 
-INPUT_MULTIPLE = 4    # the generator's H, W must be multiples of this
 WINDOW_ALIGN = 16     # window origins: encoder stride 4 x pyramid pool 4
 MIN_TILE_OVERLAP = 8  # the ramps need a few pixels; less is refused
 # Smallest window: the colour decoder's receptive field is about 126 input
@@ -53,31 +51,17 @@ MIN_TILE_OVERLAP = 8  # the ramps need a few pixels; less is refused
 # with --tile-overlap 64 the blend zones of 128 tiles err 16x less than at 32.
 MIN_TILE = 128
 DEFAULT_MAX_OUTPUT_PIXELS = 1 << 27   # 134 MP, e.g. 11585 x 11585
-DTYPES = ('float32', 'bfloat16')
 
 
 # ------------------------------------------------------------------ sizes ---
 def resolve_output_size(height: int, width: int, *, scale=None, size=None,
                         max_pixels: Optional[int] = None) -> tuple[int, int]:
-  """(Ht, Wt) from ``scale`` (round(p*H), round(p*W)) or ``size`` (W, H).
+  """(Ht, Wt) from ``scale`` or ``size`` (Ht, Wt), as the generator resolves
+  them (``models.generator.resolve_out_size``), within ``max_pixels``.
 
   Raises ValueError with a one-line reason (non-positive, NaN, too large).
   """
-  if (scale is None) == (size is None):
-    raise ValueError('give exactly one of a scale or an output size')
-  if size is not None:
-    out_w, out_h = size
-    if not all(isinstance(v, (int, np.integer)) and v >= 1
-               for v in (out_w, out_h)):
-      raise ValueError(f'output size must be two positive integers, got {size}')
-  else:
-    p = float(scale)
-    if not math.isfinite(p) or p <= 0:
-      raise ValueError(f'scale must be a positive finite number, got {scale}')
-    out_h, out_w = round(p * height), round(p * width)
-    if out_h < 1 or out_w < 1:
-      raise ValueError(f'scale {scale} makes a {height}x{width} (HxW) input '
-                       'smaller than one pixel')
+  out_h, out_w = resolve_out_size(height, width, scale=scale, out_size=size)
   if max_pixels is not None and out_h * out_w > max_pixels:
     raise ValueError(f'output {out_w}x{out_h} has {out_h * out_w} pixels, more '
                      f'than the limit of {max_pixels} (--max-output-pixels)')
@@ -187,9 +171,6 @@ def _render_window(graphdef, params, gray, reference, sample_x, sample_y,
                                     local_y)
 
 
-# One compilation per (graphdef, window shape, output block shape).
-_jit_render_window = jax.jit(_render_window, static_argnums=0)
-_jit_bicubic_resize = jax.jit(bicubic.resize, static_argnums=1)
 
 
 # -------------------------------------------------------------- predictor ---
@@ -205,17 +186,19 @@ class Predictor:
   def __init__(self, params, model_config, *, dtype: str = 'float32',
                tile: int = 0, tile_overlap: int = 32):
     if dtype not in DTYPES:
-      raise ValueError(f'dtype must be one of {DTYPES}, got {dtype!r}')
+      raise ValueError(f'dtype must be one of {tuple(DTYPES)}, got {dtype!r}')
     check_tiling(tile, tile_overlap)
     if not isinstance(model_config, GeneratorConfig):
-      values = dict(model_config.to_dict() if hasattr(model_config, 'to_dict')
-                    else model_config)
-      model_config = GeneratorConfig.from_mapping(values)
+      model_config = GeneratorConfig.from_mapping(model_config)
     self.config = model_config
     self.params = params
     self.dtype = dtype
     self.tile, self.tile_overlap = tile, tile_overlap
     self._graphdefs = {}
+    # This predictor's compilations: one per (dtype, window shape, output
+    # block shape), and one bicubic enlargement per (input, output) size.
+    self._render_window = jax.jit(_render_window, static_argnums=0)
+    self._bicubic_resize = jax.jit(bicubic.resize, static_argnums=1)
 
   @property
   def referential(self) -> bool:
@@ -248,7 +231,7 @@ class Predictor:
       for c in cols:
         window = padded[:, r.start:r.start + r.length,
                         c.start:c.start + c.length]
-        block = _jit_render_window(
+        block = self._render_window(
             graphdef, self.params, window, ref, c.sample, r.sample, c.local,
             r.local)
         n_y, n_x = r.out_stop - r.out_start, c.out_stop - c.out_start
@@ -260,8 +243,8 @@ class Predictor:
     if self.config.luminance_residual:
       # Windows render the CPM's residual; the bicubic L of the whole
       # (unpadded) input is added once, after blending (weights sum to 1).
-      out[..., :1] += np.asarray(_jit_bicubic_resize(jnp.asarray(gray),
-                                                     tuple(out_size)))
+      out[..., :1] += np.asarray(self._bicubic_resize(jnp.asarray(gray),
+                                                      tuple(out_size)))
     return out
 
   def predict_nlab(self, gray: np.ndarray, reference: Optional[np.ndarray],
@@ -311,35 +294,3 @@ def rgb_from_nlab(nlab: np.ndarray, rows_per_block: int = 256) -> np.ndarray:
     rgb = color.nlab_to_rgb(nlab[top:top + rows_per_block], xp=np, clip=True)
     out[top:top + rows_per_block] = np.round(rgb * 255.0)
   return out
-
-
-# ------------------------------------------------------------- benchmark ---
-def measure_tiled_peak_memory(input_size: int = 1024, scale: int = 4,
-                              tile: int = 256, tile_overlap: int = 32,
-                              model_config: Optional[GeneratorConfig] = None,
-                              seed: int = 0) -> dict[str, Any]:
-  """Runs one tiled (input_size^2 -> (scale*input_size)^2) image, automatic
-  mode, spec-size generator with random weights; returns peak RSS and time.
-
-  Peak RSS is the process's high-water mark (``ru_maxrss``), so call it in a
-  fresh process for a clean figure.
-  """
-  config = model_config or GeneratorConfig()
-  model = Generator(config, rngs=nnx.Rngs(seed))
-  params = nnx.split(model)[1].to_pure_dict()
-  del model
-  predictor = Predictor(params, config, tile=tile, tile_overlap=tile_overlap)
-  rng = np.random.default_rng(seed)
-  gray = rng.uniform(-1, 1, (1, input_size, input_size, 1)).astype(np.float32)
-  out_size = (scale * input_size, scale * input_size)
-  rows, cols = predictor.plan(input_size, input_size, out_size)
-  start = time.perf_counter()
-  out, _ = predictor.predict_nlab(gray, None, out_size)
-  pixels = rgb_from_nlab(out[0])
-  seconds = time.perf_counter() - start
-  peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-  return {'input': [input_size, input_size], 'output': list(pixels.shape[:2]),
-          'tile': tile, 'tile_overlap': tile_overlap,
-          'windows': len(rows) * len(cols), 'seconds': seconds,
-          'peak_rss_bytes': int(peak), 'peak_rss_gib': peak / 2**30,
-          'backend': jax.default_backend()}

@@ -1,4 +1,8 @@
-"""Flax NNX models of SCSNet (no training code is imported from here)."""
+"""Flax NNX models of SCSNet (no training code is imported from here).
 
-from scsnet_jax.models.generator import Generator, GeneratorConfig, build_generator
-from scsnet_jax.models.discriminator import Discriminator
+Importing this package imports nothing else, so numpy-only code (the data
+pipeline's grain workers) can read the model's input geometry from here.
+"""
+
+# Input height and width must be multiples of this (two stride-2 stages).
+INPUT_MULTIPLE = 4

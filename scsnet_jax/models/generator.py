@@ -23,12 +23,13 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from scsnet_jax.models import bicubic
+from scsnet_jax.models import INPUT_MULTIPLE, bicubic
 from scsnet_jax.models.attention import PyramidValveCrossAttention, SelfAttention
 from scsnet_jax.models.cpm import ContinuousPixelMapping
 from scsnet_jax.models.layers import (Down, ResBlock, Up, conv, lrelu,
                                       res_stack, run_stack)
 
+# Compute dtypes a model can run in (parameters stay float32).
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 
@@ -66,6 +67,9 @@ class GeneratorConfig:
 
   @classmethod
   def from_mapping(cls, values: Mapping[str, Any]) -> 'GeneratorConfig':
+    """From ``config.model`` (a ConfigDict or a dict, lists for tuples)."""
+    if hasattr(values, 'to_dict'):
+      values = values.to_dict()
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = set(values) - known
     if unknown:
@@ -177,14 +181,16 @@ def resolve_out_size(height, width, scale=None, out_size=None):
     return int(p) * height, int(p) * width
   out_h, out_w = round(p * height), round(p * width)
   if out_h < 1 or out_w < 1:
-    raise ValueError(f'scale {scale} gives an empty output for {height}x{width}')
+    raise ValueError(f'scale {scale} makes a {height}x{width} (HxW) input '
+                     'smaller than one pixel')
   return out_h, out_w
 
 
-def _check_multiple_of_4(name, shape):
+def _check_input_multiple(name, shape):
   for dim in shape[1:3]:
-    if isinstance(dim, int) and dim % 4:
-      raise ValueError(f'{name} height and width must be multiples of 4, '
+    if isinstance(dim, int) and dim % INPUT_MULTIPLE:
+      raise ValueError(f'{name} height and width must be multiples of '
+                       f'{INPUT_MULTIPLE}, '
                        f'got {shape[1]}x{shape[2]} (pad by reflection first)')
 
 
@@ -227,7 +233,7 @@ class Generator(nnx.Module):
   def _validate(self, gray, reference):
     if gray.ndim != 4 or gray.shape[-1] != 1:
       raise ValueError(f'gray must be (B, H, W, 1), got shape {gray.shape}')
-    _check_multiple_of_4('gray', gray.shape)
+    _check_input_multiple('gray', gray.shape)
     if reference is None:
       return
     if not self.config.referential:
@@ -239,7 +245,7 @@ class Generator(nnx.Module):
     if reference.shape[0] != gray.shape[0]:
       raise ValueError(f'reference batch {reference.shape[0]} != gray batch '
                        f'{gray.shape[0]}')
-    _check_multiple_of_4('reference', reference.shape)
+    _check_input_multiple('reference', reference.shape)
 
   def features(self, gray, reference=None):
     """The fused LR feature map f_cs (B, H, W, 256) the CPM samples from."""
@@ -280,22 +286,13 @@ class Generator(nnx.Module):
 def build_generator(model_config: Mapping[str, Any], rngs: nnx.Rngs,
                     **overrides) -> Generator:
   """A Generator from ``config.model`` (a ConfigDict or dict)."""
-  values = dict(model_config.to_dict() if hasattr(model_config, 'to_dict')
-                else model_config)
-  values.update(overrides)
-  return Generator(GeneratorConfig.from_mapping(values), rngs=rngs)
+  config = GeneratorConfig.from_mapping(model_config)
+  return Generator(dataclasses.replace(config, **overrides), rngs=rngs)
 
 
 def apply_generator(graphdef, params, gray, reference=None, *, out_size):
   """Pure function form for ``jax.jit``: (graphdef, params, inputs) -> LAB."""
   return nnx.merge(graphdef, params)(gray, reference, out_size=out_size)
-
-
-# jit with graphdef and out_size static: one compilation per distinct
-# (parameter structure, input shapes, output size, mode). Callers that render
-# many sizes should bucket sizes (inference pads/tiles to a fixed shape).
-jit_apply_generator = jax.jit(apply_generator, static_argnums=0,
-                              static_argnames=('out_size',))
 
 
 def count_params(tree) -> int:

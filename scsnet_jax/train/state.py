@@ -19,8 +19,8 @@ from flax import nnx, struct
 from jax.sharding import Mesh
 
 from scsnet_jax import sharding
+from scsnet_jax.models import generator as generator_lib
 
-DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 
 @struct.dataclass
@@ -98,10 +98,9 @@ def build_models(config: ml_collections.ConfigDict, rng: jax.Array):
   """(Generator, Discriminator) modules with fresh weights from ``rng``."""
   # Imported here so that importing this module stays light.
   from scsnet_jax.models.discriminator import Discriminator
-  from scsnet_jax.models.generator import build_generator
   generator_rng, discriminator_rng = jax.random.split(rng)
-  generator = build_generator(config.model, nnx.Rngs(generator_rng))
-  discriminator = Discriminator(dtype=DTYPES[config.dtype],
+  generator = generator_lib.build_generator(config.model, nnx.Rngs(generator_rng))
+  discriminator = Discriminator(dtype=generator_lib.DTYPES[config.dtype],
                                 rngs=nnx.Rngs(discriminator_rng))
   return generator, discriminator
 

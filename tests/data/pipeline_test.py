@@ -4,7 +4,6 @@ import io
 import logging
 
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 from PIL import Image
 
@@ -120,24 +119,6 @@ def test_scale_range_is_per_batch_quantised_and_agrees_across_processes():
   assert set(sides[0]) == {32, 20, 16}
 
 
-def test_checkpoint_restore_continues_with_the_next_batch(tmp_path):
-  config = _config()
-  iterator = _iterator(config)
-  next(iterator), next(iterator)
-  manager = ocp.CheckpointManager(tmp_path / 'ckpt', item_names=('data',))
-  manager.save(2, args=ocp.args.Composite(
-      data=input_pipeline.checkpoint_save_args(iterator)))
-  manager.wait_until_finished()
-  expected = next(iterator)
-  fresh = _iterator(config)
-  restored = manager.restore(2, args=ocp.args.Composite(
-      data=input_pipeline.checkpoint_restore_args(fresh)))
-  got = next(restored['data'])
-  for key in expected:
-    np.testing.assert_array_equal(got[key], expected[key])
-  manager.close()
-
-
 def _write_folder(folder):
   rng = np.random.default_rng(0)
   folder.mkdir()
@@ -207,13 +188,6 @@ def test_other_reference_comes_from_another_image():
   targets, references = ids(1.0)
   # Drawn uniformly from the 10 items: with 6 draws, all equal is ~1e-6.
   assert sum(r != t for r, t in zip(references, targets)) >= 2
-
-
-def test_benchmark_input_reports_throughput():
-  result = input_pipeline.benchmark_input(_config(), num_batches=1,
-                                          batch_size=2, crop_size=32)
-  assert result['examples_per_s'] > 0
-  assert result['num_workers'] == 0 and result['crop_size'] == 32
 
 
 def test_image_short_side_shrinks_photos_and_cache_decodes_once(tmp_path):

@@ -165,10 +165,10 @@ def test_tiled_matches_untiled(model, referential):
                                         tile_overlap=64)
   rows, cols = tiled_predictor.plan(128, 176, out_size)
   assert len(rows) * len(cols) == 2
-  compiled_before = inference._jit_render_window._cache_size()
+  compiled_before = tiled_predictor._render_window._cache_size()
   tiled, _ = tiled_predictor.predict_nlab(gray, reference, out_size)
   # Both windows (fractional scale: different pixel counts) share one program.
-  assert inference._jit_render_window._cache_size() == compiled_before + 1
+  assert tiled_predictor._render_window._cache_size() == compiled_before + 1
   diff = np.abs(tiled - whole)[:, 8:-8, 8:-8]
   assert diff.max() < 5e-3, diff.max()
   assert diff.mean() < 1e-4, diff.mean()

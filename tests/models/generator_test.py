@@ -217,7 +217,7 @@ def test_residual_points_tiles_and_export_agree_with_the_full_grid(
                                      gray, None, (320, 288))
   # Same tolerance as the spec model's tiling (attention sees its window).
   np.testing.assert_allclose(tiled, full, atol=5e-3)
-  artifact, _ = export.export_artifact(graphdef, params, 'automatic', 2)
+  artifact = export.export_artifact(graphdef, params, 'automatic', 2)
   np.testing.assert_allclose(np.asarray(artifact.call(gray)), full,
                              atol=1e-5)
 

@@ -142,7 +142,7 @@ def test_checkpoint_paths_a_user_may_give(tmp_path, config, state):
     assert bundle.step == step, path
     _assert_trees_equal(bundle.params, (state if step == 7 else later)
                         .generator_ema)
-    assert loading.load_config(path).to_dict() == config.to_dict()
+    assert bundle.config.to_dict() == config.to_dict()
   with pytest.raises(ValueError, match='is step 7 but step 9'):
     loading.load_generator(tmp_path / 'checkpoints' / '7', step=9)
   (tmp_path / 'logs').mkdir()
@@ -161,7 +161,7 @@ def test_reading_writes_nothing_and_warns_nothing(tmp_path, config, state,
   before = _tree_listing(tmp_path)
   with caplog.at_level(logging.INFO):
     loading.load_generator(tmp_path)
-    loading.load_config(tmp_path / 'checkpoints' / '7')
+    loading.load_generator(tmp_path / 'checkpoints' / '7')
   warnings = [r.getMessage() for r in caplog.records
               if r.levelno >= logging.WARNING]
   assert warnings == []

@@ -46,14 +46,15 @@ def referential_run(config):
   mesh8 = sharding.create_mesh()
   mesh1 = sharding.create_mesh(jax.devices()[:1])
   batch = _batch()
-  state8 = train_state.create_train_state(train_state.build_networks(config), config, mesh8)
+  networks = train_state.build_networks(config)
+  state8 = train_state.create_train_state(networks, config, mesh8)
   before = jax.device_get(state8)          # host copy: the step donates
-  state1 = train_state.create_train_state(train_state.build_networks(config), config, mesh1)
-  step8 = train_step.make_train_step(config, mesh8, train_state.build_networks(config))
-  step1 = train_step.make_train_step(config, mesh1, train_state.build_networks(config))
+  state1 = train_state.create_train_state(networks, config, mesh1)
+  step8 = train_step.make_train_step(config, mesh8, networks)
+  step1 = train_step.make_train_step(config, mesh1, networks)
   after8, metrics8 = step8(state8, sharding.global_batch(batch, mesh8), True)
   after1, metrics1 = step1(state1, sharding.global_batch(batch, mesh1), True)
-  return dict(before=before, batch=batch, after8=jax.device_get(after8),
+  return dict(networks=networks, before=before, batch=batch, after8=jax.device_get(after8),
               after1=jax.device_get(after1), metrics8=jax.device_get(metrics8),
               metrics1=jax.device_get(metrics1),
               vgg=jax.device_get(step8.perceptual_params))
@@ -103,9 +104,9 @@ def _assert_moments_close(got, expected):
     np.testing.assert_allclose(g, e, rtol=1e-3, atol=atol)
 
 
-def _reference_gradients(config, before, batch, vgg, new_d_params):
+def _reference_gradients(networks, before, batch, vgg, new_d_params):
   """Gradients written the obvious way: jax.grad of each network's own loss."""
-  g_graph, d_graph = before.generator_graphdef, before.discriminator_graphdef
+  g_graph, d_graph = networks.generator, networks.discriminator
   target = jnp.asarray(batch['target'])   # small: fine as constants
 
   def generate(g_params):
@@ -140,7 +141,7 @@ def test_each_network_moves_only_by_its_own_loss(config, referential_run):
   run = referential_run
   before, after = run['before'], run['after8']
   d_grads, g_grads = _reference_gradients(
-      config, before, run['batch'], run['vgg'], after.discriminator_params)
+      run['networks'], before, run['batch'], run['vgg'], after.discriminator_params)
   b1, wd = config.optimizer.b1, config.optimizer.weight_decay
   for grads, params, opt_state in (
       (d_grads, before.discriminator_params, after.discriminator_opt_state),
@@ -185,8 +186,9 @@ def test_overfitting_one_batch_halves_the_l1():
       config, 'train', global_batch_size=2, process_index=0,
       process_count=1)))
   batch = sharding.global_batch(local, mesh)
-  state = train_state.create_train_state(train_state.build_networks(config), config, mesh)
-  step = train_step.make_train_step(config, mesh, train_state.build_networks(config))
+  networks = train_state.build_networks(config)
+  state = train_state.create_train_state(networks, config, mesh)
+  step = train_step.make_train_step(config, mesh, networks)
   l1 = []
   for _ in range(30):
     state, metrics = step(state, batch, False)
@@ -201,8 +203,9 @@ def test_bfloat16_compute_keeps_float32_weights_and_losses(referential_run):
   config.dtype = 'bfloat16'
   config.model.dtype = 'bfloat16'
   mesh = sharding.create_mesh(jax.devices()[:1])
-  state = train_state.create_train_state(train_state.build_networks(config), config, mesh)
-  step = train_step.make_train_step(config, mesh, train_state.build_networks(config))
+  networks = train_state.build_networks(config)
+  state = train_state.create_train_state(networks, config, mesh)
+  step = train_step.make_train_step(config, mesh, networks)
   batch = sharding.global_batch(_batch(), mesh)
   new_state, metrics = step(state, batch, True)
   for leaf in jax.tree.leaves(new_state):
