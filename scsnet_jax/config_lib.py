@@ -21,6 +21,7 @@ import math
 import ml_collections
 from ml_collections import config_dict
 
+from scsnet_jax.errors import UserError
 from scsnet_jax.models.generator import model_config_dict
 
 
@@ -168,7 +169,7 @@ def total_steps(config: ml_collections.ConfigDict) -> int:
     return int(config.train.steps)
   examples = config.train.num_train_examples
   if examples <= 0:
-    raise ValueError('set config.train.steps, or config.train.num_epochs and '
+    raise UserError('set config.train.steps, or config.train.num_epochs and '
                      'config.train.num_train_examples')
   return int(math.ceil(config.train.num_epochs * examples /
                        config.data.global_batch_size))
@@ -181,7 +182,7 @@ def mode_for_step(config: ml_collections.ConfigDict, step: int) -> bool:
     return step % 2 == 1
   if schedule in ('automatic', 'referential'):
     return schedule == 'referential'
-  raise ValueError(f'config.train.mode_schedule must be alternate, automatic '
+  raise UserError(f'config.train.mode_schedule must be alternate, automatic '
                    f'or referential, got {schedule!r}')
 
 

@@ -14,6 +14,7 @@ from typing import Any, Iterable, Optional
 
 import ml_collections
 
+from scsnet_jax.errors import UserError
 from scsnet_jax.config_lib import get_base_config
 
 
@@ -134,7 +135,7 @@ def validate_config(config) -> None:
       errors.append(f'config.{dotted} must be {want.__name__}, got '
                     f'{value!r} ({type(value).__name__})')
   if errors:
-    raise ValueError('; '.join(errors))
+    raise UserError('; '.join(errors))
 
 
 def _base_types() -> dict[str, type]:
@@ -186,7 +187,7 @@ def load_workdir_config(workdir: str) -> ml_collections.ConfigDict:
     try:
       values = json.load(f)
     except json.JSONDecodeError as error:
-      raise ValueError(f'{path} is not valid JSON: {error}') from None
+      raise UserError(f'{path} is not valid JSON: {error}') from None
   return config_from_dict(values)
 
 
@@ -198,23 +199,23 @@ def parse_value(text: str, current: Any) -> Any:
       return True
     if lowered in ('false', '0', 'no'):
       return False
-    raise ValueError(f'expected true or false, got {text!r}')
+    raise UserError(f'expected true or false, got {text!r}')
   if isinstance(current, int):
     try:
       return int(text)
     except ValueError:
-      raise ValueError(f'expected an integer, got {text!r}') from None
+      raise UserError(f'expected an integer, got {text!r}') from None
   if isinstance(current, float):
     try:
       return float(text)
     except ValueError:
-      raise ValueError(f'expected a number, got {text!r}') from None
+      raise UserError(f'expected a number, got {text!r}') from None
   if isinstance(current, (list, tuple)):
     import ast
     try:
       value = ast.literal_eval(text)
     except (ValueError, SyntaxError):
-      raise ValueError(f'expected a list such as [1, 2], got {text!r}'
+      raise UserError(f'expected a list such as [1, 2], got {text!r}'
                        ) from None
     return list(value) if isinstance(value, (list, tuple)) else [value]
   return text
@@ -231,18 +232,18 @@ def apply_overrides(config: ml_collections.ConfigDict,
   for dotted, text in overrides:
     message = unknown_key(config, dotted)
     if message:
-      raise ValueError(message)
+      raise UserError(message)
     parent, _, leaf = dotted.rpartition('.')
     node = _get(config, parent) if parent else config
     current = node[leaf]
     if text is None:
       if not isinstance(current, bool):
-        raise ValueError(f'--config.{dotted} needs a value')
+        raise UserError(f'--config.{dotted} needs a value')
       value = True
     else:
       try:
         value = parse_value(text, current)
       except ValueError as error:
-        raise ValueError(f'--config.{dotted}: {error}') from None
+        raise UserError(f'--config.{dotted}: {error}') from None
     with node.ignore_type():
       node[leaf] = value

@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from scsnet_jax.errors import UserError
 from scsnet_jax.inference import files
 from scsnet_jax.models import INPUT_MULTIPLE
 
@@ -77,13 +78,13 @@ def export_generator(graphdef, params, model_config: dict, output_dir: str, *,
   import orbax.checkpoint as ocp
   for mode in modes:
     if mode not in MODES:
-      raise ValueError(f'unknown mode {mode!r}; use {", ".join(MODES)}')
+      raise UserError(f'unknown mode {mode!r}; use {", ".join(MODES)}')
   if 'referential' in modes and not model_config.get('referential'):
-    raise ValueError('this checkpoint has no referential mode; export with '
+    raise UserError('this checkpoint has no referential mode; export with '
                      '--modes automatic')
   for scale in scales:
     if int(scale) != scale or scale < 1:
-      raise ValueError(f'export scales must be positive integers, got {scale}')
+      raise UserError(f'export scales must be positive integers, got {scale}')
   output_dir = os.path.abspath(output_dir)
   if os.path.exists(output_dir) and (not os.path.isdir(output_dir)
                                      or os.listdir(output_dir)):
@@ -136,7 +137,7 @@ def read_manifest(path: str) -> dict:
   with open(os.path.join(path, MANIFEST)) as f:
     manifest = json.load(f)
   if manifest.get('format') != FORMAT:
-    raise ValueError(f'{path}: unknown export format '
+    raise UserError(f'{path}: unknown export format '
                      f'{manifest.get("format")!r} (expected {FORMAT})')
   return manifest
 
@@ -200,7 +201,7 @@ class ExportedGenerator:
     mode = 'automatic' if reference is None else 'referential'
     entry = self.artifact(mode, scale)
     if entry is None or out_size != (scale * height, scale * width):
-      raise ValueError(f'no exported {mode} artifact for {height}x{width} -> '
+      raise UserError(f'no exported {mode} artifact for {height}x{width} -> '
                        f'{out_size[0]}x{out_size[1]}')
     args = [reflect_pad(gray, entry['input_multiple'])]
     if reference is not None:
@@ -262,7 +263,7 @@ def _load(checkpoint: str, step: Optional[int]):
     from scsnet_jax.models.generator import build_generator
     saved_step = read_manifest(checkpoint).get('step')
     if step is not None and step != saved_step:
-      raise ValueError(f'{checkpoint}: an export folder holds step '
+      raise UserError(f'{checkpoint}: an export folder holds step '
                        f'{saved_step} only; drop --step')
     params, model_config = load_params(checkpoint)
     graphdef = nnx.split(nnx.eval_shape(
@@ -285,7 +286,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     manifest = export_generator(
         graphdef, params, model_config, args.output,
         scales=args.scales, modes=modes, step=step, platforms=platforms)
-  except (OSError, ValueError) as error:
+  except (OSError, UserError) as error:
     print(f'error: {error}', file=sys.stderr)
     return 1
   names = ', '.join(a['file'] for a in manifest['artifacts'])

@@ -18,6 +18,8 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps
 
+from scsnet_jax.errors import UserError
+
 # Largest image we decode: 100 megapixels (a 10000 x 10000 photo). ImageNet
 # images are ~0.2 MP. Checked here from the header, before decoding; PIL's
 # process-wide limit is left as it is (its warning is silenced in our calls).
@@ -30,7 +32,7 @@ IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.webp', '.bmp', '.tif', '.tiff',
                     '.gif')
 
 
-class ImageDecodeError(ValueError):
+class ImageDecodeError(UserError):
   """An image file or buffer that cannot be used (unreadable, truncated, bomb)."""
 
 

@@ -4,10 +4,10 @@ Any config field can be overridden (``--config.train.steps=100``);
 ``--mode=eval`` runs ``scsnet_jax.evaluation.protocol.evaluate(config, workdir)`` and
 needs no ``--config``: the workdir's ``config.json`` (written by training)
 is the default, overrides included (``--config.eval.batch_size=2``).
-Several processes join through ``jax.distributed.initialize()``: detected
-under SLURM and on multi-host Cloud TPU, or given explicitly with
-``--coordinator_address/--num_processes/--process_id`` (or the env vars
-JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID).
+Several processes join through ``jax.distributed.initialize()``, which finds
+the cluster itself (SLURM, Cloud TPU, Open MPI, Kubernetes, or the env var
+JAX_COORDINATOR_ADDRESS); ``--coordinator_address/--num_processes/
+--process_id`` give what it cannot detect.
 
 Errors: mistakes in the command or config, missing files and out-of-memory
 end with one line on stderr and exit status 1 (``SCSNET_DEBUG=1`` shows the
@@ -22,11 +22,12 @@ from __future__ import annotations
 import logging as std_logging
 import os
 import sys
-import traceback
 from typing import Optional
 
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from scsnet_jax.errors import UserError
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Configuration file (configs/*.py). Optional with '
@@ -37,19 +38,15 @@ _WORKDIR = flags.DEFINE_string(
 _MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval'], 'What to run.')
 _COORDINATOR = flags.DEFINE_string(
     'coordinator_address', None, 'host:port of process 0, for multi-process '
-    'runs outside SLURM/Cloud TPU (env: JAX_COORDINATOR_ADDRESS).')
+    'runs on a cluster JAX does not detect (or JAX_COORDINATOR_ADDRESS).')
 _NUM_PROCESSES = flags.DEFINE_integer(
-    'num_processes', None, 'Number of processes (env: JAX_NUM_PROCESSES).')
+    'num_processes', None, 'Number of processes (with --coordinator_address).')
 _PROCESS_ID = flags.DEFINE_integer(
-    'process_id', None, 'Index of this process (env: JAX_PROCESS_ID).')
+    'process_id', None, 'Index of this process (with --coordinator_address).')
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 # `--config.KEY=VALUE` given without `--config=FILE` (eval on a workdir).
 _WORKDIR_OVERRIDES: list[tuple[str, Optional[str]]] = []
-
-
-class UserError(Exception):
-  """A mistake in the command line: reported in one line."""
 
 
 # ------------------------------------------------------------------ noise ---
@@ -213,11 +210,6 @@ def parse_flags(argv):
 
 
 # ---------------------------------------------------------------- running ---
-def _env_int(name: str):
-  value = os.environ.get(name, '')
-  return int(value) if value else None
-
-
 def _hide_gpus_from_tensorflow():
   """TF (tfds, clu) must not grab GPU memory that JAX needs."""
   try:
@@ -228,30 +220,30 @@ def _hide_gpus_from_tensorflow():
 
 
 def _initialize_distributed():
-  """jax.distributed.initialize() when this is one of several processes."""
+  """Joins the other processes of a multi-process run, if this is one.
+
+  ``jax.distributed.initialize`` detects the cluster (SLURM, Cloud TPU,
+  Open MPI, Kubernetes, JAX_COORDINATOR_ADDRESS); the flags fill in what it
+  cannot. With no cluster and no flags it finds no coordinator: one process.
+  """
   import jax
-  address = _COORDINATOR.value or os.environ.get('JAX_COORDINATOR_ADDRESS')
-  num = _NUM_PROCESSES.value or _env_int('JAX_NUM_PROCESSES')
-  index = _PROCESS_ID.value
-  if index is None:
-    index = _env_int('JAX_PROCESS_ID')
-  slurm = (_env_int('SLURM_NTASKS') or 1) > 1
-  tpu_pod = ',' in os.environ.get('TPU_WORKER_HOSTNAMES', '')
-  if not (address or slurm or tpu_pod):
-    return
+  try:
+    jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value,
+                               _PROCESS_ID.value)
+  except ValueError as error:
+    if (_COORDINATOR.value is None and
+        'coordinator_address should be defined' in str(error)):
+      return   # not part of a multi-process job
+    raise UserError(f'multi-process set-up: {error} (give '
+                    '--coordinator_address, --num_processes and --process_id '
+                    'together, or run under SLURM or Cloud TPU)') from None
   # CPU-only multi-process runs need cross-process collectives (the option
-  # may be gone, or gloo the default, in other JAX versions).
+  # may be gone, or gloo the default, in other JAX versions). The backend is
+  # created later, on first use, so the setting still applies.
   try:
     jax.config.update('jax_cpu_collectives_implementation', 'gloo')
   except (AttributeError, KeyError, ValueError):
     pass
-  if address:
-    if num is None or index is None:
-      raise UserError('--coordinator_address needs --num_processes and '
-                      '--process_id (or JAX_NUM_PROCESSES / JAX_PROCESS_ID)')
-    jax.distributed.initialize(address, num_processes=num, process_id=index)
-  else:
-    jax.distributed.initialize()   # SLURM / Cloud TPU auto-detection
   logging.info('process %d of %d, %d local / %d global devices',
                jax.process_index(), jax.process_count(),
                jax.local_device_count(), jax.device_count())
@@ -293,25 +285,11 @@ def is_out_of_memory(error: BaseException) -> bool:
       marker in str(error) for marker in _OOM_MARKERS)
 
 
-def _raised_by_us(error: BaseException) -> bool:
-  """Was the exception raised by a line of this package (deliberately)?"""
-  frames = traceback.extract_tb(error.__traceback__)
-  return bool(frames) and os.path.abspath(frames[-1].filename).startswith(
-      _PACKAGE_DIR)
-
-
 def is_user_error(error: BaseException) -> bool:
-  """A mistake of the user or the environment, not a bug of ours.
-
-  Our own checks raise ValueError (and its subclasses, e.g. DataError) or
-  FileNotFoundError with a message meant for the user; OSErrors (missing
-  files, permissions, a full disk) come from the environment. A ValueError
-  from inside JAX or another library, a TypeError, a RuntimeError that is
-  not out-of-memory... is a bug and keeps its traceback.
-  """
-  if isinstance(error, (UserError, app.UsageError, OSError)):
-    return True
-  return isinstance(error, ValueError) and _raised_by_us(error)
+  """A mistake of the user (``errors.UserError``, absl's usage errors) or of
+  the environment (an ``OSError``: missing file, permissions, full disk);
+  anything else is a bug and keeps its traceback (see ``errors``)."""
+  return isinstance(error, (UserError, app.UsageError, OSError))
 
 
 def one_line(error: BaseException, mode: str = 'train', config=None) -> str:

@@ -23,6 +23,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from scsnet_jax.errors import UserError
 from scsnet_jax.inference import files as image_files
 from scsnet_jax.inference import tiling as inference
 from scsnet_jax.models.generator import DTYPES
@@ -239,9 +240,9 @@ def run(args: argparse.Namespace) -> int:
     runner = Runner(args.checkpoint, dtype=args.dtype, tile=args.tile,
                     tile_overlap=args.tile_overlap)
     if args.reference is not None and not runner.referential:
-      raise ValueError(f'{args.checkpoint}: model has no referential mode; '
+      raise UserError(f'{args.checkpoint}: model has no referential mode; '
                        'run without --reference')
-  except (OSError, ValueError) as error:
+  except (OSError, UserError) as error:
     print(f'error: {first_line(error)}', file=sys.stderr)
     return 1
   except Exception as error:  # e.g. an orbax error for a foreign folder
@@ -268,11 +269,11 @@ def run(args: argparse.Namespace) -> int:
           max_pixels=args.max_output_pixels)
       dest = image_files.output_path(args.output, path)
       if dest in destinations:
-        raise ValueError(f'output name {os.path.basename(dest)} is already '
+        raise UserError(f'output name {os.path.basename(dest)} is already '
                          'taken by another input')
       ref_pixels = matcher.load(path)
       reference = None if ref_pixels is None else _reference_nlab(ref_pixels)
-    except (OSError, ValueError) as error:  # ImageDecodeError is a ValueError
+    except (OSError, UserError) as error:  # ImageDecodeError is one
       report.fail(path, error)
       bar.update(1)
       continue

@@ -24,6 +24,8 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
+from scsnet_jax.errors import UserError
+
 DATA_AXIS = 'data'
 
 
@@ -49,7 +51,7 @@ def check_batch_size(global_batch_size: int, mesh: Mesh) -> int:
   """Per-process batch size; a clear error when the global one does not split."""
   devices = mesh.devices.size
   if global_batch_size < 1 or global_batch_size % devices:
-    raise ValueError(_indivisible(global_batch_size, devices))
+    raise UserError(_indivisible(global_batch_size, devices))
   return global_batch_size // jax.process_count()
 
 
@@ -70,7 +72,7 @@ def global_batch(local_batch: Mapping[str, np.ndarray],
   for value in local_batch.values():
     size = np.shape(value)[0] * processes
     if size % devices:
-      raise ValueError(_indivisible(size, devices))
+      raise UserError(_indivisible(size, devices))
   return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
           for k, v in local_batch.items()}
 

@@ -41,8 +41,7 @@ def test_bad_config_values_give_one_line_errors(tmp_path):
                         'divisible by the 8 devices')
   result = _run_main('--config=configs/test.py', f'--workdir={tmp_path}',
                      env={'JAX_COORDINATOR_ADDRESS': 'localhost:1'})
-  _assert_clean_failure(result, 'error: --coordinator_address needs '
-                        '--num_processes')
+  _assert_clean_failure(result, 'error: multi-process set-up: ')
 
 
 def test_eval_mode_dispatches_to_evaluate(monkeypatch, tmp_path):
@@ -132,6 +131,8 @@ def test_user_errors_out_of_memory_and_bugs_are_told_apart():
   assert not main.is_user_error(theirs)
   assert not main.is_user_error(RuntimeError('XLA internal error'))
   assert not main.is_user_error(TypeError('bad operand'))
+  # One policy: a plain ValueError is a bug, even when raised by our code.
+  assert not main.is_user_error(ValueError('an assertion of ours'))
   assert main.is_user_error(FileNotFoundError('x.png'))
   oom = RuntimeError('RESOURCE_EXHAUSTED: Out of memory while trying to '
                      'allocate 1.5G. Peak buffers:\n  a\n  b')

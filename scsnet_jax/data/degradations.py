@@ -22,6 +22,7 @@ import numpy as np
 import scipy.ndimage
 from PIL import Image
 
+from scsnet_jax.errors import UserError
 from scsnet_jax.models import INPUT_MULTIPLE
 
 
@@ -119,10 +120,10 @@ def scale_bounds(scale) -> tuple[float, float]:
   else:
     values = [float(v) for v in scale]
     if len(values) != 2:
-      raise ValueError(f'data.scale must be a number or [min, max], got {scale}')
+      raise UserError(f'data.scale must be a number or [min, max], got {scale}')
     low, high = values
   if not 1.0 <= low <= high:
-    raise ValueError(f'data.scale must satisfy 1 <= min <= max, got {scale}')
+    raise UserError(f'data.scale must satisfy 1 <= min <= max, got {scale}')
   return low, high
 
 

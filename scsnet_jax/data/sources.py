@@ -32,6 +32,7 @@ import threading
 
 import numpy as np
 
+from scsnet_jax.errors import UserError
 from scsnet_jax import image_io
 
 # Bundled in skimage/data/ of the scikit-image wheel (checked with 0.26):
@@ -54,7 +55,7 @@ _logged_bad_paths: set[str] = set()
 _skip_lock = threading.Lock()
 
 
-class DataError(ValueError):
+class DataError(UserError):
   """A data source that cannot feed training (raised before training starts)."""
 
 

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from scsnet_jax.errors import UserError
 from scsnet_jax.evaluation import baselines
 from scsnet_jax import color
 from scsnet_jax.evaluation import report as eval_report
@@ -149,7 +150,7 @@ def mode_counts(eval_config, referential: bool) -> dict[str, int]:
             'other_reference': eval_config.num_other_reference}
   for mode, total in totals.items():
     if total < 0:
-      raise ValueError(f'config.eval.num_{mode} must be >= 0, got {total}')
+      raise UserError(f'config.eval.num_{mode} must be >= 0, got {total}')
   if not referential:
     totals['self_reference'] = totals['other_reference'] = 0
   per_process = lambda n: math.ceil(n / jax.process_count())
@@ -252,7 +253,7 @@ def check_model_matches(config, checkpoint_config, workdir: str) -> None:
             if key in ours and key in theirs
             and normal(ours[key]) != normal(theirs[key])]
   if differ:
-    raise ValueError(
+    raise UserError(
         f'the model of --config does not match the checkpoint in {workdir} '
         f'(config vs checkpoint: {"; ".join(differ)}); leave out --config to '
         'evaluate with the workdir\'s own config.json')

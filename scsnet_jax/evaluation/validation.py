@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from scsnet_jax.errors import UserError
 from scsnet_jax import color, image_io, sharding
 from scsnet_jax.data import degradations
 from scsnet_jax.data import sources as data_sources
@@ -85,7 +86,7 @@ def _photo_source(validation: ml_collections.ConfigDict):
     # The eval split of the folder(s): all files with eval_fraction 1.
     return data_sources.folder_source(validation.folder_path, 'eval',
                                       validation.get('eval_fraction', 1.0))
-  raise ValueError("config.validation.source must be 'demo' or 'folder', "
+  raise UserError("config.validation.source must be 'demo' or 'folder', "
                    f'got {validation.source!r}')
 
 

@@ -17,6 +17,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 from jax.sharding import Mesh
 
+from scsnet_jax.errors import UserError
 from scsnet_jax import sharding
 
 CHECKPOINT_SUBDIR = 'checkpoints'
@@ -69,7 +70,7 @@ def resolve_checkpoint(path, step: Optional[int] = None
     return str(root / CHECKPOINT_SUBDIR), step
   if _is_step_dir(root):
     if step is not None and step != int(root.name):
-      raise ValueError(f'{given} is step {int(root.name)} but step {step} '
+      raise UserError(f'{given} is step {int(root.name)} but step {step} '
                        'was asked for; give one of them')
     return str(root.parent), int(root.name)
   if root.is_dir() and ocp.path.step.checkpoint_steps(root):

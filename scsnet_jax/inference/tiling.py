@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from scsnet_jax.errors import UserError
 from scsnet_jax import color
 from scsnet_jax.models import bicubic
 from scsnet_jax.models import INPUT_MULTIPLE
@@ -63,7 +64,7 @@ def resolve_output_size(height: int, width: int, *, scale=None, size=None,
   """
   out_h, out_w = resolve_out_size(height, width, scale=scale, out_size=size)
   if max_pixels is not None and out_h * out_w > max_pixels:
-    raise ValueError(f'output {out_w}x{out_h} has {out_h * out_w} pixels, more '
+    raise UserError(f'output {out_w}x{out_h} has {out_h * out_w} pixels, more '
                      f'than the limit of {max_pixels} (--max-output-pixels)')
   return int(out_h), int(out_w)
 
@@ -149,15 +150,15 @@ def check_tiling(tile: int, overlap: int) -> None:
   """Raises ValueError (one line) for a tiling that is invalid or too small
   to be seamless (``MIN_TILE``)."""
   if tile < 0 or (tile and tile % WINDOW_ALIGN):
-    raise ValueError(f'tile must be 0 (no tiling) or a positive multiple of '
+    raise UserError(f'tile must be 0 (no tiling) or a positive multiple of '
                      f'{WINDOW_ALIGN}, got {tile}')
   if 0 < tile < MIN_TILE:
-    raise ValueError(f'tile {tile} is too small: windows under {MIN_TILE} '
+    raise UserError(f'tile {tile} is too small: windows under {MIN_TILE} '
                      'input pixels cut off the colour decoder\'s context and '
                      f'leave seams; use a tile of {MIN_TILE} or more, or 0 '
                      'for no tiling')
   if tile and not MIN_TILE_OVERLAP <= overlap <= tile // 2:
-    raise ValueError(f'tile overlap must be between {MIN_TILE_OVERLAP} and '
+    raise UserError(f'tile overlap must be between {MIN_TILE_OVERLAP} and '
                      f'tile/2 = {tile // 2}, got {overlap}')
 
 
@@ -186,7 +187,7 @@ class Predictor:
   def __init__(self, params, model_config, *, dtype: str = 'float32',
                tile: int = 0, tile_overlap: int = 32):
     if dtype not in DTYPES:
-      raise ValueError(f'dtype must be one of {tuple(DTYPES)}, got {dtype!r}')
+      raise UserError(f'dtype must be one of {tuple(DTYPES)}, got {dtype!r}')
     check_tiling(tile, tile_overlap)
     if not isinstance(model_config, GeneratorConfig):
       model_config = GeneratorConfig.from_mapping(model_config)
@@ -255,7 +256,7 @@ class Predictor:
     were recomputed in float32 because bfloat16 gave non-finite values).
     """
     if reference is not None and not self.referential:
-      raise ValueError('this model has no referential mode; run it without '
+      raise UserError('this model has no referential mode; run it without '
                        'a reference image')
     out = self._run(gray, reference, out_size, self.dtype)
     redone = []

@@ -73,15 +73,11 @@ def avg_pool_ceil(x, factor: int):
   """
   if factor == 1:
     return x
-  h, w = x.shape[1], x.shape[2]
   # A fixed high-side pad of factor-1 gives ceil(h/factor) windows for every
   # h, and keeps exported (symbolic) shapes decidable.
-  pad = ((0, 0), (0, factor - 1), (0, factor - 1), (0, 0))
-  window = (1, factor, factor, 1)
-  total = jax.lax.reduce_window(x, 0.0, jax.lax.add, window, window, pad)
-  ones = jnp.ones((1, h, w, 1), x.dtype)
-  count = jax.lax.reduce_window(ones, 0.0, jax.lax.add, window, window, pad)
-  return total / count
+  pad = ((0, factor - 1), (0, factor - 1))
+  return nnx.avg_pool(x, (factor, factor), strides=(factor, factor),
+                      padding=pad, count_include_pad=False).astype(x.dtype)
 
 
 class PyramidLevel(nnx.Module):

@@ -15,12 +15,13 @@ whenever there are more output points than LR pixels (upscaling).
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
+from scsnet_jax.errors import UserError
 
 
 def grid_coordinates(out_h: int, out_w: int):
@@ -127,7 +128,7 @@ class ContinuousPixelMapping(nnx.Module):
     if mode is False or mode == 'never':
       return False
     if mode != 'auto':  # e.g. the string 'False' from a flag: never truthy
-      raise ValueError(f"project_first must be 'auto', 'always', 'never' or a "
+      raise UserError(f"project_first must be 'auto', 'always', 'never' or a "
                        f'bool, got {mode!r}')
     if isinstance(lr_pixels, int) and isinstance(n_points, int):
       return n_points > lr_pixels
@@ -160,13 +161,11 @@ class ContinuousPixelMapping(nnx.Module):
     chunk = self.chunk_size
     if not chunk or not isinstance(n_points, int) or n_points <= chunk:
       return per_image(source, coords).astype(jnp.float32)
-    n_chunks = math.ceil(n_points / chunk)
-    padded = jnp.pad(coords, ((0, 0), (0, n_chunks * chunk - n_points), (0, 0)),
-                     constant_values=0.5)
-    chunks = padded.reshape(coords.shape[0], n_chunks, chunk, 2).swapaxes(0, 1)
-    out = jax.lax.map(lambda c: per_image(source, c), chunks).swapaxes(0, 1)
-    out = out.reshape(out.shape[0], n_chunks * chunk, out.shape[-1])
-    return out[:, :n_points].astype(jnp.float32)
+    # Points one chunk at a time (each chunk vmapped): (N, B, 3) out.
+    one_per_image = jax.vmap(one_point, in_axes=(0, 0))
+    out = jax.lax.map(lambda xy: one_per_image(source, xy),
+                      coords.swapaxes(0, 1), batch_size=chunk)
+    return out.swapaxes(0, 1).astype(jnp.float32)
 
   def render_separable(self, features, sample_x, sample_y, local_x, local_y):
     """Colours on a separable grid: point (i, j) samples f at
@@ -197,14 +196,10 @@ class ContinuousPixelMapping(nnx.Module):
     rows_per_chunk = max(1, chunk // n_x) if chunk and concrete else None
     if rows_per_chunk is None or rows_per_chunk >= n_y:
       return render_rows(sample_y, local_y).astype(jnp.float32)
-    n_chunks = math.ceil(n_y / rows_per_chunk)
-    pad = n_chunks * rows_per_chunk - n_y
-    ys = jnp.pad(sample_y, (0, pad), mode='edge').reshape(n_chunks, -1)
-    zs = jnp.pad(local_y, (0, pad), mode='edge').reshape(n_chunks, -1)
-    out = jax.lax.map(lambda c: render_rows(*c), (ys, zs))
-    out = jnp.moveaxis(out, 0, 1).reshape(source.shape[0], -1, n_x,
-                                          out.shape[-1])
-    return out[:, :n_y].astype(jnp.float32)
+    # Rows one chunk at a time (each chunk vmapped): (n_y, B, n_x, 3) out.
+    out = jax.lax.map(lambda row: render_rows(row[0][None], row[1][None])[:, 0],
+                      (sample_y, local_y), batch_size=rows_per_chunk)
+    return jnp.moveaxis(out, 0, 1).astype(jnp.float32)
 
   def __call__(self, features, out_size):
     """Full grid: features (B, H, W, C) -> (B, Ht, Wt, 3)."""

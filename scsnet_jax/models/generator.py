@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from scsnet_jax.errors import UserError
 from scsnet_jax.models import INPUT_MULTIPLE, bicubic
 from scsnet_jax.models.attention import PyramidValveCrossAttention, SelfAttention
 from scsnet_jax.models.cpm import ContinuousPixelMapping
@@ -73,7 +74,7 @@ class GeneratorConfig:
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = set(values) - known
     if unknown:
-      raise ValueError(f'unknown model config keys: {sorted(unknown)}')
+      raise UserError(f'unknown model config keys: {sorted(unknown)}')
     fixed = {k: tuple(v) if isinstance(v, list) else v
              for k, v in values.items()}
     return cls(**fixed)
@@ -83,13 +84,13 @@ class GeneratorConfig:
     project = self.cpm_project_first
     if not (isinstance(project, bool) or project in ('auto', 'always',
                                                      'never')):
-      raise ValueError(f"model.cpm_project_first must be 'auto', 'always' or "
+      raise UserError(f"model.cpm_project_first must be 'auto', 'always' or "
                        f"'never' (or a bool), got {project!r}")
     if self.attention_impl not in (None, 'xla', 'cudnn'):
-      raise ValueError(f"model.attention_impl must be None, 'xla' or 'cudnn', "
+      raise UserError(f"model.attention_impl must be None, 'xla' or 'cudnn', "
                        f'got {self.attention_impl!r}')
     if self.dtype not in DTYPES:
-      raise ValueError(f'model.dtype must be one of {sorted(DTYPES)}, got '
+      raise UserError(f'model.dtype must be one of {sorted(DTYPES)}, got '
                        f'{self.dtype!r}')
 
 
@@ -164,24 +165,24 @@ class TextureEncoder(nnx.Module):
 def resolve_out_size(height, width, scale=None, out_size=None):
   """Output (Ht, Wt) from ``scale`` (round(p*H), round(p*W)) or explicit."""
   if (scale is None) == (out_size is None):
-    raise ValueError('pass exactly one of scale= or out_size=')
+    raise UserError('pass exactly one of scale= or out_size=')
   if out_size is not None:
     out_h, out_w = out_size
     for v in (out_h, out_w):
       if isinstance(v, (int, float)) and (v != int(v) or v < 1):
-        raise ValueError(f'out_size must be positive integers, got {out_size}')
+        raise UserError(f'out_size must be positive integers, got {out_size}')
     return out_h, out_w
   try:
     p = float(scale)
   except (TypeError, ValueError):
-    raise ValueError(f'scale must be a number, got {scale!r}') from None
+    raise UserError(f'scale must be a number, got {scale!r}') from None
   if not math.isfinite(p) or p <= 0:
-    raise ValueError(f'scale must be a positive finite number, got {scale}')
+    raise UserError(f'scale must be a positive finite number, got {scale}')
   if p == int(p):  # integer scales keep symbolic (exported) shapes symbolic
     return int(p) * height, int(p) * width
   out_h, out_w = round(p * height), round(p * width)
   if out_h < 1 or out_w < 1:
-    raise ValueError(f'scale {scale} makes a {height}x{width} (HxW) input '
+    raise UserError(f'scale {scale} makes a {height}x{width} (HxW) input '
                      'smaller than one pixel')
   return out_h, out_w
 
@@ -237,7 +238,7 @@ class Generator(nnx.Module):
     if reference is None:
       return
     if not self.config.referential:
-      raise ValueError('this generator was built with referential=False; '
+      raise UserError('this generator was built with referential=False; '
                        'it cannot take a reference image')
     if reference.ndim != 4 or reference.shape[-1] != 3:
       raise ValueError('reference must be (B, Hr, Wr, 3) normalised LAB, got '

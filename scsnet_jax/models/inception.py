@@ -65,12 +65,9 @@ def avg_pool_exclude_pad(x, window=3, padding=1):
 
   torch's ``avg_pool2d(..., count_include_pad=False)``, i.e. TF's SAME pool.
   """
-  pad = ((0, 0), (padding, padding), (padding, padding), (0, 0))
-  dims, strides = (1, window, window, 1), (1, 1, 1, 1)
-  total = jax.lax.reduce_window(x, 0.0, jax.lax.add, dims, strides, pad)
-  ones = jnp.ones((1,) + x.shape[1:3] + (1,), x.dtype)
-  count = jax.lax.reduce_window(ones, 0.0, jax.lax.add, dims, strides, pad)
-  return total / count
+  pad = ((padding, padding), (padding, padding))
+  return nnx.avg_pool(x, (window, window), strides=(1, 1), padding=pad,
+                      count_include_pad=False).astype(x.dtype)
 
 
 class InceptionA(nnx.Module):

@@ -7,7 +7,6 @@ All modules are NHWC Flax NNX modules. ``dtype`` is the compute dtype
 from __future__ import annotations
 
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
@@ -111,14 +110,11 @@ def attend(q, k, v, *, implementation=None, matrix_limit=ATTENTION_MATRIX_LIMIT)
   if (implementation == 'cudnn' or not concrete
       or nq * nk * heads <= matrix_limit):
     return _attend_once(q, k, v, implementation)
-  chunk = max(1, matrix_limit // (nk * heads))
-  n_chunks = math.ceil(nq / chunk)
-  q = jnp.pad(q, ((0, 0), (0, n_chunks * chunk - nq), (0, 0)))
-  q_chunks = q.reshape(q.shape[0], n_chunks, chunk, q.shape[2]).swapaxes(0, 1)
-  out = jax.lax.map(lambda qc: _attend_once(qc, k, v, implementation),
-                    q_chunks)
-  out = out.swapaxes(0, 1).reshape(q.shape[0], n_chunks * chunk, v.shape[2])
-  return out[:, :nq]
+  # Query rows one chunk at a time (each chunk vmapped); (Nq, B, Cv) out.
+  out = jax.lax.map(
+      lambda row: _attend_once(row[:, None], k, v, implementation)[:, 0],
+      q.swapaxes(0, 1), batch_size=max(1, matrix_limit // (nk * heads)))
+  return out.swapaxes(0, 1)
 
 
 def flatten_hw(x):

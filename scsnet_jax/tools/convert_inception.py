@@ -23,6 +23,8 @@ import sys
 
 import numpy as np
 
+from scsnet_jax.errors import UserError
+
 BATCH_NORM_EPS = 1e-3  # torchvision's BasicConv2d
 PYTORCH_FID_FILENAME = 'pt_inception-2015-12-05-6726825d.pth'
 _BATCH_NORM_FIELDS = ('weight', 'bias', 'running_mean', 'running_var')
@@ -58,14 +60,14 @@ def convert_state_dict(state_dict: dict[str, np.ndarray],
         f'{prefix}.bn.{field}' for field in _BATCH_NORM_FIELDS]
     missing = [n for n in names if n not in state_dict]
     if missing:
-      raise ValueError(f'not a pytorch-fid Inception state dict: missing '
+      raise UserError(f'not a pytorch-fid Inception state dict: missing '
                        f'{missing[0]} (and {len(missing) - 1} more here).')
     weight = np.asarray(state_dict[names[0]])
     kh, kw, cin, cout = shape
     batch_norm = [np.asarray(state_dict[n]) for n in names[1:]]
     if weight.shape != (cout, cin, kh, kw) or any(
         v.shape != (cout,) for v in batch_norm):
-      raise ValueError(f'{names[0]}: shape {weight.shape} (OIHW) does not '
+      raise UserError(f'{names[0]}: shape {weight.shape} (OIHW) does not '
                        f'match the FID Inception (HWIO {tuple(shape)}).')
     kernel, bias = fold_batch_norm(weight, *batch_norm)
     converted[f'{prefix}.kernel'], converted[f'{prefix}.bias'] = kernel, bias
@@ -74,7 +76,7 @@ def convert_state_dict(state_dict: dict[str, np.ndarray],
       k for k in state_dict if k not in used and
       not k.endswith(_IGNORED_SUFFIXES) and not k.startswith(_IGNORED_PREFIXES))
   if leftover:
-    raise ValueError(f'unexpected tensors in the state dict, e.g. '
+    raise UserError(f'unexpected tensors in the state dict, e.g. '
                      f'{leftover[:3]}; is this pytorch-fid\'s '
                      f'{PYTORCH_FID_FILENAME}?')
   return converted
@@ -110,7 +112,7 @@ def main(argv=None):
     parser.error(f'no such file: {args.input}')
   try:
     converted = convert_file(args.input, args.output)
-  except (ValueError, OSError) as error:  # bad, unsafe or mismatched file
+  except (UserError, OSError) as error:  # bad, unsafe or mismatched file
     print(f'convert_inception: error: {error}', file=sys.stderr)
     return 1
   expected_hash = PYTORCH_FID_FILENAME.rsplit('-', 1)[-1].split('.')[0]

@@ -19,11 +19,12 @@ import tempfile
 
 import numpy as np
 
+from scsnet_jax.errors import UserError
 from scsnet_jax.models import vgg
 from scsnet_jax.tools import torch_reader
 
 
-class ConversionError(ValueError):
+class ConversionError(UserError):
   """The input is not torchvision's VGG16 state dict."""
 
 
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
   args = parser.parse_args(argv)
   try:
     convert_file(args.input, args.output)
-  except (OSError, ValueError) as e:  # ValueError covers the reader's errors.
+  except (OSError, UserError) as e:  # the reader's errors are UserErrors
     print(f'convert_vgg16: error: {e}', file=sys.stderr)
     return 1
   print(f'wrote {args.output}')

@@ -17,6 +17,8 @@ import json
 import os
 import sys
 
+from scsnet_jax.errors import UserError
+
 # The learning targets of the CPU recipe (issue "It learns"), on the
 # validation photos at x4 with the EMA weights.
 LPSNR_MARGIN_DB = 0.5
@@ -89,7 +91,7 @@ def main(argv=None):
   from scsnet_jax.evaluation import validation
   try:
     bundle = loading.load_generator(args.checkpoint)
-  except (FileNotFoundError, ValueError) as error:
+  except (OSError, UserError) as error:
     sys.exit(f'error: {error}')
   config = bundle.config
   mesh = sharding.create_mesh()

@@ -31,6 +31,8 @@ import zipfile
 import ml_dtypes
 import numpy as np
 
+from scsnet_jax.errors import UserError
+
 DEFAULT_MAX_BYTES = 4 << 30  # 4 GiB: VGG16 is 0.55 GB, pytorch-fid's 0.1 GB.
 _MAX_PICKLE_BYTES = 64 << 20  # The pickle holds only names and shapes.
 LEGACY_MAGIC_NUMBER = 0x1950a86a20f9469cfc6c
@@ -53,7 +55,7 @@ STORAGE_DTYPES = {
 }
 
 
-class CheckpointFormatError(ValueError):
+class CheckpointFormatError(UserError):
   """The file is not a readable PyTorch checkpoint (or breaks a size limit)."""
 
 

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 from absl import logging
 
+from scsnet_jax.errors import UserError
 from scsnet_jax import color
 from scsnet_jax.models import vgg
 
@@ -101,7 +102,7 @@ def load_perceptual_params(loss_config):
   if path:
     return vgg.load_vgg16_params(os.path.expanduser(path))
   if not loss_config.get('allow_random_vgg', False):
-    raise ValueError(
+    raise UserError(
         'config.loss.vgg_weights is empty: the perceptual loss needs '
         "torchvision's ImageNet VGG16 weights. Convert them once with "
         '`python -m scsnet_jax.tools.convert_vgg16 --input '

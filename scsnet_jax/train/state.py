@@ -18,6 +18,7 @@ import optax
 from flax import nnx, struct
 from jax.sharding import Mesh
 
+from scsnet_jax.errors import UserError
 from scsnet_jax import sharding
 from scsnet_jax.models import generator as generator_lib
 
@@ -77,7 +78,7 @@ def learning_rate_schedule(config: ml_collections.ConfigDict):
         init_value=0.0, peak_value=opt.learning_rate,
         warmup_steps=warmup, decay_steps=max(total, warmup + 1),
         end_value=opt.learning_rate * opt.get('final_lr_fraction', 0.01))
-  raise ValueError(f"config.optimizer.schedule must be 'constant' or "
+  raise UserError(f"config.optimizer.schedule must be 'constant' or "
                    f"'cosine', got {schedule!r}")
 
 

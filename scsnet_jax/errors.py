@@ -1,0 +1,17 @@
+"""The package's one error policy.
+
+A mistake in what the user gave (a flag, a config value, an input file, a
+checkpoint path) raises ``UserError`` with a one-line message that names the
+thing and the problem; a missing or unwritable path raises the ``OSError``
+the system gave. Entry points (``main``, ``predict``, ``export``, the tools)
+catch exactly these two, print the line and exit non-zero; a batch command
+reports the file and goes on with the next. Anything else is a bug and
+propagates with its traceback.
+"""
+
+
+class UserError(ValueError):
+  """A mistake in the user's input: printed as one line, no traceback.
+
+  A ``ValueError``, so code that validates values can be caught either way.
+  """
