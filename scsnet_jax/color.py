@@ -101,3 +101,26 @@ def nlab_to_rgb(nlab, xp=None, clip=True):
 def rgb_to_gray_nl(rgb, xp=None):
   """sRGB [0, 1] (..., 3) -> normalised L channel (..., 1)."""
   return rgb_to_nlab(rgb, xp)[..., :1]
+
+
+def colorfulness(rgb_uint8):
+  """Hasler & Suesstrunk (2003) M3 on sRGB 0-255.
+
+  rg = R - G, yb = (R + G)/2 - B (signed); CN = sqrt(std_rg^2 + std_yb^2) +
+  0.3 sqrt(mean_rg^2 + mean_yb^2), statistics over the pixels of one image.
+  Args: uint8 (H,W,3) -> float, or (B,H,W,3) -> (B,) float64.
+  """
+  rgb = np.asarray(rgb_uint8)
+  if rgb.dtype != np.uint8 or rgb.ndim not in (3, 4) or rgb.shape[-1] != 3:
+    raise ValueError('colorfulness needs uint8 sRGB (H, W, 3) or (B, H, W, 3), '
+                     f'got {rgb.dtype} {rgb.shape}')
+  single = rgb.ndim == 3
+  rgb = (rgb[None] if single else rgb).astype(np.float64)
+  red, green, blue = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+  rg = red - green
+  yb = 0.5 * (red + green) - blue
+  axes = (1, 2)
+  spread = np.sqrt(rg.var(axis=axes) + yb.var(axis=axes))
+  offset = np.sqrt(rg.mean(axis=axes)**2 + yb.mean(axis=axes)**2)
+  values = spread + 0.3 * offset
+  return float(values[0]) if single else values

@@ -33,7 +33,7 @@ import threading
 import numpy as np
 
 from scsnet_jax.errors import UserError
-from scsnet_jax import image_io
+from scsnet_jax import color, image_io
 
 # Bundled in skimage/data/ of the scikit-image wheel (checked with 0.26):
 # loading them never touches the network (unlike pooch-fetched images).
@@ -311,7 +311,6 @@ class SubsetSource:
 
 
 def _passes_filter(source, index, min_file_bytes, min_colorfulness):
-  from scsnet_jax.evaluation.metrics import colorfulness  # pylint: disable=g-import-not-at-top
   try:
     data = source.encoded(index)
     if len(data) < min_file_bytes:
@@ -323,7 +322,7 @@ def _passes_filter(source, index, min_file_bytes, min_colorfulness):
   except (OSError, image_io.ImageDecodeError) as error:
     note_skipped(source.describe(index), error)
     return False
-  return colorfulness(pixels) >= min_colorfulness
+  return color.colorfulness(pixels) >= min_colorfulness
 
 
 def filter_index_path(source, min_file_bytes, min_colorfulness, cache_dir):

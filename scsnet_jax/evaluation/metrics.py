@@ -167,25 +167,6 @@ def psnr_ssim_jax(prediction, target, *, y_channel=False, crop_border=0):
   return psnr_db, ssim_map.mean(axis=(1, 2, 3))
 
 
-def colorfulness(rgb_uint8):
-  """Hasler & Suesstrunk (2003) M3 on sRGB 0-255.
-
-  rg = R - G, yb = (R + G)/2 - B (signed); CN = sqrt(std_rg^2 + std_yb^2) +
-  0.3 sqrt(mean_rg^2 + mean_yb^2), statistics over the pixels of one image.
-  Args: uint8 (H,W,3) -> float, or (B,H,W,3) -> (B,) float64.
-  """
-  single = np.ndim(rgb_uint8) == 3
-  rgb = _as_float_images(rgb_uint8, 'rgb_uint8')
-  red, green, blue = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-  rg = red - green
-  yb = 0.5 * (red + green) - blue
-  axes = (1, 2)
-  spread = np.sqrt(rg.var(axis=axes) + yb.var(axis=axes))
-  offset = np.sqrt(rg.mean(axis=axes)**2 + yb.mean(axis=axes)**2)
-  values = spread + 0.3 * offset
-  return float(values[0]) if single else values
-
-
 @dataclasses.dataclass
 class RunningMean:
   """Streaming mean of per-image scalars; combine processes by summing."""

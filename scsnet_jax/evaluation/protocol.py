@@ -79,7 +79,7 @@ class EvalAccumulator:
     """images, real: uint8 (B, H, W, 3); PSNR/SSIM against ``real`` unless
     ``psnr_ssim`` ((B,), (B,)) gives them precomputed; neither: skipped."""
     cell = self.scores[mode][method]
-    cell.colorfulness.update(metrics.colorfulness(images))
+    cell.colorfulness.update(color.colorfulness(images))
     if mode in MODES_WITH_GROUND_TRUTH and (
         real is not None or psnr_ssim is not None):
       if psnr_ssim is None:

@@ -146,7 +146,7 @@ def image_metrics(rgb01: np.ndarray, target_rgb01: np.ndarray
       'l_psnr': float(np.mean(l_psnr)),
       'rgb_psnr': float(np.mean(metrics.psnr(pred8, true8))),
       'ciede2000': float(np.mean(delta_e)),
-      'colorfulness': float(np.mean(metrics.colorfulness(pred8))),
+      'colorfulness': float(np.mean(color.colorfulness(pred8))),
   }
 
 

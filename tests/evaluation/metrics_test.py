@@ -76,37 +76,6 @@ def test_metrics_reject_float_images_and_shape_mismatch():
     metrics.ssim(target[:, :-1], target)
 
 
-def _colorfulness_reference(image):
-  """M3 written per pixel list, with explicit means and population stds."""
-  pixels = image.reshape(-1, 3).astype(np.float64)
-  rg = pixels[:, 0] - pixels[:, 1]
-  yb = (pixels[:, 0] + pixels[:, 1]) / 2.0 - pixels[:, 2]
-  n = len(pixels)
-  mean_rg, mean_yb = rg.sum() / n, yb.sum() / n
-  std_rg = np.sqrt(((rg - mean_rg)**2).sum() / n)
-  std_yb = np.sqrt(((yb - mean_yb)**2).sum() / n)
-  return np.hypot(std_rg, std_yb) + 0.3 * np.hypot(mean_rg, mean_yb)
-
-
-def test_colorfulness_matches_independent_numpy():
-  rng = np.random.default_rng(5)
-  images = rng.integers(0, 256, (3, 9, 7, 3), dtype=np.uint8)
-  got = metrics.colorfulness(images)
-  want = [_colorfulness_reference(im) for im in images]
-  np.testing.assert_allclose(got, want, rtol=1e-12)
-  assert isinstance(metrics.colorfulness(images[0]), float)
-  assert abs(metrics.colorfulness(images[0]) - want[0]) < 1e-9
-
-
-def test_colorfulness_closed_forms():
-  gray = np.repeat(np.arange(60, dtype=np.uint8).reshape(6, 10, 1), 3, -1)
-  assert metrics.colorfulness(gray) == 0.0
-  # Constant pure red: rg = 255, yb = 127.5, no spread.
-  red = np.zeros((4, 4, 3), np.uint8)
-  red[..., 0] = 255
-  assert abs(metrics.colorfulness(red) - 0.3 * np.hypot(255, 127.5)) < 1e-9
-
-
 def test_streaming_feature_statistics_equal_one_shot():
   rng = np.random.default_rng(6)
   features = rng.normal(size=(37, 5)) @ rng.normal(size=(5, 5)) + 3.0

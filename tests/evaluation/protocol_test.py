@@ -142,10 +142,10 @@ def test_accumulator_fid_uses_all_real_images_and_matches_one_shot():
   assert abs(scores['fid'] - want_fid) < 1e-8
   want_psnr = np.mean(metrics.psnr(np.concatenate(generated), real_auto))
   assert abs(scores['psnr'] - want_psnr) < 1e-9
-  want_cn = np.mean([metrics.colorfulness(im)
+  want_cn = np.mean([color.colorfulness(im)
                      for im in np.concatenate(generated)])
   assert abs(scores['colorfulness'] - want_cn) < 1e-9
-  real_cn = np.mean([metrics.colorfulness(im) for im in real_auto])
+  real_cn = np.mean([color.colorfulness(im) for im in real_auto])
   assert abs(results['automatic']['real']['colorfulness'] - real_cn) < 1e-9
   assert abs(scores['colorfulness_ratio_to_real'] - want_cn / real_cn) < 1e-9
   # Cells that saw no images are null, not zero.
@@ -245,7 +245,7 @@ def test_eval_mode_on_demo_source_writes_json_and_table(tmp_path):
       config, 'eval', seed=config.data.seed, global_batch_size=2)))
   real = metrics.to_uint8(color.nlab_to_rgb(
       batch['target'].astype(np.float64), np))
-  want_cn = np.mean([metrics.colorfulness(im) for im in real])
+  want_cn = np.mean([color.colorfulness(im) for im in real])
   assert abs(results['automatic']['real']['colorfulness'] - want_cn) < 0.05
   table = open(os.path.join(workdir, 'eval', 'metrics_0.md')).read()
   assert '| bicubic_gray |' in table and '## other_reference' in table
