@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.paths import REPO_ROOT
 
 _BLOCKER = """
 import sys
@@ -18,11 +18,11 @@ for name in ('tensorflow', 'tensorflow_datasets', 'clu', 'grain'):
 
 
 def _run(code_or_args, *, code=False, timeout=600):
-  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=REPO)
+  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=REPO_ROOT)
   env.pop('XLA_FLAGS', None)
   cmd = ([sys.executable, '-c', code_or_args] if code else
          [sys.executable, *code_or_args])
-  return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True,
+  return subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True,
                         text=True, timeout=timeout)
 
 
@@ -77,3 +77,24 @@ def test_input_benchmark_reports_examples_per_second(tmp_path):
   assert row['part'] == 'input' and row['source'] == 'demo'
   assert row['crop_size'] == 64 and row['num_batches'] == 2
   assert row['examples_per_s'] > 0
+
+
+def test_benchmark_flags_have_help_and_help_exits_0():
+  script = ('import scsnet_jax.benchmark as b\n'
+            'from absl import flags\n'
+            'names = [f.name for f in flags.FLAGS.get_flags_for_module(b)]\n'
+            'bare = [f.name for f in flags.FLAGS.get_flags_for_module(b) '
+            'if not (f.help or "").strip()]\n'
+            'print(len(names), bare)\n')
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}
+  result = subprocess.run([sys.executable, '-c', script], capture_output=True,
+                          text=True, cwd=REPO_ROOT, timeout=300, env=env)
+  assert result.returncode == 0, result.stderr[-2000:]
+  count, bare = result.stdout.split(maxsplit=1)
+  assert int(count) > 10 and bare.strip() == '[]', result.stdout
+  for flag in ('--help', '--helpfull'):
+    result = subprocess.run(
+        [sys.executable, '-m', 'scsnet_jax.benchmark', flag],
+        capture_output=True, text=True, cwd=REPO_ROOT, timeout=300, env=env)
+    assert result.returncode == 0, (flag, result.stderr[-2000:])
+    assert '--tile_overlap' in result.stdout + result.stderr

@@ -18,7 +18,7 @@ import pytest
 
 from scsnet_jax import config_lib
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.paths import REPO_ROOT
 LAUNCHER = os.path.join(REPO_ROOT, 'launch', 'local_multiprocess.sh')
 CACHE = os.path.join(tempfile.gettempdir(), 'scsnet_jax_test_compile_cache')
 LOSS = re.compile(r'step (\d+)/\d+  loss G ([-+0-9.eE]+|nan|inf)')

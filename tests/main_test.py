@@ -7,7 +7,7 @@ import sys
 import types
 
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.paths import REPO_ROOT
 
 
 def _run_main(*args, env=None):

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 from flax import nnx
 from PIL import Image
-from skimage import color as skcolor
 
 from scsnet_jax import config_lib, export, predict, sharding
 from scsnet_jax.inference import loading
@@ -23,7 +22,7 @@ from scsnet_jax.inference import tiling as inference
 from scsnet_jax.train import state as train_state
 from scsnet_jax.models.generator import build_generator
 
-ROOT = os.path.join(os.path.dirname(__file__), '..')
+from tests.paths import REPO_ROOT as ROOT
 TINY_MODEL = dict(
     referential=True, init_width=8, encoder_widths=[8, 16],
     source_res_blocks=0, reference_res_blocks=0, cross_attention_qk=8,
@@ -108,43 +107,6 @@ def test_output_sizes(workdir, tmp_path, capsys, flag, value, shape):
   assert code == 0, stderr
   assert np.asarray(Image.open(tmp_path / 'out' / 'odd.png')).shape == (
       *shape, 3)
-
-
-def _skimage_l(rgb_uint8):
-  return skcolor.rgb2lab(rgb_uint8 / 255.0)[..., 0] / 50.0 - 1.0
-
-
-@pytest.mark.parametrize('mode', ['RGB', 'RGBA', 'LA', 'L', 'P', 'CMYK'])
-def test_pil_modes_give_their_l_channel(tmp_path, mode):
-  image = Image.fromarray(_rgb(9, 11, 4)).convert(mode)
-  path = tmp_path / ('x.tif' if mode == 'CMYK' else 'x.png')
-  image.save(path)
-  got = inference.gray_from_rgb(image_files.read_image(path))[..., 0]
-  want = _skimage_l(np.asarray(Image.open(path).convert('RGB')))
-  np.testing.assert_allclose(got, want, atol=1e-4)
-
-
-def test_16_bit_gray_keeps_its_range(tmp_path):
-  wide = np.random.default_rng(5).integers(0, 65536, (9, 11), np.uint16)
-  Image.fromarray(wide).save(tmp_path / 'deep.png')
-  assert Image.open(tmp_path / 'deep.png').mode.startswith('I')
-  got = inference.gray_from_rgb(image_files.read_image(tmp_path / 'deep.png'))
-  gray = np.repeat((wide / 65535.0)[..., None], 3, axis=-1)
-  want = skcolor.rgb2lab(gray)[..., 0] / 50.0 - 1.0
-  np.testing.assert_allclose(got[..., 0], want, atol=0.01)  # 8-bit decode
-
-
-def test_exif_orientation_is_applied(tmp_path):
-  yy, xx = np.mgrid[0:8, 0:12]
-  pixels = np.stack([yy * 30, xx * 20, 255 - xx * 20], -1).astype(np.uint8)
-  exif = Image.Exif()
-  exif[0x0112] = 6   # stored landscape, shown rotated 90 degrees clockwise
-  Image.fromarray(pixels).save(tmp_path / 'phone.jpg', exif=exif, quality=100,
-                               subsampling=0)
-  shown = image_files.read_image(tmp_path / 'phone.jpg')
-  assert shown.shape == (12, 8, 3)
-  rotated = np.rot90(pixels, k=-1)
-  assert np.abs(shown.astype(int) - rotated).mean() < 8   # JPEG loss only
 
 
 @pytest.mark.parametrize('bad', [
@@ -369,27 +331,6 @@ def test_every_flag_has_help_and_help_exits_0(module, capsys):
   for action in flags:
     assert action.help, f'{module} {action.option_strings} has no help'
     assert action.option_strings[-1] in text
-
-
-def test_benchmark_flags_have_help_and_help_exits_0():
-  script = ('import scsnet_jax.benchmark as b\n'
-            'from absl import flags\n'
-            'names = [f.name for f in flags.FLAGS.get_flags_for_module(b)]\n'
-            'bare = [f.name for f in flags.FLAGS.get_flags_for_module(b) '
-            'if not (f.help or "").strip()]\n'
-            'print(len(names), bare)\n')
-  env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}
-  result = subprocess.run([sys.executable, '-c', script], capture_output=True,
-                          text=True, cwd=ROOT, timeout=300, env=env)
-  assert result.returncode == 0, result.stderr[-2000:]
-  count, bare = result.stdout.split(maxsplit=1)
-  assert int(count) > 10 and bare.strip() == '[]', result.stdout
-  for flag in ('--help', '--helpfull'):
-    result = subprocess.run(
-        [sys.executable, '-m', 'scsnet_jax.benchmark', flag],
-        capture_output=True, text=True, cwd=ROOT, timeout=300, env=env)
-    assert result.returncode == 0, (flag, result.stderr[-2000:])
-    assert '--tile_overlap' in result.stdout + result.stderr
 
 
 def _core_site_packages(view):

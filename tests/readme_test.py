@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.paths import REPO_ROOT
 SAMPLE = os.path.join('docs', 'images', 'chelsea_gray_lr.png')
 FAST_DEMO = {'train.steps': 4, 'train.checkpoint_every_steps': 4,
              'train.sample_every_steps': 4, 'train.log_every_steps': 2,
