@@ -18,7 +18,6 @@ to TensorBoard. Conventions and caveats: docs/evaluation.md.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import os
 from typing import Any, Callable, Iterable, Optional
@@ -111,8 +110,6 @@ def _to_uint8(rgb01):
   return jnp.round(jnp.clip(rgb01, 0.0, 1.0) * 255.0).astype(jnp.uint8)
 
 
-@functools.partial(jax.jit, static_argnames=('graphdef', 'out_size',
-                                             'y_channel', 'crop_border'))
 def _render_all(graphdef, params, gray, target, reference, *, out_size,
                 y_channel, crop_border):
   """One batch -> ({method: uint8 sRGB}, {method: (psnr, ssim) vs real}).
@@ -273,12 +270,15 @@ def run_protocol(generator_bundle, batches: Iterable[dict],
       feature_fn, eval_config.y_channel, eval_config.crop_border,
       feature_dim=getattr(feature_fn, 'feature_dim', FEATURE_DIM))
   counts = mode_counts(eval_config, referential)
+  # This run's compilations: one per mode (output size, reference or not).
+  render_all = jax.jit(_render_all, static_argnames=(
+      'graphdef', 'out_size', 'y_channel', 'crop_border'))
   for mode, piece in split_into_modes(batches, counts):
     out_size = tuple(int(s) for s in piece['target'].shape[1:3])
     size = len(piece['gray'])
     padded = {k: _pad_batch(v, eval_config.batch_size)
               for k, v in piece.items()}
-    images, scores = jax.device_get(_render_all(
+    images, scores = jax.device_get(render_all(
         graphdef, params, padded['gray'], padded['target'],
         padded['reference'], out_size=out_size,
         y_channel=bool(eval_config.y_channel),
