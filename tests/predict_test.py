@@ -38,7 +38,8 @@ def workdir(tmp_path_factory):
   config.model.update(TINY_MODEL)
   # Shapes from eval_shape, zeros for the parts inference never reads, a real
   # tiny generator as the EMA weights: no compilation of the initialisers.
-  abstract = train_state.abstract_train_state(train_state.build_networks(config), config, sharding.create_mesh())
+  abstract = train_state.abstract_train_state(
+      train_state.build_networks(config), config, sharding.create_mesh())
   state = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), abstract)
   generator = build_generator(config.model, nnx.Rngs(0))
   state = state.replace(generator_ema=nnx.split(generator)[1].to_pure_dict())

@@ -24,7 +24,8 @@ def config():
 
 @pytest.fixture(scope='module')
 def state(config):
-  state = train_state.create_train_state(train_state.build_networks(config), config, sharding.create_mesh())
+  state = train_state.create_train_state(
+      train_state.build_networks(config), config, sharding.create_mesh())
   # Make params, EMA and step distinguishable from a fresh state.
   return state.replace(
       step=jnp.int32(7),
@@ -43,7 +44,8 @@ def test_save_then_restore_gives_back_every_leaf(tmp_path, config, state):
   manager = checkpointing.create_manager(tmp_path)
   assert manager.latest_step() == 7
   restored = checkpointing.restore(
-      manager, train_state.abstract_train_state(train_state.build_networks(config), config, mesh))
+      manager, train_state.abstract_train_state(
+          train_state.build_networks(config), config, mesh))
   manager.close()
   _assert_trees_equal(restored, state)
   assert jax.tree.structure(restored) == jax.tree.structure(state)
@@ -101,7 +103,8 @@ def test_data_iterator_position_is_saved_per_process(tmp_path, config, state):
                         'process_0-of-1.json')
   fresh = _counting_iterator()
   manager = checkpointing.create_manager(tmp_path)
-  checkpointing.restore(manager, train_state.abstract_train_state(train_state.build_networks(config), config, sharding.create_mesh()), fresh)
+  checkpointing.restore(manager, train_state.abstract_train_state(
+      train_state.build_networks(config), config, sharding.create_mesh()), fresh)
   manager.close()
   assert next(fresh) == 6
 
@@ -114,7 +117,8 @@ def test_grain_iterator_resumes_at_the_next_batch(tmp_path, config, state):
   expected = next(iterator)
   fresh = input_pipeline.create_iterator(config, 'train')
   manager = checkpointing.create_manager(tmp_path)
-  checkpointing.restore(manager, train_state.abstract_train_state(train_state.build_networks(config), config, sharding.create_mesh()), fresh)
+  checkpointing.restore(manager, train_state.abstract_train_state(
+      train_state.build_networks(config), config, sharding.create_mesh()), fresh)
   manager.close()
   got = next(fresh)
   for key in ('gray', 'target', 'reference'):

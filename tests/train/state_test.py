@@ -23,13 +23,15 @@ def config():
 
 @pytest.fixture(scope='module')
 def state(config):
-  return train_state.create_train_state(train_state.build_networks(config), config, sharding.create_mesh())
+  return train_state.create_train_state(
+      train_state.build_networks(config), config, sharding.create_mesh())
 
 
 def test_full_spec_model_has_the_spec_parameter_count():
   # eval_shape only: nothing is allocated or compiled.
   config = _test_config()
-  abstract = train_state.abstract_train_state(train_state.build_networks(config), config, sharding.create_mesh())
+  abstract = train_state.abstract_train_state(
+      train_state.build_networks(config), config, sharding.create_mesh())
   count = sum(x.size for x in jax.tree.leaves(abstract.generator_params))
   assert count == 15_150_340          # spec: referential model, everything
   assert abstract.generator_params['init_conv']['kernel'].sharding.is_fully_replicated
@@ -56,17 +58,20 @@ def test_every_leaf_is_replicated_on_all_devices(state):
 
 def test_same_seed_same_weights_other_seed_other_weights(config, state):
   mesh = sharding.create_mesh()
-  again = train_state.create_train_state(train_state.build_networks(config), config, mesh)
+  again = train_state.create_train_state(
+      train_state.build_networks(config), config, mesh)
   kernel = lambda s: np.asarray(s.generator_params['init_conv']['kernel'])
   np.testing.assert_array_equal(kernel(again), kernel(state))
   other_config = config.copy_and_resolve_references()
   other_config.seed = 1
-  other = train_state.create_train_state(train_state.build_networks(other_config), other_config, mesh)
+  other = train_state.create_train_state(
+      train_state.build_networks(other_config), other_config, mesh)
   assert not np.allclose(kernel(other), kernel(state))
 
 
 def test_static_parts_are_shared_so_treedefs_match(config, state):
-  abstract = train_state.abstract_train_state(train_state.build_networks(config), config, sharding.create_mesh())
+  abstract = train_state.abstract_train_state(
+      train_state.build_networks(config), config, sharding.create_mesh())
   assert jax.tree.structure(abstract) == jax.tree.structure(state)
 
 

@@ -71,7 +71,8 @@ def test_content_loss_falls_and_l_beats_bicubic(setup):
   bicubic_l = np.asarray(bicubic.resize(local['gray'], target.shape[1:3]))
   bicubic_psnr = _l_psnr(np.concatenate([bicubic_l, 0 * target[..., 1:]],
                                         -1), target)
-  first = _render(setup['networks'], state.generator_params, setup['batch'], False)
+  first = _render(
+      setup['networks'], state.generator_params, setup['batch'], False)
   # Residual L with a zero-initialised head: an untrained model is bicubic.
   np.testing.assert_allclose(_l_psnr(first, target), bicubic_psnr, atol=1e-3)
   losses = []
@@ -81,7 +82,8 @@ def test_content_loss_falls_and_l_beats_bicubic(setup):
     state, metrics = setup['step'](state, setup['batch'], False, False)
     losses.append(float(metrics['content_loss']))
   assert losses[-1] < 0.7 * losses[0], losses[::10]
-  out = _render(setup['networks'], state.generator_params, setup['batch'], False)
+  out = _render(
+      setup['networks'], state.generator_params, setup['batch'], False)
   assert _l_psnr(out, target) > bicubic_psnr + 0.3, (
       _l_psnr(out, target), bicubic_psnr)
 
@@ -102,8 +104,10 @@ def test_reference_branch_learns_only_in_referential_steps(setup):
       mesh)['reference']
   # Zero-initialised head: the output ignores the reference exactly.
   np.testing.assert_array_equal(
-      np.asarray(_render(setup['networks'], state.generator_params, batch, True)),
-      np.asarray(_render(setup['networks'], state.generator_params, other, True)))
+      np.asarray(_render(
+          setup['networks'], state.generator_params, batch, True)),
+      np.asarray(_render(
+          setup['networks'], state.generator_params, other, True)))
   # Automatic steps give the branch no gradient (and, weight decay off, no
   # update: Adam's moments stay 0); they also move the head off zero.
   before = jax.device_get(state.generator_params)
@@ -115,8 +119,10 @@ def test_reference_branch_learns_only_in_referential_steps(setup):
   changes = _branch_change(after_automatic,
                            jax.device_get(state.generator_params))
   assert all(change > 0 for change in changes.values()), changes
-  a = np.asarray(_render(setup['networks'], state.generator_params, batch, True))
-  b = np.asarray(_render(setup['networks'], state.generator_params, other, True))
+  a = np.asarray(_render(
+      setup['networks'], state.generator_params, batch, True))
+  b = np.asarray(_render(
+      setup['networks'], state.generator_params, other, True))
   assert np.abs(a - b).mean() > 1e-5
 
 
