@@ -39,7 +39,7 @@ def _gray(shape, seed=0):
 def test_resolve_output_size():
   assert inference.resolve_output_size(10, 14, scale=1.5) == (15, 21)
   assert inference.resolve_output_size(10, 14, scale=0.5) == (5, 7)
-  assert inference.resolve_output_size(10, 14, size=(20, 12)) == (12, 20)
+  assert inference.resolve_output_size(10, 14, size=(12, 20)) == (12, 20)
   for bad in (0, -2, float('nan'), float('inf')):
     with pytest.raises(ValueError, match='positive finite'):
       inference.resolve_output_size(10, 14, scale=bad)
