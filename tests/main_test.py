@@ -45,13 +45,12 @@ def test_bad_config_values_give_one_line_errors(tmp_path):
 
 
 def test_eval_mode_dispatches_to_evaluate(monkeypatch, tmp_path):
-  import scsnet_jax
-  from scsnet_jax import main
+  from scsnet_jax import evaluation, main
   calls = []
   fake = types.ModuleType('scsnet_jax.evaluation.protocol')
   fake.evaluate = lambda config, workdir: calls.append((config, workdir))
   monkeypatch.setitem(sys.modules, 'scsnet_jax.evaluation.protocol', fake)
-  monkeypatch.setattr(scsnet_jax, 'evaluate', fake, raising=False)
+  monkeypatch.setattr(evaluation, 'protocol', fake, raising=False)
   monkeypatch.setattr(main, '_initialize_distributed', lambda: None)
   main._run({'name': 'cfg'}, str(tmp_path), 'eval')
   assert calls == [({'name': 'cfg'}, str(tmp_path))]
