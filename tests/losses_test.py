@@ -202,13 +202,13 @@ def tiny_gan():
 
 
 def _stand_in_perceptual_loss(params, pred, target, *, dtype):
-  """Cheap for VGG16 (L_P itself is tested above); asymmetric in its
-  arguments, and it records the compute dtype it was asked for."""
+  """A cheap stand-in for VGG16's L_P (tested above), asymmetric in pred and
+  target; it records the compute dtype the train step asks for."""
   _stand_in_perceptual_loss.dtypes.append(jnp.dtype(dtype))
   return params['scale'] * jnp.mean((pred - 0.5 * target)**2)
 
 
-_STAND_IN_PARAMS = {'scale': jnp.asarray(4.0)}
+_STAND_IN_PARAMS = {'scale': np.float32(4.0)}
 
 
 def _one_step(state, batch, gan_active, monkeypatch):
