@@ -192,6 +192,13 @@ _jit_render_window = jax.jit(_render_window, static_argnums=0)
 _jit_bicubic_resize = jax.jit(bicubic.resize, static_argnums=1)
 
 
+def bicubic_gray(gray: np.ndarray, out_size: tuple[int, int]) -> np.ndarray:
+  """The model's bicubic enlargement of normalised L: (B, H, W, 1) ->
+  (B, Ht, Wt, 1) float32 (the luminance residual's base; the web app shows
+  it beside the result for comparison)."""
+  return np.asarray(_jit_bicubic_resize(jnp.asarray(gray), tuple(out_size)))
+
+
 # -------------------------------------------------------------- predictor ---
 class Predictor:
   """A generator on numpy images of any size, with tiling and dtype fallback.
@@ -260,8 +267,7 @@ class Predictor:
     if self.config.luminance_residual:
       # Windows render the CPM's residual; the bicubic L of the whole
       # (unpadded) input is added once, after blending (weights sum to 1).
-      out[..., :1] += np.asarray(_jit_bicubic_resize(jnp.asarray(gray),
-                                                     tuple(out_size)))
+      out[..., :1] += bicubic_gray(gray, out_size)
     return out
 
   def predict_nlab(self, gray: np.ndarray, reference: Optional[np.ndarray],
