@@ -218,6 +218,18 @@ def test_bad_checkpoint_is_one_line_and_exit_2(tmp_path, capsys):
   assert 'missing' in err
 
 
+def test_every_flag_has_help_and_help_exits_0(capsys):
+  with pytest.raises(SystemExit) as exit_info:
+    app.main(['--help'])
+  assert exit_info.value.code == 0
+  text = capsys.readouterr().out
+  flags = [a for a in app.build_parser()._actions if a.option_strings]
+  assert {'--checkpoint', '--port', '--host', '--tile'} <= {
+      f for a in flags for f in a.option_strings}
+  for action in flags:
+    assert action.help and action.option_strings[-1] in text
+
+
 def test_bfloat16_only_where_offered(checkpoint, photos):
   runner = predict.load_runner(checkpoint, dtype='float32', tile=TILE,
                                tile_overlap=32)
@@ -246,6 +258,7 @@ def test_page_in_headless_chromium(server, photos, tmp_path):
                                 scale=2.5, timeout=180)
   assert run.result_size == (70, 50)
   assert '28x20 -> 70x50' in run.summary
-  assert run.foreign_requests == []   # fonts, scripts: all from the app
+  assert run.requests > 10            # the log saw the page load ...
+  assert run.foreign_requests == []   # ... and fonts, scripts all from the app
   with Image.open(shot) as image:
     assert image.format == 'PNG' and image.width >= 1000

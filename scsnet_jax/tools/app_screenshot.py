@@ -53,25 +53,29 @@ def find_browser() -> tuple[Optional[str], Optional[str], str]:
 @dataclasses.dataclass
 class PageRun:
   """What the browser saw: the result image's natural (width, height), the
-  summary text, and the URLs requested from other hosts than the app's."""
+  summary text, how many requests the page made, and the URLs of those to
+  other hosts than the app's."""
   result_size: tuple[int, int]
   summary: str
+  requests: int
   foreign_requests: list[str]
 
 
-def _foreign_requests(driver, app_host: str) -> list[str]:
-  """Requests in Chromium's performance log to hosts other than the app's."""
-  urls = []
+def _requests(driver, app_host: str) -> tuple[int, list[str]]:
+  """(number of requests in Chromium's performance log, URLs of those to
+  hosts other than the app's)."""
+  count, urls = 0, []
   for entry in driver.get_log('performance'):
     message = json.loads(entry['message'])['message']
     if message.get('method') != 'Network.requestWillBeSent':
       continue
+    count += 1
     url = message['params']['request']['url']
     parts = urllib.parse.urlsplit(url)
     if parts.scheme in ('http', 'https', 'ws', 'wss') and (
         parts.hostname not in (app_host, 'localhost', '127.0.0.1')):
       urls.append(url)
-  return urls
+  return count, urls
 
 
 def run_page(url: str, image_path: str, screenshot_path: str, *,
@@ -123,7 +127,7 @@ def run_page(url: str, image_path: str, screenshot_path: str, *,
     if not driver.save_screenshot(os.fspath(screenshot_path)):
       raise RuntimeError(f'{screenshot_path}: screenshot not written')
     host = urllib.parse.urlsplit(url).hostname
-    return PageRun(tuple(size), summary, _foreign_requests(driver, host))
+    return PageRun(tuple(size), summary, *_requests(driver, host))
   finally:
     driver.quit()
     shutil.rmtree(profile, ignore_errors=True)
@@ -143,7 +147,8 @@ def main(argv=None) -> int:
   try:
     run = run_page(args.url, args.input, args.output, scale=args.scale)
   except Exception as error:  # browser missing, page not answering
-    print(f'error: {str(error).strip().splitlines()[0] if str(error) else error!r}',
+    lines = str(error).strip().splitlines()
+    print(f'error: {lines[0] if lines else type(error).__name__}',
           file=sys.stderr)
     return 1
   print(f'result {run.result_size[0]}x{run.result_size[1]}; {run.summary}')
