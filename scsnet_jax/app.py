@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from typing import Optional, Sequence
 
@@ -152,6 +153,9 @@ def serve(args: argparse.Namespace, *, block: bool = True):
                                tile=args.tile, tile_overlap=args.tile_overlap)
   colouriser = app_requests.Colouriser(
       runner, max_output_pixels=args.max_output_pixels)
+  if block:   # SIGTERM (``kill``, service managers) stops like Ctrl-C,
+    # so the result folder is removed.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
   try:
     page = build_page(colouriser, args.checkpoint)
     page.queue(default_concurrency_limit=1).launch(
