@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import copy
 import math
 import os
 import sys
@@ -58,7 +59,7 @@ def _size(text: str) -> tuple[int, int]:
   return height, width
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
   try:
     value = int(text)
   except ValueError:
@@ -69,14 +70,29 @@ def _positive_int(text: str) -> int:
   return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(
-      prog='python -m scsnet_jax.predict',
-      description='Gray low-resolution images -> colour images at any size.')
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+  """--checkpoint, --tile, --tile-overlap: what ``load_runner`` needs
+  (shared with the web app, ``scsnet_jax.app``)."""
   parser.add_argument('--checkpoint', required=True,
                       help='a training workdir (latest step, EMA weights), '
                            'its checkpoints/ folder, one checkpoints/STEP '
                            'folder, or a folder written by scsnet_jax.export')
+  parser.add_argument('--tile', type=int, default=256,
+                      help='input window size (multiple of '
+                           f'{inference.WINDOW_ALIGN}, at least '
+                           f'{inference.MIN_TILE}; 0 = whole image); bounds '
+                           'memory (default: %(default)s)')
+  parser.add_argument('--tile-overlap', type=int, default=32,
+                      help='input pixels shared by neighbouring tiles, '
+                           f'{inference.MIN_TILE_OVERLAP} to tile/2 '
+                           '(default: %(default)s)')
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(
+      prog='python -m scsnet_jax.predict',
+      description='Gray low-resolution images -> colour images at any size.')
+  add_model_arguments(parser)
   parser.add_argument('--input', required=True, nargs='+',
                       help='files, folders or glob patterns')
   parser.add_argument('--output', required=True,
@@ -90,23 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
                       help='colour reference: one image for all inputs, or a '
                            'folder matched by file name (default: automatic '
                            'mode)')
-  parser.add_argument('--tile', type=int, default=256,
-                      help='input window size (multiple of '
-                           f'{inference.WINDOW_ALIGN}, at least '
-                           f'{inference.MIN_TILE}; 0 = whole image); bounds '
-                           'memory (default: %(default)s)')
-  parser.add_argument('--tile-overlap', type=int, default=32,
-                      help='input pixels shared by neighbouring tiles, '
-                           f'{inference.MIN_TILE_OVERLAP} to tile/2 '
-                           '(default: %(default)s)')
   parser.add_argument('--dtype', choices=tuple(DTYPES), default='float32',
                       help='compute dtype; an image that is not finite in '
                            'bfloat16 is recomputed in float32 (default: '
                            '%(default)s)')
-  parser.add_argument('--batch-size', type=_positive_int, default=1,
+  parser.add_argument('--batch-size', type=positive_int, default=1,
                       help='inputs of the same size run together '
                            '(default: %(default)s)')
-  parser.add_argument('--max-output-pixels', type=_positive_int,
+  parser.add_argument('--max-output-pixels', type=positive_int,
                       default=inference.DEFAULT_MAX_OUTPUT_PIXELS,
                       help='refuse outputs with more pixels than this '
                            '(default: %(default)s)')
@@ -149,6 +156,14 @@ class Runner:
   def referential(self) -> bool:
     return self.predictor.referential
 
+  def with_dtype(self, dtype: str) -> 'Runner':
+    """The same weights (shared, not copied) computing in ``dtype``."""
+    other = copy.copy(self)
+    other.predictor = inference.Predictor(
+        self.predictor.params, self.predictor.config, dtype=dtype,
+        tile=self.predictor.tile, tile_overlap=self.predictor.tile_overlap)
+    return other
+
   def predict_nlab(self, gray, reference, out_size):
     _, height, width, _ = gray.shape
     one_window = not self.tile or max(height, width) <= self.tile
@@ -164,7 +179,21 @@ class Runner:
     return self.predictor.predict_nlab(gray, reference, out_size)
 
 
-def _reference_nlab(pixels: np.ndarray) -> np.ndarray:
+def load_runner(checkpoint: str, *, dtype: str, tile: int,
+                tile_overlap: int) -> Runner:
+  """A ``Runner``, or a ``UserError`` with one line naming the checkpoint
+  and the problem (missing folder, foreign folder, unreadable files)."""
+  try:
+    return Runner(checkpoint, dtype=dtype, tile=tile, tile_overlap=tile_overlap)
+  except (OSError, UserError) as error:
+    raise UserError(first_line(error)) from None
+  except Exception as error:  # e.g. an orbax error for a foreign folder
+    raise UserError(f'{checkpoint}: cannot load the model '
+                     f'({type(error).__name__}: {first_line(error)})'
+                     ) from None
+
+
+def reference_nlab(pixels: np.ndarray) -> np.ndarray:
   """uint8 (Hr, Wr, 3) -> nlab, longest side at most REFERENCE_MAX_SIDE."""
   height, width = pixels.shape[:2]
   if max(height, width) > REFERENCE_MAX_SIDE:
@@ -237,18 +266,13 @@ def run(args: argparse.Namespace) -> int:
     matcher = image_files.ReferenceMatcher(args.reference)  # reads a file
     for line in matcher.take_warnings():
       print(line, file=sys.stderr)
-    runner = Runner(args.checkpoint, dtype=args.dtype, tile=args.tile,
-                    tile_overlap=args.tile_overlap)
+    runner = load_runner(args.checkpoint, dtype=args.dtype, tile=args.tile,
+                         tile_overlap=args.tile_overlap)
     if args.reference is not None and not runner.referential:
       raise UserError(f'{args.checkpoint}: model has no referential mode; '
                        'run without --reference')
   except (OSError, UserError) as error:
     print(f'error: {first_line(error)}', file=sys.stderr)
-    return 1
-  except Exception as error:  # e.g. an orbax error for a foreign folder
-    print(f'error: {args.checkpoint}: cannot load the model '
-          f'({type(error).__name__}: {first_line(error)})',
-          file=sys.stderr)
     return 1
   if not files:
     print('error: no input images', file=sys.stderr)
@@ -272,7 +296,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f'output name {os.path.basename(dest)} is already '
                          'taken by another input')
       ref_pixels = matcher.load(path)
-      reference = None if ref_pixels is None else _reference_nlab(ref_pixels)
+      reference = None if ref_pixels is None else reference_nlab(ref_pixels)
     except (OSError, UserError) as error:  # ImageDecodeError is one
       report.fail(path, error)
       bar.update(1)

@@ -212,6 +212,13 @@ class Predictor:
       self._graphdefs[dtype] = nnx.split(abstract)[0]
     return self._graphdefs[dtype]
 
+  def bicubic_gray(self, gray: np.ndarray, out_size: tuple[int, int]
+                   ) -> np.ndarray:
+    """The model's bicubic enlargement of normalised L: (B, H, W, 1) ->
+    (B, Ht, Wt, 1) float32 (the luminance residual's base; the web app
+    shows it beside the result for comparison)."""
+    return np.asarray(self._bicubic_resize(jnp.asarray(gray), tuple(out_size)))
+
   def plan(self, height: int, width: int, out_size: tuple[int, int]):
     """(row windows, column windows) for an (H, W) input."""
     pad_h = height + (-height) % INPUT_MULTIPLE
@@ -244,8 +251,7 @@ class Predictor:
     if self.config.luminance_residual:
       # Windows render the CPM's residual; the bicubic L of the whole
       # (unpadded) input is added once, after blending (weights sum to 1).
-      out[..., :1] += np.asarray(self._bicubic_resize(jnp.asarray(gray),
-                                                      tuple(out_size)))
+      out[..., :1] += self.bicubic_gray(gray, out_size)
     return out
 
   def predict_nlab(self, gray: np.ndarray, reference: Optional[np.ndarray],

@@ -1,0 +1,198 @@
+"""A local web page for SCSNet: ``python -m scsnet_jax.app``.
+
+  pip install -e .[app]
+  python -m scsnet_jax.app --checkpoint WORKDIR_OR_EXPORT [--port 7860]
+
+Serves on 127.0.0.1 (this machine only) unless ``--host`` says otherwise;
+no share link, no analytics, nothing fetched from the network. The model is
+loaded once at start-up; each request runs the predict CLI's ``Runner``
+(same tiling, same bfloat16 fallback) through ``app_requests.Colouriser``.
+A bad upload is a one-line message on the page and the server goes on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from typing import Optional, Sequence
+
+from scsnet_jax import app_requests, image_io, predict
+from scsnet_jax.errors import UserError
+
+DEFAULT_PORT = 7860
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(
+      prog='python -m scsnet_jax.app',
+      description='A local web page: gray photo -> colour photo at any size.')
+  predict.add_model_arguments(parser)
+  parser.add_argument('--port', type=int, default=DEFAULT_PORT,
+                      help='TCP port (default: %(default)s)')
+  parser.add_argument('--host', default='127.0.0.1',
+                      help='address to listen on; the default serves this '
+                           'machine only (default: %(default)s)')
+  parser.add_argument('--max-output-pixels', type=predict.positive_int,
+                      default=app_requests.DEFAULT_MAX_OUTPUT_PIXELS,
+                      help='refuse outputs with more pixels than this '
+                           '(default: %(default)s)')
+  return parser
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+  parser = build_parser()
+  args = parser.parse_args(argv)
+  if not 0 < args.port < 65536:
+    parser.error(f'port must be 1 to 65535, got {args.port}')
+  try:
+    from scsnet_jax.inference import tiling as inference
+    inference.check_tiling(args.tile, args.tile_overlap)
+  except UserError as error:
+    parser.error(str(error))
+  return args
+
+
+def _import_gradio():
+  """gradio with its telemetry and version check off (set before import)."""
+  os.environ['GRADIO_ANALYTICS_ENABLED'] = 'False'
+  import gradio
+  return gradio
+
+
+def build_page(colouriser: app_requests.Colouriser, checkpoint: str):
+  """The gradio Blocks page; its ``/colourise`` endpoint takes (image path,
+  reference path or None, 'Scale' | 'Exact size', scale, width, height,
+  bfloat16) and returns (result PNG, bicubic gray, PNG download, summary)."""
+  gr = _import_gradio()
+
+  def colourise(image, reference, target, scale, width, height, bfloat16):
+    try:
+      result = colouriser.colourise(image, reference, target, scale, width,
+                                    height, bool(bfloat16))
+    except app_requests.RequestError as error:
+      raise gr.Error(str(error), print_exception=False) from None
+    return result.png_path, result.bicubic, result.png_path, result.summary
+
+  def preview(image, scale):
+    if not image:
+      return None, '', None, None
+    try:
+      seen, note, (out_width, out_height) = colouriser.preview(image, scale)
+      return seen, note, out_width, out_height
+    except app_requests.RequestError as error:
+      raise gr.Error(str(error), print_exception=False) from None
+
+  mode = ('automatic, or guided by an optional colour reference'
+          if colouriser.referential else 'automatic colours')
+  bfloat16_info = ('faster on this device; an image that is not finite in '
+                   'bfloat16 is recomputed in float32'
+                   if colouriser.offer_bfloat16 else
+                   'not offered on this device (CPU: bfloat16 is emulated, '
+                   'slower than float32)')
+  with gr.Blocks(title='SCSNet colouriser', analytics_enabled=False,
+                 delete_cache=(600, 1800)) as page:
+    gr.Markdown(f'## SCSNet: gray photo -> colour photo at any size\n'
+                f'Model `{os.path.basename(os.path.normpath(checkpoint))}` '
+                f'({mode}). A colour upload is converted to gray first. '
+                'Large photos run in tiles, as in `scsnet_jax.predict`.')
+    with gr.Row(equal_height=True):
+      image = gr.File(label='Photo (gray; a colour one is converted to gray '
+                      'first)', file_types=['image'], type='filepath',
+                      height=170, elem_id='image')
+      seen = gr.Image(label='What the model sees', interactive=False,
+                      height=170, elem_id='seen')
+      reference = gr.File(
+          label='Colour reference (optional)' if colouriser.referential
+          else 'Colour reference (this model has no referential mode)',
+          file_types=['image'], type='filepath', height=170,
+          interactive=colouriser.referential, elem_id='reference')
+    with gr.Row(equal_height=True):
+      target = gr.Radio(list(app_requests.TARGETS), value='Scale',
+                        label='Output size', elem_id='target')
+      scale = gr.Number(value=4, label='Magnification (any decimal, e.g. '
+                        '2.5)', step=0.1, elem_id='scale')
+      width = gr.Number(label='or width (px)', precision=0, elem_id='width')
+      height = gr.Number(label='and height (px)', precision=0,
+                         elem_id='height')
+      bfloat16 = gr.Checkbox(label='bfloat16', value=False,
+                             interactive=colouriser.offer_bfloat16,
+                             info=bfloat16_info, elem_id='bfloat16')
+    run = gr.Button('Colourise', variant='primary', elem_id='run')
+    with gr.Row():
+      result = gr.Image(label='SCSNet result', type='filepath', format='png',
+                        interactive=False, elem_id='result')
+      bicubic = gr.Image(label='Bicubic gray enlargement (comparison)',
+                         format='png', interactive=False, elem_id='bicubic')
+    with gr.Row(equal_height=True):
+      download = gr.File(label='Download the result (PNG)',
+                         elem_id='download')
+      summary = gr.Markdown(label='summary', elem_id='summary')
+    image.change(preview, inputs=[image, scale],
+                 outputs=[seen, summary, width, height],
+                 api_name='preview')
+    run.click(colourise,
+              inputs=[image, reference, target, scale, width, height,
+                      bfloat16],
+              outputs=[result, bicubic, download, summary],
+              api_name='colourise')
+  return page
+
+
+def serve(args: argparse.Namespace, *, block: bool = True):
+  """Loads the model once and serves the page on ``args.host:args.port``.
+
+  With ``block=False`` returns (page, colouriser) while the server runs in
+  its threads (tests); call ``page.close()`` and ``colouriser.close()``.
+
+  Raises:
+    UserError: the checkpoint cannot be loaded (one line).
+    OSError: the address cannot be served (e.g. the port is taken).
+  """
+  runner = predict.load_runner(args.checkpoint, dtype='float32',
+                               tile=args.tile, tile_overlap=args.tile_overlap)
+  colouriser = app_requests.Colouriser(
+      runner, max_output_pixels=args.max_output_pixels)
+  if block:   # SIGTERM (``kill``, service managers) stops like Ctrl-C,
+    # so the result folder is removed.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+  try:
+    page = build_page(colouriser, args.checkpoint)
+    page.queue(default_concurrency_limit=1).launch(
+        server_name=args.host, server_port=args.port, share=False,
+        inbrowser=False, ssr_mode=False, mcp_server=False,
+        enable_monitoring=False, max_file_size=image_io.MAX_FILE_BYTES,
+        prevent_thread_lock=not block, quiet=not block)
+  except BaseException:
+    colouriser.close()
+    raise
+  if block:
+    colouriser.close()
+  return page, colouriser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  args = parse_args(sys.argv[1:] if argv is None else argv)
+  try:
+    _import_gradio()
+  except ImportError:
+    print('error: the web app needs gradio; install it with '
+          "pip install -e '.[app]'", file=sys.stderr)
+    return 1
+  try:
+    serve(args)
+  except UserError as error:   # the checkpoint: a usage error
+    print(f'error: {error}', file=sys.stderr)
+    return 2
+  except OSError as error:   # e.g. the port is taken
+    print(f'error: cannot serve on {args.host}:{args.port} '
+          f'({predict.first_line(error)})', file=sys.stderr)
+    return 1
+  except KeyboardInterrupt:
+    pass
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

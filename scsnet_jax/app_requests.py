@@ -1,0 +1,234 @@
+"""What one web-app request does, without the web framework.
+
+The page (``scsnet_jax.app``) hands uploaded file paths and form values to
+``Colouriser.colourise``; it decodes them with the CLI's safe readers
+(``image_files``: decompression bombs, truncation, wrong types are one
+``RequestError`` line), runs the predict CLI's ``Runner`` (same tiling, same
+dtype fallback) and writes the result PNG. Nothing here imports gradio, so
+the logic is testable and reusable on its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+import uuid
+from typing import Optional
+
+import jax
+import numpy as np
+
+from scsnet_jax import predict
+from scsnet_jax.errors import UserError
+from scsnet_jax.inference import files as image_files
+from scsnet_jax.inference import tiling as inference
+
+# The web app's default output limit: 16.8 MP (4096 x 4096). A browser tab
+# shows and downloads the result, and a CPU needs minutes for more.
+DEFAULT_MAX_OUTPUT_PIXELS = 1 << 24
+# Result folders older than this are removed at the next request (the page
+# has already been sent its copy by then).
+KEEP_RESULTS_SECONDS = 600
+TARGETS = ('Scale', 'Exact size')
+
+
+class RequestError(UserError):
+  """A user mistake (bad upload, bad size): one line for the page."""
+
+
+def bfloat16_is_fast(backend: Optional[str] = None) -> bool:
+  """True where bfloat16 runs in hardware (GPUs, TPUs); XLA on CPUs emulates
+  it, slower than float32, so the page does not offer it there."""
+  return (backend or jax.default_backend()) in ('gpu', 'cuda', 'rocm', 'tpu')
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+  """One request's outputs: the PNG on disk (RGB, or RGBA for inputs with
+  alpha), the gray bicubic enlargement (Ht, Wt, 3) uint8 for comparison,
+  a Markdown summary, and the seconds the request took."""
+  png_path: str
+  bicubic: np.ndarray
+  summary: str
+  seconds: float
+
+
+def _short(error: BaseException, path: str) -> str:
+  """One line, with the upload's temporary folder cut from its path."""
+  return predict.first_line(error).replace(path, os.path.basename(path))
+
+
+def _output_size(height: int, width: int, target: str, scale, out_width,
+                 out_height, max_pixels: int) -> tuple[int, int]:
+  """(Ht, Wt) from the form: a decimal scale or a whole width and height."""
+  try:
+    if target == 'Scale':
+      if scale is None:
+        raise ValueError('give a magnification, e.g. 4 or 2.5')
+      return inference.resolve_output_size(height, width, scale=float(scale),
+                                           max_pixels=max_pixels)
+    if target != 'Exact size':
+      raise ValueError(f'output size must be one of {TARGETS}, got {target!r}')
+    if out_width is None or out_height is None:
+      raise ValueError('give the output width and height in pixels')
+    size = []   # (Ht, Wt)
+    for name, value in (('height', out_height), ('width', out_width)):
+      if float(value) != int(value):
+        raise ValueError(f'output {name} must be a whole number, got {value}')
+      size.append(int(value))
+    return inference.resolve_output_size(height, width, size=tuple(size),
+                                         max_pixels=max_pixels)
+  except (TypeError, ValueError, OverflowError) as error:
+    raise RequestError(predict.first_line(error).replace(
+        ' (--max-output-pixels)', '')) from None
+
+
+class Colouriser:
+  """The loaded model and the folder of result PNGs, shared by all requests.
+
+  Args:
+    runner: ``predict.Runner`` (float32); bfloat16 shares its weights.
+    max_output_pixels: larger outputs are refused with a RequestError.
+    offer_bfloat16: whether requests may ask for bfloat16 (default: where it
+      is fast, ``bfloat16_is_fast``).
+  """
+
+  def __init__(self, runner: predict.Runner, *,
+               max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS,
+               offer_bfloat16: Optional[bool] = None):
+    self.runners = {'float32': runner}
+    self.offer_bfloat16 = (bfloat16_is_fast() if offer_bfloat16 is None
+                           else offer_bfloat16)
+    if self.offer_bfloat16:
+      self.runners['bfloat16'] = runner.with_dtype('bfloat16')
+    self.max_output_pixels = max_output_pixels
+    self.output_dir = tempfile.mkdtemp(prefix='scsnet_app-')
+
+  @property
+  def referential(self) -> bool:
+    return self.runners['float32'].referential
+
+  def close(self) -> None:
+    shutil.rmtree(self.output_dir, ignore_errors=True)
+
+  # ------------------------------------------------------------- reading ---
+  def read_gray(self, path: Optional[str]):
+    """Upload -> (normalised L (H, W, 1), alpha (H, W) or None, note).
+
+    The note says that a colour upload was converted to gray (empty else).
+    """
+    if not path:
+      raise RequestError('upload a photo first')
+    try:
+      pixels, alpha = image_files.read_image_and_alpha(path)
+    except (OSError, UserError) as error:
+      raise RequestError(_short(error, path)) from None
+    note = ''
+    if not image_files.is_gray(pixels):
+      note = (f'{os.path.basename(path)} is in colour: it was converted to '
+              'gray (its CIE-LAB lightness) first; the model colourises gray '
+              'photos.')
+    return inference.gray_from_rgb(pixels), alpha, note
+
+  def preview(self, path: Optional[str], scale=None):
+    """The gray image the model will see, (H, W, 3) uint8, the note, and
+    the output (width, height) at ``scale`` (the input's size without one)
+    to start the page's exact-size fields from."""
+    gray, _, note = self.read_gray(path)
+    height, width = gray.shape[:2]
+    try:
+      out_h, out_w = inference.resolve_output_size(height, width,
+                                                   scale=float(scale))
+    except (TypeError, ValueError):
+      out_h, out_w = height, width
+    return _gray_rgb(gray), note, (out_w, out_h)
+
+  def _read_reference(self, path: str):
+    if not self.referential:
+      raise RequestError('this model has no referential mode; remove the '
+                         'reference image')
+    try:
+      pixels = image_files.read_image(path)
+    except (OSError, UserError) as error:
+      raise RequestError('reference ' + _short(error, path)) from None
+    note = ''
+    if image_files.is_gray(pixels):
+      note = ('The reference is gray, so it carries no colour to borrow; '
+              'give a colour reference, or none for automatic colours.')
+    return predict.reference_nlab(pixels), note
+
+  # ------------------------------------------------------------- running ---
+  def colourise(self, image_path: Optional[str],
+                reference_path: Optional[str] = None, target: str = 'Scale',
+                scale=4.0, out_width=None, out_height=None,
+                bfloat16: bool = False) -> Result:
+    """One request: upload(s) and form values -> ``Result``.
+
+    Raises:
+      RequestError: one line naming the file or field and the problem.
+    """
+    start = time.perf_counter()
+    self._sweep()
+    gray, alpha, note = self.read_gray(image_path)
+    height, width = gray.shape[:2]
+    out_size = _output_size(height, width, target, scale, out_width,
+                            out_height, self.max_output_pixels)
+    notes = [note] if note else []
+    reference = None
+    if reference_path:
+      reference, ref_note = self._read_reference(reference_path)
+      notes += [ref_note] if ref_note else []
+    dtype = 'bfloat16' if bfloat16 else 'float32'
+    if dtype not in self.runners:
+      raise RequestError(f'bfloat16 is not offered on this device '
+                         f'({jax.default_backend()}); untick it')
+    runner = self.runners[dtype]
+    try:
+      nlab, redone = runner.predict_nlab(
+          gray[None], None if reference is None else reference[None],
+          out_size)
+    except Exception as error:  # e.g. out of memory: the server goes on
+      traceback.print_exc(file=sys.stderr)
+      raise RequestError(f'inference failed ({type(error).__name__}: '
+                         f'{predict.first_line(error)})') from None
+    if redone:
+      notes.append('bfloat16 gave non-finite values; recomputed in float32.')
+    pixels = inference.rgb_from_nlab(nlab[0])
+    if alpha is not None:   # RGBA/LA in: alpha resized, RGBA out (as predict)
+      alpha = image_files.resize_alpha(alpha, out_size)
+      pixels = np.concatenate([pixels, alpha[..., None]], axis=-1)
+    folder = os.path.join(self.output_dir, uuid.uuid4().hex)
+    os.makedirs(folder)
+    stem = os.path.splitext(os.path.basename(image_path))[0]
+    png_path = os.path.join(folder, f'{stem}_colour.png')
+    image_files.write_png_atomic(png_path, pixels)
+    bicubic = _gray_rgb(runner.predictor.bicubic_gray(gray[None], out_size)[0])
+    seconds = time.perf_counter() - start
+    rows, cols = runner.predictor.plan(height, width, out_size)
+    mode = 'guided by the reference' if reference is not None else 'automatic'
+    summary = (f'**{width}x{height} -> {out_size[1]}x{out_size[0]}** '
+               f'({out_size[1] / width:.3g}x), {mode}, {dtype}, '
+               f'{len(rows) * len(cols)} tile(s): **{seconds:.2f} s**')
+    return Result(png_path, bicubic, '\n\n'.join([summary] + notes), seconds)
+
+  def _sweep(self) -> None:
+    """Removes result folders older than ``KEEP_RESULTS_SECONDS``."""
+    now = time.time()
+    for entry in os.scandir(self.output_dir):
+      try:
+        if now - entry.stat().st_mtime > KEEP_RESULTS_SECONDS:
+          shutil.rmtree(entry.path, ignore_errors=True)
+      except OSError:
+        pass
+
+
+def _gray_rgb(gray: np.ndarray) -> np.ndarray:
+  """Normalised L (H, W, 1) -> gray uint8 sRGB (H, W, 3) (a = b = 0)."""
+  nlab = np.concatenate([gray, np.zeros(gray.shape[:2] + (2,), np.float32)],
+                        axis=-1)
+  return inference.rgb_from_nlab(nlab)
