@@ -27,8 +27,10 @@ over ``TOLERANCE`` refuses the export.
 from __future__ import annotations
 
 import contextlib
+from importlib import metadata
 import logging
-from typing import Optional, Sequence
+import os
+from typing import Sequence
 
 import jax
 import numpy as np
@@ -67,13 +69,14 @@ def onnx_name(mode: str, scale: int) -> str:
 
 
 def require_converter():
-  """jax2onnx's ``to_onnx`` and onnxruntime, or a one-line ImportError."""
+  """(jax2onnx's ``to_onnx``, onnxruntime), or ``MissingExtraError``."""
   try:
     from jax2onnx import to_onnx
     import onnxruntime
   except ImportError as error:
-    raise MissingExtraError(f'--format onnx needs jax2onnx, onnx and onnxruntime '
-                      f'({error.name} is missing): {INSTALL_HINT}') from None
+    raise MissingExtraError(
+        f'--format onnx needs jax2onnx, onnx and onnxruntime ({error.name} '
+        f'is missing): {INSTALL_HINT}') from None
   return to_onnx, onnxruntime
 
 
@@ -190,18 +193,14 @@ def convert(graphdef, params, mode: str, scale: int, *,
 
 
 def write_models(graphdef, params, folder: str, *, scales: Sequence[int],
-                 modes: Sequence[str],
-                 opset: Optional[int] = None) -> list[dict]:
+                 modes: Sequence[str]) -> list[dict]:
   """Converts and writes one file per (mode, scale) into ``folder``;
   returns their manifest entries (``export.ONNX_KEY``)."""
-  import os
-  from importlib import metadata
   version = metadata.version('jax2onnx')
   entries = []
   for mode in modes:
     for scale in scales:
-      data, entry = convert(graphdef, params, mode, int(scale),
-                            **({} if opset is None else {'opset': opset}))
+      data, entry = convert(graphdef, params, mode, int(scale))
       with open(os.path.join(folder, entry['file']), 'wb') as f:
         f.write(data)
       entries.append(dict(entry, converter=f'jax2onnx {version}'))
