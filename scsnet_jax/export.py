@@ -13,6 +13,10 @@ file, no pytree of weights to ship) and symbolic batch and spatial sizes:
 gray (b, m*h, m*w, 1) [+ reference (b, m*hr, m*wr, 3)] -> (b, s*m*h, s*m*w, 3)
 normalised LAB, with m the input multiple recorded in the manifest (4). The
 CPM runs unchunked there (chunking needs concrete sizes); tile big inputs. Non-integer scales and tiling need the parameters.
+
+``--format onnx`` writes ``generator_<mode>_x<scale>.onnx`` files instead of
+the jax.export ones (same symbolic shapes; listed under ``onnx_models`` in
+the manifest; ``scsnet_jax/onnx_export.py``, docs/onnx.md).
 """
 
 from __future__ import annotations
@@ -38,26 +42,18 @@ PARAMS_DIR = 'params'
 MODEL_CONFIG = 'model_config.json'
 FORMAT = 'scsnet_jax.export/1'
 MODES = ('automatic', 'referential')
-
+FORMATS = ('jax', 'onnx')
+ONNX_KEY = 'onnx_models'  # manifest list of --format onnx files (onnx_export)
 
 
 def artifact_name(mode: str, scale: int) -> str:
   return f'generator_{mode}_x{scale}.jax_export'
 
 
-def export_artifact(graphdef, params, mode: str, scale: int,
-                    platforms: Optional[Sequence[str]] = None):
-  """One ``jax.export.Exported`` with the parameters as constants.
-
-  Symbolic batch and spatial sizes; spatial sizes are multiples of
-  ``INPUT_MULTIPLE`` (recorded in the manifest).
-  """
-  from flax import nnx
-
-  def colorize(gray, reference=None):
-    model = nnx.merge(graphdef, params)
-    return model(gray, reference, scale=scale)
-
+def input_specs(mode: str) -> list[jax.ShapeDtypeStruct]:
+  """[gray (b, m*h, m*w, 1)[, reference (b, m*hr, m*wr, 3)]], m =
+  ``INPUT_MULTIPLE``: the symbolic inputs every exported format (jax, onnx)
+  is traced with."""
   m = INPUT_MULTIPLE
   names = 'b, h, w, hr, wr' if mode == 'referential' else 'b, h, w'
   dims = jax.export.symbolic_shape(names)
@@ -66,16 +62,37 @@ def export_artifact(graphdef, params, mode: str, scale: int,
   if mode == 'referential':
     args.append(jax.ShapeDtypeStruct((dims[0], m * dims[3], m * dims[4], 3),
                                      jnp.float32))
-  return jax.export.export(jax.jit(colorize), platforms=platforms)(*args)
+  return args
+
+
+def export_artifact(graphdef, params, mode: str, scale: int,
+                    platforms: Optional[Sequence[str]] = None):
+  """One ``jax.export.Exported`` with the parameters as constants, traced
+  with ``input_specs(mode)``."""
+  from flax import nnx
+
+  def colorize(gray, reference=None):
+    model = nnx.merge(graphdef, params)
+    return model(gray, reference, scale=scale)
+
+  return jax.export.export(jax.jit(colorize), platforms=platforms)(
+      *input_specs(mode))
 
 
 def export_generator(graphdef, params, model_config: dict, output_dir: str, *,
                      scales: Sequence[int] = (2, 4),
                      modes: Sequence[str] = MODES, step: Optional[int] = None,
-                     platforms: Optional[Sequence[str]] = None) -> dict:
-  """Writes params, config and one artifact per (mode, scale); returns the
-  manifest. The folder appears complete or not at all."""
+                     platforms: Optional[Sequence[str]] = None,
+                     format: str = 'jax') -> dict:  # pylint: disable=redefined-builtin
+  """Writes params, config and one artifact per (mode, scale) (``format``
+  'jax': jax.export files; 'onnx': ONNX files, listed under ``ONNX_KEY``);
+  returns the manifest. The folder appears complete or not at all."""
   import orbax.checkpoint as ocp
+  if format not in FORMATS:
+    raise UserError(f'unknown format {format!r}; use {", ".join(FORMATS)}')
+  if format == 'onnx':
+    from scsnet_jax import onnx_export
+    onnx_export.require_converter()  # fail before any work
   for mode in modes:
     if mode not in MODES:
       raise UserError(f'unknown mode {mode!r}; use {", ".join(MODES)}')
@@ -100,7 +117,7 @@ def export_generator(graphdef, params, model_config: dict, output_dir: str, *,
     with open(os.path.join(staging, MODEL_CONFIG), 'w') as f:
       json.dump(model_config, f, indent=2, sort_keys=True)
     artifacts = []
-    for mode in modes:
+    for mode in (modes if format == 'jax' else ()):
       for scale in scales:
         exported = export_artifact(graphdef, params, mode, int(scale),
                                    platforms)
@@ -116,6 +133,10 @@ def export_generator(graphdef, params, model_config: dict, output_dir: str, *,
     manifest = {'format': FORMAT, 'step': step, 'params': PARAMS_DIR,
                 'model_config': MODEL_CONFIG, 'jax_version': jax.__version__,
                 'artifacts': artifacts}
+    if format == 'onnx':
+      manifest[ONNX_KEY] = onnx_export.write_models(
+          graphdef, params, staging, scales=[int(s) for s in scales],
+          modes=modes)
     with open(os.path.join(staging, MANIFEST), 'w') as f:
       json.dump(manifest, f, indent=2)
     os.chmod(staging, 0o777 & ~files.current_umask())   # mkdtemp makes it 0700
@@ -243,6 +264,11 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument('--step', type=int, default=None,
                       help='training step to export (default: the latest, '
                            'or the STEP of a checkpoints/STEP path)')
+  parser.add_argument('--format', choices=FORMATS, default='jax',
+                      help='jax: jax.export artifacts (default); onnx: one '
+                           'ONNX model per mode and scale, checked against '
+                           'the JAX model with onnxruntime (needs the '
+                           'onnx extra and jax2onnx: docs/onnx.md)')
   parser.add_argument('--platforms', default='cpu,cuda',
                       help='platforms the artifacts are lowered for '
                            '(comma-separated: cpu, cuda, rocm, tpu; default: '
@@ -277,7 +303,10 @@ def _load(checkpoint: str, step: Optional[int]):
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
   args = parse_args(sys.argv[1:] if argv is None else argv)
+  from scsnet_jax import onnx_export
   try:
+    if args.format == 'onnx':
+      onnx_export.require_converter()  # before loading anything
     graphdef, params, model_config, step = _load(args.checkpoint, args.step)
     modes = (args.modes.split(',') if args.modes else
              list(MODES) if model_config.get('referential') else
@@ -285,11 +314,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     platforms = [p for p in args.platforms.split(',') if p] or None
     manifest = export_generator(
         graphdef, params, model_config, args.output,
-        scales=args.scales, modes=modes, step=step, platforms=platforms)
+        scales=args.scales, modes=modes, step=step, platforms=platforms,
+        format=args.format)
   except (OSError, UserError) as error:
     print(f'error: {error}', file=sys.stderr)
     return 1
-  names = ', '.join(a['file'] for a in manifest['artifacts'])
+  names = ', '.join(a['file'] for a in
+                    manifest['artifacts'] + manifest.get(ONNX_KEY, []))
   print(f'exported step {step} to {args.output}: {names}')
   return 0
 
