@@ -35,7 +35,9 @@ def _env(devices_per_process):
 def _flags(workdir, steps, *extra):
   return ['--config=configs/test.py', f'--workdir={workdir}',
           f'--config.train.steps={steps}', *config_lib.shallow_model_flags(),
-          *extra]
+          # Losses and checkpoints are what these tests compare: no sample
+          # grids (tests/train/loop_test.py covers them).
+          '--config.train.sample_every_steps=0', *extra]
 
 
 def _losses(text):
