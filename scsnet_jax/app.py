@@ -28,16 +28,13 @@ def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog='python -m scsnet_jax.app',
       description='A local web page: gray photo -> colour photo at any size.')
-  predict.add_model_arguments(parser)
+  predict.add_model_arguments(
+      parser, max_output_pixels=app_requests.DEFAULT_MAX_OUTPUT_PIXELS)
   parser.add_argument('--port', type=int, default=DEFAULT_PORT,
                       help='TCP port (default: %(default)s)')
   parser.add_argument('--host', default='127.0.0.1',
                       help='address to listen on; the default serves this '
                            'machine only (default: %(default)s)')
-  parser.add_argument('--max-output-pixels', type=predict.positive_int,
-                      default=app_requests.DEFAULT_MAX_OUTPUT_PIXELS,
-                      help='refuse outputs with more pixels than this '
-                           '(default: %(default)s)')
   return parser
 
 
@@ -46,11 +43,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   args = parser.parse_args(argv)
   if not 0 < args.port < 65536:
     parser.error(f'port must be 1 to 65535, got {args.port}')
-  try:
-    from scsnet_jax.inference import tiling as inference
-    inference.check_tiling(args.tile, args.tile_overlap)
-  except UserError as error:
-    parser.error(str(error))
+  predict.check_model_arguments(parser, args)
   return args
 
 

@@ -70,9 +70,10 @@ def positive_int(text: str) -> int:
   return value
 
 
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-  """--checkpoint, --tile, --tile-overlap: what ``load_runner`` needs
-  (shared with the web app, ``scsnet_jax.app``)."""
+def add_model_arguments(parser: argparse.ArgumentParser, *,
+                        max_output_pixels: int) -> None:
+  """--checkpoint, --tile, --tile-overlap (what ``load_runner`` needs) and
+  --max-output-pixels: shared with the web app, ``scsnet_jax.app``."""
   parser.add_argument('--checkpoint', required=True,
                       help='a training workdir (latest step, EMA weights), '
                            'its checkpoints/ folder, one checkpoints/STEP '
@@ -86,13 +87,18 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                       help='input pixels shared by neighbouring tiles, '
                            f'{inference.MIN_TILE_OVERLAP} to tile/2 '
                            '(default: %(default)s)')
+  parser.add_argument('--max-output-pixels', type=positive_int,
+                      default=max_output_pixels,
+                      help='refuse outputs with more pixels than this '
+                           '(default: %(default)s)')
 
 
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog='python -m scsnet_jax.predict',
       description='Gray low-resolution images -> colour images at any size.')
-  add_model_arguments(parser)
+  add_model_arguments(parser,
+                      max_output_pixels=inference.DEFAULT_MAX_OUTPUT_PIXELS)
   parser.add_argument('--input', required=True, nargs='+',
                       help='files, folders or glob patterns')
   parser.add_argument('--output', required=True,
@@ -113,21 +119,24 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument('--batch-size', type=positive_int, default=1,
                       help='inputs of the same size run together '
                            '(default: %(default)s)')
-  parser.add_argument('--max-output-pixels', type=positive_int,
-                      default=inference.DEFAULT_MAX_OUTPUT_PIXELS,
-                      help='refuse outputs with more pixels than this '
-                           '(default: %(default)s)')
   return parser
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   parser = build_parser()
   args = parser.parse_args(argv)
+  check_model_arguments(parser, args)
+  return args
+
+
+def check_model_arguments(parser: argparse.ArgumentParser,
+                          args: argparse.Namespace) -> None:
+  """``add_model_arguments``' values that argparse cannot check alone
+  (the tiling) as a usage error (exit 2)."""
   try:
     inference.check_tiling(args.tile, args.tile_overlap)
-  except ValueError as error:
+  except UserError as error:
     parser.error(str(error))
-  return args
 
 
 # ----------------------------------------------------------------- models ---
