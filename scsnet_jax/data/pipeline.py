@@ -29,7 +29,7 @@ import numpy as np
 
 from scsnet_jax import color
 from scsnet_jax.data import sources as data_sources
-from scsnet_jax.data import degradations
+from scsnet_jax.data import degradations, quality_filter
 from scsnet_jax import image_io
 from scsnet_jax.data.sources import DataError  # re-exported
 from scsnet_jax.models import INPUT_MULTIPLE
@@ -226,7 +226,9 @@ def create_dataset(config, split: str = 'train', *,
     raise DataError(f'data.crop_size={data.crop_size} must be a multiple of 4')
   low, high = degradations.scale_bounds(data.scale)
   eval_scale = data.eval_scale if data.eval_scale > 0 else high
-  source = data_sources.make_source(data, split) if source is None else source
+  if source is None:
+    source = quality_filter.from_config(data_sources.make_source(data, split),
+                                        data.quality_filter)
   total = len(source)
   shard_len = (total // process_count if drop_remainder else
                len(range(process_index, total, process_count)))

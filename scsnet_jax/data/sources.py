@@ -15,25 +15,21 @@ one from ``config.data``; ``split`` is 'train' or 'eval'.
 - ``demo``: colour photographs bundled inside the scikit-image wheel (no
   network); 'eval' holds chelsea and coffee, 'train' the other seven.
 
-The optional "ImageNet-C" quality filter drops small files and near-gray
-images; its result is cached as a JSON index file and reused.
+The optional "ImageNet-C" quality filter is in ``quality_filter``.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import glob
 import hashlib
-import json
 import logging
 import os
-import tempfile
 import threading
 
 import numpy as np
 
 from scsnet_jax.errors import UserError
-from scsnet_jax import color, image_io
+from scsnet_jax import image_io
 
 # Bundled in skimage/data/ of the scikit-image wheel (checked with 0.26):
 # loading them never touches the network (unlike pooch-fetched images).
@@ -47,8 +43,6 @@ DEMO_FILES = {
 }
 DEMO_EVAL_NAMES = ('chelsea', 'coffee')
 EVAL_SPLIT_NAMES = ('eval', 'validation', 'test')
-FILTER_THUMBNAIL = (256, 256)  # colourfulness is measured on a JPEG draft
-_FILTER_CHUNK = 10_000
 
 _skipped_count = 0
 _logged_bad_paths: set[str] = set()
@@ -287,95 +281,6 @@ class TfdsSource:
     return f'tfds:{self.name}:{self.split}:{len(self)}'
 
 
-class SubsetSource:
-  """The items of ``base`` listed in ``indices`` (e.g. after filtering)."""
-
-  def __init__(self, base, indices):
-    self.base = base
-    self.indices = np.asarray(indices, dtype=np.int64)
-
-  def __len__(self) -> int:
-    return len(self.indices)
-
-  def describe(self, index: int) -> str:
-    return self.base.describe(int(self.indices[index]))
-
-  def encoded(self, index: int) -> bytes:
-    return self.base.encoded(int(self.indices[index]))
-
-  def load(self, index: int) -> np.ndarray:
-    return self.base.load(int(self.indices[index]))
-
-  def fingerprint(self) -> str:
-    return f'subset({len(self)}):' + self.base.fingerprint()
-
-
-def _passes_filter(source, index, min_file_bytes, min_colorfulness):
-  try:
-    data = source.encoded(index)
-    if len(data) < min_file_bytes:
-      return False
-    if min_colorfulness <= 0:
-      return True
-    pixels = image_io.decode_image(data, name=source.describe(index),
-                                   draft_size=FILTER_THUMBNAIL)
-  except (OSError, image_io.ImageDecodeError) as error:
-    note_skipped(source.describe(index), error)
-    return False
-  return color.colorfulness(pixels) >= min_colorfulness
-
-
-def filter_index_path(source, min_file_bytes, min_colorfulness, cache_dir):
-  key = json.dumps([source.fingerprint(), int(min_file_bytes),
-                    float(min_colorfulness)])
-  digest = hashlib.sha1(key.encode()).hexdigest()[:16]
-  cache_dir = cache_dir or os.path.join(
-      os.path.expanduser('~'), '.cache', 'scsnet_jax', 'filter_index')
-  return os.path.join(cache_dir, f'filter_{digest}.json')
-
-
-def quality_filter(source, *, min_file_bytes: int, min_colorfulness: float,
-                   cache_dir: str = '', num_threads: int = 8):
-  """The "ImageNet-C" subset: files >= ``min_file_bytes`` whose colourfulness
-  (Hasler-Suesstrunk M3, on a <=256 px thumbnail) is >= ``min_colorfulness``.
-
-  Computed once and cached as JSON under ``cache_dir`` (keyed by the source's
-  contents and the thresholds); later calls read the cache.
-  Returns a ``SubsetSource``; raises ``DataError`` if nothing passes.
-  """
-  path = filter_index_path(source, min_file_bytes, min_colorfulness, cache_dir)
-  kept = None
-  if os.path.exists(path):
-    with open(path) as f:
-      cached = json.load(f)
-    if cached.get('num_total') == len(source):
-      kept = cached['kept']
-  if kept is None:
-    kept = []
-    check = lambda i: _passes_filter(source, i, min_file_bytes,
-                                     min_colorfulness)
-    with concurrent.futures.ThreadPoolExecutor(max(1, num_threads)) as pool:
-      for start in range(0, len(source), _FILTER_CHUNK):  # bounded memory
-        chunk = range(start, min(start + _FILTER_CHUNK, len(source)))
-        kept.extend(i for i, ok in zip(chunk, pool.map(check, chunk)) if ok)
-        logging.info('quality filter: %d of %d checked, %d kept',
-                     chunk.stop, len(source), len(kept))
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with tempfile.NamedTemporaryFile('w', dir=os.path.dirname(path),
-                                     delete=False, suffix='.tmp') as f:
-      json.dump({'source': source.fingerprint(), 'num_total': len(source),
-                 'min_file_bytes': min_file_bytes,
-                 'min_colorfulness': min_colorfulness, 'kept': kept}, f)
-    os.replace(f.name, path)  # atomic: concurrent processes may race here
-    logging.info('quality filter kept %d of %d images; index %s', len(kept),
-                 len(source), path)
-  if not kept:
-    raise DataError(f'{source.fingerprint()}: no image passes the quality '
-                    f'filter (min_file_bytes={min_file_bytes}, '
-                    f'min_colorfulness={min_colorfulness})')
-  return SubsetSource(source, kept)
-
-
 def make_source(data_config, split: str):
   """``config.data`` -> the source of one split ('train' or 'eval')."""
   kind = data_config.source
@@ -396,10 +301,4 @@ def make_source(data_config, split: str):
                     f'{kind!r}')
   if len(source) == 0:
     raise DataError(f'{source.fingerprint()}: the {split!r} split is empty')
-  quality = data_config.quality_filter
-  if quality.enabled:
-    source = quality_filter(source, min_file_bytes=quality.min_file_bytes,
-                            min_colorfulness=quality.min_colorfulness,
-                            cache_dir=quality.cache_dir,
-                            num_threads=quality.num_threads)
   return source

@@ -34,9 +34,9 @@ from scsnet_jax import color
 from scsnet_jax.evaluation import report as eval_report
 from scsnet_jax.evaluation import metrics
 
-MODES = ('automatic', 'self_reference', 'other_reference')
+MODES = eval_report.MODES
 METHODS = eval_report.METHODS
-MODES_WITH_GROUND_TRUTH = ('automatic', 'self_reference')
+MODES_WITH_GROUND_TRUTH = eval_report.MODES_WITH_GROUND_TRUTH
 FEATURE_DIM = 2048  # InceptionV3 pool features; a feature_fn may say otherwise
 
 
@@ -293,48 +293,6 @@ def run_protocol(generator_bundle, batches: Iterable[dict],
   return accumulator.all_reduce()
 
 
-def _finite_or_none(value):
-  if value is None or not math.isfinite(value):
-    return None
-  return float(value)
-
-
-def summarize(accumulator: EvalAccumulator, fid_null_reason: Optional[str]
-              ) -> dict[str, Any]:
-  """Accumulated sums -> the nested JSON-able results, per mode and method."""
-  results = {}
-  for mode in MODES:
-    cells = accumulator.scores[mode]
-    real_cn = cells['real'].colorfulness.result()
-    entry = {'num_images': cells['real'].colorfulness.count,
-             'real': {'colorfulness': _finite_or_none(real_cn)}}
-    for method in METHODS:
-      cell = cells[method]
-      if not cell.colorfulness.count:
-        entry[method] = None
-        continue
-      cn = cell.colorfulness.result()
-      scores = {'colorfulness': cn,
-                'colorfulness_ratio_to_real': (cn / real_cn if real_cn else
-                                               None)}
-      if mode in MODES_WITH_GROUND_TRUTH:
-        scores['psnr'] = _finite_or_none(cell.psnr.result())
-        scores['ssim'] = _finite_or_none(cell.ssim.result())
-      scores['fid'] = _fid_or_none(cell.features, accumulator.real_features,
-                                   fid_null_reason)
-      entry[method] = scores
-    results[mode] = entry
-  return results
-
-
-def _fid_or_none(features, real_features, fid_null_reason):
-  if fid_null_reason is not None or features is None:
-    return None
-  if features.count < 2 or real_features.count < 2:
-    return None
-  return metrics.fid_from_statistics(features, real_features)
-
-
 def load_feature_fn(eval_config) -> tuple[Optional[Callable], Optional[str]]:
   """(features fn, None) or (None, why FID is null)."""
   path = eval_config.inception_weights
@@ -372,7 +330,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     batches = eval_batches(config)
   accumulator = run_protocol(generator_bundle, batches, eval_config,
                              feature_fn)
-  results = summarize(accumulator, fid_null_reason)
+  results = eval_report.summarize(accumulator, fid_null_reason)
   report = {
       'step': int(generator_bundle.step),
       'weights': 'ema' if eval_config.use_ema else 'raw',

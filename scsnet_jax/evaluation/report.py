@@ -1,6 +1,6 @@
 """Formats evaluation results: JSON, a markdown table, TensorBoard scalars.
 
-``evaluate.summarize`` gives ``report['results']``: mode -> {'num_images',
+``summarize`` gives ``report['results']``: mode -> {'num_images',
 'real': {'colorfulness'}, method -> scores or None}, with scores
 'colorfulness', 'colorfulness_ratio_to_real', 'fid' and, for modes with a
 ground truth, 'psnr' and 'ssim' (None where undefined).
@@ -9,14 +9,61 @@ ground truth, 'psnr' and 'ssim' (None where undefined).
 from __future__ import annotations
 
 import json
+import math
 import os
-from typing import Any
+from typing import Any, Optional
 
 from absl import logging
+
+from scsnet_jax.evaluation import metrics
 
 EVAL_SUBDIR = 'eval'
 # The rows of every table: the model and the two baselines of baselines.py.
 METHODS = ('scsnet', 'bicubic_gray', 'color_copy')
+MODES = ('automatic', 'self_reference', 'other_reference')
+MODES_WITH_GROUND_TRUTH = ('automatic', 'self_reference')
+
+
+def _finite_or_none(value):
+  if value is None or not math.isfinite(value):
+    return None
+  return float(value)
+
+
+def summarize(accumulator, fid_null_reason: Optional[str]) -> dict[str, Any]:
+  """``protocol.EvalAccumulator`` sums -> the nested JSON-able results, per
+  mode and method (FID None with a reason, or with < 2 images)."""
+  results = {}
+  for mode in MODES:
+    cells = accumulator.scores[mode]
+    real_cn = cells['real'].colorfulness.result()
+    entry = {'num_images': cells['real'].colorfulness.count,
+             'real': {'colorfulness': _finite_or_none(real_cn)}}
+    for method in METHODS:
+      cell = cells[method]
+      if not cell.colorfulness.count:
+        entry[method] = None
+        continue
+      cn = cell.colorfulness.result()
+      scores = {'colorfulness': cn,
+                'colorfulness_ratio_to_real': (cn / real_cn if real_cn else
+                                               None)}
+      if mode in MODES_WITH_GROUND_TRUTH:
+        scores['psnr'] = _finite_or_none(cell.psnr.result())
+        scores['ssim'] = _finite_or_none(cell.ssim.result())
+      scores['fid'] = _fid_or_none(cell.features, accumulator.real_features,
+                                   fid_null_reason)
+      entry[method] = scores
+    results[mode] = entry
+  return results
+
+
+def _fid_or_none(features, real_features, fid_null_reason):
+  if fid_null_reason is not None or features is None:
+    return None
+  if features.count < 2 or real_features.count < 2:
+    return None
+  return metrics.fid_from_statistics(features, real_features)
 
 
 def flat_scalars(results: dict[str, Any]) -> dict[str, float]:

@@ -11,6 +11,7 @@ import scipy.linalg  # pylint: disable=unused-import
 from scsnet_jax import color, config_lib
 from scsnet_jax.evaluation import protocol as evaluate
 from scsnet_jax.evaluation import metrics
+from scsnet_jax.evaluation import report as eval_report
 
 TINY_MODEL = dict(
     referential=True, init_width=8, encoder_widths=[8, 16],
@@ -77,13 +78,12 @@ def test_a_small_split_fills_every_mode_it_can():
 
 
 def test_a_mode_without_images_shows_n_a_not_a_ratio_of_one():
-  from scsnet_jax.evaluation import report as eval_report
   accumulator = evaluate.EvalAccumulator(None, y_channel=False, crop_border=0)
   rng = np.random.default_rng(0)
   images = rng.integers(0, 256, (2, 12, 12, 3), dtype=np.uint8)
   accumulator.add('automatic', 'real', images)
   accumulator.add('automatic', 'scsnet', images, images)
-  results = evaluate.summarize(accumulator.all_reduce(), 'no weights')
+  results = eval_report.summarize(accumulator.all_reduce(), 'no weights')
   assert results['other_reference']['num_images'] == 0
   assert results['other_reference']['real']['colorfulness'] is None
   report = {'step': 3, 'fid_null_reason': None, 'results': results,
@@ -131,7 +131,7 @@ def test_accumulator_fid_uses_all_real_images_and_matches_one_shot():
   accumulator.add('other_reference', 'real', real_other, None)
   accumulator.add('automatic', 'scsnet', generated[0], real_auto[:3])
   accumulator.add('automatic', 'scsnet', generated[1], real_auto[3:])
-  results = evaluate.summarize(accumulator.all_reduce(), None)
+  results = eval_report.summarize(accumulator.all_reduce(), None)
 
   real_features = _fake_features(np.concatenate([real_auto, real_other]))
   fake_features = _fake_features(np.concatenate(generated))

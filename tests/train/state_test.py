@@ -1,5 +1,6 @@
 """train_state.py: structure, sharding and determinism of the GAN state."""
 
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -89,6 +90,8 @@ def test_the_state_is_arrays_only(config, state):
   """No static fields: what the arrays mean is in ``Networks``, so states of
   equal configs flatten to equal treedefs whichever build made them."""
   assert all(isinstance(leaf, jax.Array) for leaf in jax.tree.leaves(state))
+  assert all(field.metadata.get('pytree_node', True)
+             for field in dataclasses.fields(train_state.TrainState))
   leaves, treedef = jax.tree.flatten(state)
   rebuilt = jax.tree.unflatten(treedef, leaves)
   assert jax.tree.structure(rebuilt) == jax.tree.structure(
