@@ -47,6 +47,9 @@ def get_base_config() -> ml_collections.ConfigDict:
       # last step.
       schedule='constant', warmup_steps=0, final_lr_fraction=0.01,
       grad_clip_norm=0.0,            # > 0: clip G's and D's global norm
+      # 'l2' (the paper: wd * w joins the gradient before Adam, and before
+      # clipping) or 'decoupled' (AdamW); train/state.make_optimizer.
+      weight_decay_mode='l2',
   ))
 
   config.train = ml_collections.ConfigDict(dict(

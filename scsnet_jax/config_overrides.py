@@ -27,8 +27,10 @@ CHOICES = {
     'loss.vgg_dtype': ('float32', 'bfloat16'),
     'model.cpm_project_first': ('auto', 'always', 'never'),
     'model.attention_impl': (None, 'xla', 'cudnn'),
+    'model.cpm_sampling': ('corners', 'centres'),
     'train.mode_schedule': ('alternate', 'automatic', 'referential'),
     'optimizer.schedule': ('constant', 'cosine'),
+    'optimizer.weight_decay_mode': ('l2', 'decoupled'),
     'data.source': ('tfds', 'folder', 'demo'),
     'validation.source': ('demo', 'folder'),
 }

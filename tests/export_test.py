@@ -119,3 +119,24 @@ def test_refuses_bad_requests_and_leaves_nothing(exported, tmp_path):
     export.export_generator(graphdef, params, _config_dict(TINY),
                             str(tmp_path / 'b'), scales=(1.5,))
   assert os.listdir(tmp_path) == []
+
+
+def test_centres_sampling_is_exported(tmp_path):
+  """An export of a ``cpm_sampling='centres'`` generator renders what the
+  live predictor renders with that geometry (not the spec's corners)."""
+  import dataclasses
+  centres = dataclasses.replace(TINY, referential=False,
+                                cpm_sampling='centres')
+  graphdef, state = nnx.split(Generator(centres, rngs=nnx.Rngs(2)))
+  params = state.to_pure_dict()
+  path = str(tmp_path / 'export')
+  export.export_generator(graphdef, params, _config_dict(centres), path,
+                          scales=(2,), step=1, modes=('automatic',))
+  gray = _random((1, 12, 16, 1), 3)
+  got, _ = export.ExportedGenerator(path).predict_nlab(gray, None, (24, 32))
+  want, _ = inference.Predictor(params, centres).predict_nlab(gray, None,
+                                                              (24, 32))
+  np.testing.assert_allclose(got, want, atol=1e-5)
+  corners, _ = inference.Predictor(params, dataclasses.replace(
+      centres, cpm_sampling='corners')).predict_nlab(gray, None, (24, 32))
+  assert np.abs(corners - want).max() > 1e-3

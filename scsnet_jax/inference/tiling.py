@@ -37,6 +37,7 @@ from flax import nnx
 from scsnet_jax.errors import UserError
 from scsnet_jax import color
 from scsnet_jax.models import bicubic
+from scsnet_jax.models import cpm as cpm_lib
 from scsnet_jax.models import INPUT_MULTIPLE
 from scsnet_jax.models.generator import (DTYPES, Generator, GeneratorConfig,
                                          resolve_out_size)
@@ -111,11 +112,17 @@ def window_starts(padded_len: int, tile: int, overlap: int) -> list[int]:
 
 
 def plan_axis(in_len: int, padded_len: int, out_len: int, tile: int,
-              overlap: int) -> list[AxisWindow]:
-  """Windows of one axis (input ``in_len`` padded to ``padded_len``)."""
+              overlap: int, sampling: str = 'corners') -> list[AxisWindow]:
+  """Windows of one axis (input ``in_len`` padded to ``padded_len``).
+
+  ``sampling`` is the CPM's (``cpm.SAMPLINGS``): a window's sampling
+  positions are chosen so that it reads the LR coordinate the whole padded
+  image would.
+  """
   length = padded_len if tile <= 0 else min(tile, padded_len)
   centres = (np.arange(out_len, dtype=np.float64) + 0.5) * in_len / out_len
-  global_u = centres * (padded_len - 1) / padded_len
+  global_u = cpm_lib.source_coordinate(centres / padded_len, padded_len,
+                                       sampling)
   starts = window_starts(padded_len, tile, overlap)
   margin = max(1, overlap // 4)
   ramp = max(overlap - 2 * margin, 1)
@@ -131,7 +138,8 @@ def plan_axis(in_len: int, padded_len: int, out_len: int, tile: int,
       continue
     index = np.minimum(np.arange(lo, lo + common), stop - 1)  # pad by repeat
     x = centres[index]
-    sample = (global_u[index] - start) / max(length - 1, 1)
+    sample = cpm_lib.sample_position(global_u[index] - start, length,
+                                     sampling)
     local = 2.0 * (x - np.floor(x)) - 1.0
     real = centres[lo:stop]
     rise = np.clip((real - start - margin) / ramp, 0, 1)
@@ -223,8 +231,11 @@ class Predictor:
     """(row windows, column windows) for an (H, W) input."""
     pad_h = height + (-height) % INPUT_MULTIPLE
     pad_w = width + (-width) % INPUT_MULTIPLE
-    return (plan_axis(height, pad_h, out_size[0], self.tile, self.tile_overlap),
-            plan_axis(width, pad_w, out_size[1], self.tile, self.tile_overlap))
+    sampling = self.config.cpm_sampling
+    return (plan_axis(height, pad_h, out_size[0], self.tile, self.tile_overlap,
+                      sampling),
+            plan_axis(width, pad_w, out_size[1], self.tile, self.tile_overlap,
+                      sampling))
 
   def _run(self, gray, reference, out_size, dtype):
     """gray (B,H,W,1) nlab -> (B,Ht,Wt,3) nlab float32, blended windows."""

@@ -1,9 +1,14 @@
 """CPM (continuous pixel mapping): colour at any continuous position.
 
 For a query point (x, y) in (0, 1) the CPM bilinearly samples the fused
-low-resolution feature map (corners aligned, as ``grid_sample(...,
-align_corners=True)``), appends the point's local coordinate inside its LR
-pixel, and runs a per-point MLP. The MLP is written for ONE point and lifted
+low-resolution feature map, appends the point's local coordinate inside its
+LR pixel, and runs a per-point MLP. Where a position lands on the LR map is
+``sampling`` (``SAMPLINGS``): 'corners' is the spec and the paper ("we align
+the corner", ``grid_sample(..., align_corners=True)``: u = x (W-1));
+'centres' uses half-pixel centres (u = x W - 0.5, edges replicated), the
+geometry of the output grid, of the local coordinate, of the bicubic base
+and of the data's bicubic downsampling. The two disagree by (0.5 - x) LR
+pixels: nothing in the middle, half an LR pixel at the borders. The MLP is written for ONE point and lifted
 over all points with ``jax.vmap``; points go through in chunks (``lax.map``)
 so memory stays bounded for any output size.
 
@@ -19,6 +24,7 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from scsnet_jax.errors import UserError
@@ -32,14 +38,43 @@ def grid_coordinates(out_h: int, out_w: int):
   return jnp.stack([xx.reshape(-1), yy.reshape(-1)], axis=-1)
 
 
-def bilinear_sample_point(feature_map, xy):
-  """Sample (H, W, C) at one point xy = (x, y) in [0, 1], corners aligned.
+SAMPLINGS = ('corners', 'centres')
 
-  Source coordinates are ``u = x (W-1)``, ``v = y (H-1)``; returns (C,).
+
+def check_sampling(sampling: str) -> None:
+  if sampling not in SAMPLINGS:
+    raise UserError(f'model.cpm_sampling must be one of {SAMPLINGS}, got '
+                     f'{sampling!r}')
+
+
+def source_coordinate(t, n: int, sampling: str = 'corners'):
+  """Position t in [0, 1] on an axis of n LR pixels -> the LR coordinate
+  (pixel i's centre is i) that bilinear sampling reads, clipped to
+  [0, n-1] (edges replicated)."""
+  if sampling == 'corners':
+    u = t * (n - 1)
+  else:
+    u = t * n - 0.5
+  clip = np.clip if isinstance(u, np.ndarray) else jnp.clip  # host plans
+  return clip(u, 0, n - 1)
+
+
+def sample_position(u, n: int, sampling: str = 'corners'):
+  """Inverse of ``source_coordinate`` (before clipping): the position in
+  [0, 1] whose LR coordinate on an axis of n pixels is u (numpy or jax)."""
+  if sampling == 'corners':
+    return u / max(n - 1, 1)
+  return (u + 0.5) / n
+
+
+def bilinear_sample_point(feature_map, xy, sampling: str = 'corners'):
+  """Sample (H, W, C) at one point xy = (x, y) in [0, 1] -> (C,).
+
+  LR coordinates as ``source_coordinate`` (per ``sampling``).
   """
   h, w = feature_map.shape[0], feature_map.shape[1]
-  u = xy[0] * (w - 1)
-  v = xy[1] * (h - 1)
+  u = source_coordinate(xy[0], w, sampling)
+  v = source_coordinate(xy[1], h, sampling)
   x0 = jnp.clip(jnp.floor(u), 0, w - 1)
   y0 = jnp.clip(jnp.floor(v), 0, h - 1)
   wx = (u - x0).astype(feature_map.dtype)
@@ -51,12 +86,12 @@ def bilinear_sample_point(feature_map, xy):
   return top * (1 - wy) + bottom * wy
 
 
-def interpolate_axis(values, positions, axis: int):
-  """Linear interpolation of ``values`` along ``axis`` at positions in [0, 1]
-  with corners aligned (source coordinate ``t (n-1)``): one axis of
+def interpolate_axis(values, positions, axis: int, sampling: str = 'corners'):
+  """Linear interpolation of ``values`` along ``axis`` at positions in
+  [0, 1] (LR coordinates as ``source_coordinate``): one axis of
   ``bilinear_sample_point`` for a whole row or column of points."""
   n = values.shape[axis]
-  u = positions * (n - 1)
+  u = source_coordinate(positions, n, sampling)
   i0 = jnp.clip(jnp.floor(u), 0, n - 1)
   weight = (u - i0).astype(values.dtype)
   i0 = i0.astype(jnp.int32)
@@ -85,7 +120,9 @@ class ContinuousPixelMapping(nnx.Module):
   def __init__(self, in_features: int = 256,
                hidden: Sequence[int] = (512, 256, 256), out_features: int = 3,
                *, chunk_size: int = 65536, project_first='auto',
-               dtype=jnp.float32, rngs: nnx.Rngs):
+               sampling: str = 'corners', dtype=jnp.float32,
+               rngs: nnx.Rngs):
+    check_sampling(sampling)
     widths = [in_features + 2, *hidden]
     self.hidden_layers = nnx.List([
         nnx.Linear(a, b, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
@@ -95,6 +132,7 @@ class ContinuousPixelMapping(nnx.Module):
     self.in_features = in_features
     self.chunk_size = chunk_size
     self.project_first = project_first
+    self.sampling = sampling
     self.dtype = dtype
 
   # -- the per-point MLP ------------------------------------------------------
@@ -154,8 +192,8 @@ class ContinuousPixelMapping(nnx.Module):
 
     def one_point(feature_map, xy):
       z = local_coordinate(xy, lr_h, lr_w)
-      return self._point_mlp(bilinear_sample_point(feature_map, xy), z,
-                             projected)
+      return self._point_mlp(
+          bilinear_sample_point(feature_map, xy, self.sampling), z, projected)
 
     per_image = jax.vmap(jax.vmap(one_point, in_axes=(None, 0)))
     chunk = self.chunk_size
@@ -187,8 +225,9 @@ class ContinuousPixelMapping(nnx.Module):
         in_axes=(0, 0, None)), in_axes=(0, None, 0)), in_axes=(0, None, None))
 
     def render_rows(sy, zy):
-      sampled = interpolate_axis(interpolate_axis(source, sy, axis=1),
-                                 sample_x, axis=2)
+      sampled = interpolate_axis(
+          interpolate_axis(source, sy, axis=1, sampling=self.sampling),
+          sample_x, axis=2, sampling=self.sampling)
       return mlp(sampled, local_x, zy)
 
     chunk = self.chunk_size

@@ -26,7 +26,7 @@ from flax import nnx
 from scsnet_jax.errors import UserError
 from scsnet_jax.models import INPUT_MULTIPLE, bicubic
 from scsnet_jax.models.attention import PyramidValveCrossAttention, SelfAttention
-from scsnet_jax.models.cpm import ContinuousPixelMapping
+from scsnet_jax.models.cpm import ContinuousPixelMapping, check_sampling
 from scsnet_jax.models.layers import (Down, ResBlock, Up, conv, lrelu,
                                       res_stack, run_stack)
 
@@ -52,6 +52,11 @@ class GeneratorConfig:
   cpm_hidden: Sequence[int] = (512, 256, 256)
   cpm_chunk_size: int = 65536
   cpm_project_first: Any = 'auto'
+  # Where the CPM reads the LR features for an output position
+  # (models/cpm.py): 'corners' = the spec and the paper (u = x (W-1));
+  # 'centres' = half-pixel centres (u = x W - 0.5), the geometry of the
+  # output grid, the local coordinate, the bicubic base and the data.
+  cpm_sampling: str = 'corners'
   attention_impl: Optional[str] = None
   # Deviation from the spec (off = the spec): the output's L channel is the
   # CPM's output plus the bicubic enlargement of the gray input, and the
@@ -86,6 +91,7 @@ class GeneratorConfig:
                                                      'never')):
       raise UserError(f"model.cpm_project_first must be 'auto', 'always' or "
                        f"'never' (or a bool), got {project!r}")
+    check_sampling(self.cpm_sampling)
     if self.attention_impl not in (None, 'xla', 'cudnn'):
       raise UserError(f"model.attention_impl must be None, 'xla' or 'cudnn', "
                        f'got {self.attention_impl!r}')
@@ -219,7 +225,8 @@ class Generator(nnx.Module):
                        rngs=rngs)
     self.cpm = ContinuousPixelMapping(
         cfg.fusion_width, cfg.cpm_hidden, 3, chunk_size=cfg.cpm_chunk_size,
-        project_first=cfg.cpm_project_first, dtype=dtype, rngs=rngs)
+        project_first=cfg.cpm_project_first, sampling=cfg.cpm_sampling,
+        dtype=dtype, rngs=rngs)
     if cfg.res_branch_init_scale != 1.0:
       for _, module in nnx.iter_graph(self):
         if isinstance(module, ResBlock):

@@ -82,17 +82,36 @@ def learning_rate_schedule(config: ml_collections.ConfigDict):
                    f"'cosine', got {schedule!r}")
 
 
+WEIGHT_DECAY_MODES = ('l2', 'decoupled')
+
+
 def make_optimizer(config: ml_collections.ConfigDict
                    ) -> optax.GradientTransformation:
-  """PyTorch-style L2 decay then Adam (the paper's setting, for G and D),
-  optionally after global-norm clipping and with a schedule."""
+  """Adam with weight decay, optionally clipped and scheduled (G and D).
+
+  ``optimizer.weight_decay_mode``:
+  - 'l2' (the paper, PyTorch ``Adam(weight_decay=...)``): ``wd * w`` is
+    added to the loss gradient before Adam. Clipping
+    (``grad_clip_norm``) acts on that total, so it scales the decay with
+    the loss gradient and never changes their ratio (clipping the loss
+    gradient alone first would multiply the decay's share by the clip
+    factor: 8-480x in the CPU recipe, which shrank the weights 4.8x).
+  - 'decoupled' (AdamW): the clipped loss gradient goes through Adam and
+    each step subtracts ``lr * wd * w`` besides, whatever the gradients.
+  """
   opt = config.optimizer
-  parts = []
-  if opt.get('grad_clip_norm', 0.0):
-    parts.append(optax.clip_by_global_norm(opt.grad_clip_norm))
-  parts += [optax.add_decayed_weights(opt.weight_decay),
-            optax.adam(learning_rate_schedule(config), b1=opt.b1, b2=opt.b2)]
-  return optax.chain(*parts)
+  mode = opt.weight_decay_mode
+  if mode not in WEIGHT_DECAY_MODES:
+    raise UserError(f'config.optimizer.weight_decay_mode must be one of '
+                    f'{WEIGHT_DECAY_MODES}, got {mode!r}')
+  clip = ([optax.clip_by_global_norm(opt.grad_clip_norm)]
+          if opt.grad_clip_norm else [])
+  learning_rate = learning_rate_schedule(config)
+  if mode == 'l2':
+    return optax.chain(optax.add_decayed_weights(opt.weight_decay), *clip,
+                       optax.adam(learning_rate, b1=opt.b1, b2=opt.b2))
+  return optax.chain(*clip, optax.adamw(learning_rate, b1=opt.b1, b2=opt.b2,
+                                        weight_decay=opt.weight_decay))
 
 
 def build_models(config: ml_collections.ConfigDict, rng: jax.Array):

@@ -282,3 +282,34 @@ def test_rgb_round_trip_through_nlab():
   back = inference.rgb_from_nlab(inference.nlab_from_rgb(pixels))
   assert np.abs(back.astype(int) - pixels).max() <= 1
   assert back.dtype == np.uint8
+
+
+def test_centres_sampling_in_every_predictor_path(model):
+  """``cpm_sampling='centres'``: untiled (with padding), points and tiles all
+  read the LR map where the whole generator does."""
+  import dataclasses
+  _, graphdef, params = model
+  centres = dataclasses.replace(TINY, cpm_sampling='centres')
+  gen = Generator(centres, rngs=nnx.Rngs(0))
+  nnx.update(gen, nnx.state(nnx.merge(graphdef, params)))
+  gray = _gray((1, 15, 18, 1), seed=7)
+  out, _ = inference.Predictor(params, centres).predict_nlab(gray, None,
+                                                             (30, 36))
+  padded = jnp.asarray(inference.reflect_pad(gray))
+  expected = gen(padded, out_size=(32, 40))[:, :30, :36]
+  np.testing.assert_allclose(out, expected, atol=1e-5)
+  corners, _ = inference.Predictor(params, TINY).predict_nlab(gray, None,
+                                                              (30, 36))
+  assert np.abs(corners - out).max() > 1e-3   # the switch changes the output
+  coords = cpm.grid_coordinates(32, 40)[None]
+  np.testing.assert_allclose(
+      np.asarray(gen.render_points(padded, coords)).reshape(1, 32, 40, 3),
+      gen(padded, out_size=(32, 40)), atol=1e-5)
+  big = _gray((1, 128, 176, 1), seed=8)
+  whole, _ = inference.Predictor(params, centres).predict_nlab(big, None,
+                                                               (320, 440))
+  tiled, _ = inference.Predictor(params, centres, tile=128,
+                                 tile_overlap=64).predict_nlab(big, None,
+                                                               (320, 440))
+  diff = np.abs(tiled - whole)[:, 8:-8, 8:-8]
+  assert diff.max() < 5e-3 and diff.mean() < 1e-4, (diff.max(), diff.mean())

@@ -120,3 +120,88 @@ def test_chunked_and_projected_paths_equal_plain(small_cpm, chunk, project):
   np.testing.assert_allclose(
       np.asarray(variant.render_points(feature, coords)).reshape(2, 9, 11, 3),
       np.asarray(plain), atol=1e-5)
+
+
+# ------------------------------------------------- sampling geometry -------
+def _identity_cpm(sampling, channels=1):
+  """A CPM whose MLP passes non-negative features through unchanged (z is
+  ignored), so its output is the bilinear sample itself."""
+  head = cpm_lib.ContinuousPixelMapping(
+      channels, (channels,) * 3, channels, chunk_size=0, project_first=False,
+      sampling=sampling, rngs=nnx.Rngs(0))
+  for layer in [*head.hidden_layers, head.output_layer]:
+    n_in = layer.kernel[...].shape[0]
+    layer.kernel.value = jnp.eye(n_in, channels, dtype=jnp.float32)
+    layer.bias.value = jnp.zeros((channels,), jnp.float32)
+  return head
+
+
+def _photo_pair(name, lr_size, scale=4):
+  """(LR, HR) gray float64 in [0, 1]: a centre crop of a scikit-image photo
+  and its area-average downsampling (half-pixel geometry, like the data)."""
+  from skimage import color as skcolor, data
+  image = getattr(data, name)()
+  gray = skcolor.rgb2gray(image) if image.ndim == 3 else image / 255.0
+  hr_size = lr_size * scale
+  top = (gray.shape[0] - hr_size) // 2
+  left = (gray.shape[1] - hr_size) // 2
+  hr = gray[top:top + hr_size, left:left + hr_size]
+  lr = hr.reshape(lr_size, scale, lr_size, scale).mean(axis=(1, 3))
+  return lr, hr
+
+
+def test_centres_sampling_is_half_pixel_bilinear_upsampling():
+  from skimage import transform
+  lr, _ = _photo_pair('astronaut', 24)
+  head = _identity_cpm('centres')
+  for out_size in [(96, 96), (61, 83)]:   # x4, and a fractional scale
+    got = np.asarray(head(jnp.asarray(lr[None, ..., None], jnp.float32),
+                          out_size))[0, ..., 0]
+    expected = transform.resize(lr, out_size, order=1, mode='edge',
+                                anti_aliasing=False)
+    np.testing.assert_allclose(got, expected, atol=2e-6)
+
+
+def test_corners_sampling_is_the_spec_grid_sample():
+  lr, _ = _photo_pair('chelsea', 12)
+  got = np.asarray(_identity_cpm('corners')(
+      jnp.asarray(lr[None, ..., None], jnp.float32), (48, 48)))[0, ..., 0]
+  x = (np.arange(48) + 0.5) / 48
+  xx, yy = np.meshgrid(x, x)
+  expected = grid_sample_align_corners(lr[..., None], xx.ravel(), yy.ravel())
+  np.testing.assert_allclose(got.ravel(), expected[:, 0], atol=1e-5)
+
+
+@pytest.mark.parametrize('name', ['astronaut', 'chelsea', 'coffee'])
+def test_centres_beat_corners_on_a_photo(name):
+  lr, hr = _photo_pair(name, 64)
+  def psnr(sampling):
+    out = np.asarray(_identity_cpm(sampling)(
+        jnp.asarray(lr[None, ..., None], jnp.float32), hr.shape))[0, ..., 0]
+    return 10 * np.log10(1.0 / np.mean((out - hr) ** 2))
+  assert psnr('centres') > psnr('corners') + 0.3
+
+
+@pytest.mark.parametrize('sampling', cpm_lib.SAMPLINGS)
+def test_sample_position_inverts_source_coordinate(sampling):
+  t = np.linspace(0.1, 0.9, 17)
+  u = cpm_lib.source_coordinate(t, 7, sampling)
+  np.testing.assert_allclose(cpm_lib.sample_position(u, 7, sampling), t,
+                             atol=1e-12)
+
+
+def test_points_equal_grid_in_centres_mode():
+  head = cpm_lib.ContinuousPixelMapping(6, (16, 8, 8), chunk_size=0,
+                                        sampling='centres', rngs=nnx.Rngs(5))
+  feature = jnp.asarray(np.random.default_rng(6).normal(size=(1, 4, 5, 6)),
+                        jnp.float32)
+  coords = cpm_lib.grid_coordinates(9, 11)[None]
+  np.testing.assert_allclose(
+      np.asarray(head.render_points(feature, coords)).reshape(1, 9, 11, 3),
+      np.asarray(head(feature, (9, 11))), atol=1e-5)
+
+
+def test_unknown_sampling_is_refused():
+  with pytest.raises(ValueError, match='cpm_sampling'):
+    cpm_lib.ContinuousPixelMapping(4, (4,), sampling='center',
+                                   rngs=nnx.Rngs(0))

@@ -5,6 +5,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from scsnet_jax import config_lib, sharding
@@ -97,3 +98,50 @@ def test_the_state_is_arrays_only(config, state):
   assert jax.tree.structure(rebuilt) == jax.tree.structure(
       train_state.abstract_train_state(train_state.build_networks(config),
                                        config, sharding.create_mesh()))
+
+
+def _run_optimizer(mode, clip, steps=50):
+  """Two weights: 'a' gets a huge loss gradient (so the global norm is
+  ~1000 and clipping bites), 'b' a small one against its decay."""
+  from scsnet_jax import config_lib
+  config = config_lib.get_base_config()
+  config.optimizer.learning_rate = 1e-3
+  config.optimizer.weight_decay = 1e-4 if mode == 'l2' else 0.1
+  config.optimizer.weight_decay_mode = mode
+  config.optimizer.grad_clip_norm = clip
+  tx = train_state.make_optimizer(config)
+  params = {'a': jnp.array(1.0), 'b': jnp.array(1.0), 'c': jnp.array(1.0)}
+  grads = {'a': jnp.array(1000.0), 'b': jnp.array(-0.05),
+           'c': jnp.array(0.0)}
+  opt_state = tx.init(params)
+  for _ in range(steps):
+    updates, opt_state = tx.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+  return {k: float(v) for k, v in params.items()}, config.optimizer
+
+
+def test_clipping_does_not_amplify_l2_decay():
+  """'l2': the loss gradient of 'b' (-0.05) outweighs its decay (1e-4 w)
+  with or without clipping, so 'b' grows by ~lr per step both ways; clipping
+  the loss gradient alone (to 5e-5) would let the decay win and shrink it."""
+  clipped, opt = _run_optimizer('l2', 1.0)
+  plain, _ = _run_optimizer('l2', 0.0)
+  assert clipped['b'] == pytest.approx(plain['b'], rel=1e-4)
+  assert clipped['b'] == pytest.approx(1 + 50 * opt.learning_rate, rel=1e-3)
+
+
+def test_decoupled_decay_shrinks_by_exactly_the_configured_amount():
+  """'decoupled': a weight with no loss gradient shrinks by (1 - lr wd) per
+  step, whatever the clipping does to the others."""
+  for clip in (0.0, 1.0):
+    params, opt = _run_optimizer('decoupled', clip)
+    expected = (1 - opt.learning_rate * opt.weight_decay) ** 50
+    assert params['c'] == pytest.approx(expected, rel=1e-6)
+
+
+def test_unknown_weight_decay_mode_is_refused():
+  from scsnet_jax import config_lib
+  config = config_lib.get_base_config()
+  config.optimizer.weight_decay_mode = 'adamw'
+  with pytest.raises(ValueError, match='weight_decay_mode'):
+    train_state.make_optimizer(config)
