@@ -40,8 +40,49 @@ CORPUS = ','.join([
     '/usr/share/backgrounds/sunset_by_Aitzol_Berasategi.jpg',
     '/usr/share/backgrounds/Kleiber_by_Lukas_Baubkus.jpg',
     '/usr/share/backgrounds/mate/nature/*.jpg',
+    # shared/corpus/photos-debian12.md: 56 more photographs, file by file
+    # (broad globs in these packages catch logos and screenshots).
+    '/usr/share/wallpapers/BytheWater/contents/images/2560x1600.jpg',
+    '/usr/share/wallpapers/ColorfulCups/contents/images/2560x1600.jpg',
+    '/usr/share/wallpapers/DarkestHour/contents/images/2560x1600.jpg',
+    '/usr/share/wallpapers/EveningGlow/contents/images/2560x1600.jpg',
+    '/usr/share/wallpapers/FallenLeaf/contents/images/2560x1600.jpg',
+    '/usr/share/wallpapers/Kite/contents/images/2560x1600.jpg',
+    '/usr/share/wallpapers/OneStandsOut/contents/images/2560x1600.jpg',
+    '/usr/share/wallpapers/Path/contents/images/2560x1600.jpg',
+    '/usr/share/wallpapers/summer_1am/contents/images/2560x1600.jpg',
+    '/usr/share/lxqt/wallpapers/Butterfly-Kenneth-Wimer.jpg',
+    '/usr/share/lxqt/wallpapers/Valendas.png',
+    '/usr/share/lxqt/wallpapers/after-the-rain.jpg',
+    '/usr/share/lxqt/wallpapers/appleflower.png',
+    '/usr/share/lxqt/wallpapers/beam.png',
+    '/usr/share/lxqt/wallpapers/butterfly.png',
+    '/usr/share/lxqt/wallpapers/cloud.png',
+    '/usr/share/lxqt/wallpapers/drop.png',
+    '/usr/share/lxqt/wallpapers/flowers.png',
+    '/usr/share/lxqt/wallpapers/fog.jpg',
+    '/usr/share/lxqt/wallpapers/this-is-not-windows.jpg',
+    '/usr/share/palapeli/collection/*.jpg',
+    '/usr/share/tuxpaint/templates/*.jpg',
+    '/usr/share/puzzle-jigsaw/samples/*.jp*g',
+    '/usr/share/scribus/templates/br2/nature.jpg',
+    '/usr/share/scribus/templates/br2/sunset.jpg',
+    '/usr/share/scribus/templates/br2/moon.jpg',
+    '/usr/share/scribus/templates/br2/brightness.jpg',
+    '/usr/share/scribus/templates/br2/halfmoon.jpg',
+    '/usr/share/scribus/templates/cal2/moon.jpg',
+    '/usr/share/scribus/templates/menu2/pizza.jpg',
+    '/usr/share/sddm/themes/maldives/background.jpg',
+    '/usr/share/digikam/about/images/body-background.jpg',
+    '/usr/share/kodi/addons/skin.estuary/extras/home-images/movie.jpg',
 ])
-APT_PACKAGES = 'lomiri-wallpapers-16.04 lomiri-wallpapers-20.04 mate-backgrounds'
+# 82 photos in 11 packages (about 450 MB installed with their dependencies).
+# opencv-doc (10 more, 328 MB, partly text scenes and test charts) is left
+# out; tuxpaint-data (247 MB) stays for its 19 photographs.
+APT_PACKAGES = ('lomiri-wallpapers-16.04 lomiri-wallpapers-20.04 '
+                'mate-backgrounds plasma-workspace-wallpapers lxqt-themes '
+                'palapeli-data tuxpaint-data scribus-template puzzle-jigsaw '
+                'sddm-theme-maldives digikam-data kodi-data')
 
 
 def get_config():

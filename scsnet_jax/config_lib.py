@@ -134,6 +134,10 @@ def loss_defaults() -> ml_collections.ConfigDict:
   """``config.loss``: the spec's weights (see docs/losses.md)."""
   return ml_collections.ConfigDict({
       'content_weight': 10.0,
+      # The L channel's content penalty: 'l1' (the paper), 'l2' or
+      # 'charbonnier', times luminance_weight (train/losses.content_loss).
+      'luminance_loss': 'l1',
+      'luminance_weight': 1.0,
       'perceptual_weight': 5.0,
       'adversarial_weight': 1.0,
       # PSNR warm-up: steps before this train G on the content loss alone

@@ -31,6 +31,7 @@ CHOICES = {
     'train.mode_schedule': ('alternate', 'automatic', 'referential'),
     'optimizer.schedule': ('constant', 'cosine'),
     'optimizer.weight_decay_mode': ('l2', 'decoupled'),
+    'loss.luminance_loss': ('l1', 'l2', 'charbonnier'),
     'data.source': ('tfds', 'folder', 'demo'),
     'validation.source': ('demo', 'folder'),
 }

@@ -9,9 +9,9 @@ one from ``config.data``; ``split`` is 'train' or 'eval'.
   ``tfds.data_source`` (images left encoded with ``SkipDecoding``).
 - ``folder``: JPEG/PNG/WebP files under a directory (recursive), or under
   several comma-separated directories, files and globs; a file is in 'eval'
-  when a stable hash of its relative path (its name, for files and globs)
-  falls below ``eval_fraction``, so adding files never moves others between
-  splits.
+  when a stable hash of its path relative to its entry (a file entry: its
+  path as written) falls below ``eval_fraction``, so adding files never
+  moves others between splits.
 - ``demo``: colour photographs bundled inside the scikit-image wheel (no
   network); 'eval' holds chelsea and coffee, 'train' the other seven.
 
@@ -129,12 +129,24 @@ def folder_entries(path_spec) -> list[str]:
   return [os.path.expanduser(e.strip()) for e in entries if e.strip()]
 
 
+def _literal_dir(pattern: str) -> str:
+  """The wildcard-free directory a glob pattern starts from."""
+  parts = pattern.split(os.sep)
+  for i, part in enumerate(parts):
+    if any(ch in part for ch in '*?['):
+      return os.sep.join(parts[:i]) or os.sep
+  return os.path.dirname(pattern)
+
+
 def _entry_files(entry: str) -> list[tuple[str, str]]:
   """(split key, absolute path) of the images one entry names.
 
-  The key (what the eval split hashes) is the path relative to the entry's
-  directory, or the file name for a file or a glob match, so a corpus keeps
-  its split wherever it is installed.
+  The key (what the eval split hashes) is what the config itself names, so
+  a corpus keeps its split on every machine and distinct files land
+  independently even when they share a file name (Plasma's nine
+  ``2560x1600.jpg``): a directory's files and a glob's matches by their
+  path relative to the entry's wildcard-free directory, a file entry by
+  its path as written.
   """
   if os.path.isdir(entry):
     return [(rel, os.path.abspath(os.path.join(entry, rel)))
@@ -145,9 +157,10 @@ def _entry_files(entry: str) -> list[tuple[str, str]]:
     if not matches:
       raise DataError(f'{entry}: the pattern matches no image file '
                       '(data.folder_path)')
-    return [(os.path.basename(p), os.path.abspath(p)) for p in matches]
+    base = _literal_dir(entry)
+    return [(os.path.relpath(p, base), os.path.abspath(p)) for p in matches]
   if os.path.isfile(entry):
-    return [(os.path.basename(entry), os.path.abspath(entry))]
+    return [(os.path.normpath(entry), os.path.abspath(entry))]
   raise DataError(f'{entry}: image folder does not exist (data.folder_path)')
 
 

@@ -145,12 +145,34 @@ class ContinuousPixelMapping(nnx.Module):
     return sampled + z.astype(sampled.dtype) @ kernel + first.bias[...].astype(
         sampled.dtype)
 
-  def _point_mlp(self, sampled, z, projected: bool):
-    """(C or 512,), (2,) -> (3,): the MLP written for one coordinate."""
+  def _hidden(self, sampled, z, projected: bool):
+    """The hidden ReLU activations of one point, first layer first."""
     h = jax.nn.relu(self._first_preactivation(sampled, z, projected))
+    hidden = [h]
     for layer in self.hidden_layers[1:]:
       h = jax.nn.relu(layer(h))
-    return self.output_layer(h)
+      hidden.append(h)
+    return hidden
+
+  def _point_mlp(self, sampled, z, projected: bool):
+    """(C or 512,), (2,) -> (3,): the MLP written for one coordinate."""
+    return self.output_layer(self._hidden(sampled, z, projected)[-1])
+
+  def activations(self, features, coords):
+    """What the training-health instruments read (train/health.py): the
+    hidden ReLU activations [(B, N, width) per layer] and the head's output
+    (B, N, 3) at points coords (B, N, 2), unchunked (a few thousand points).
+    """
+    lr_h, lr_w = features.shape[1], features.shape[2]
+
+    def one_point(feature_map, xy):
+      z = local_coordinate(xy, lr_h, lr_w)
+      sampled = bilinear_sample_point(feature_map, xy, self.sampling)
+      hidden = self._hidden(sampled, z, projected=False)
+      return hidden, self.output_layer(hidden[-1])
+
+    return jax.vmap(jax.vmap(one_point, in_axes=(None, 0)))(
+        features.astype(self.dtype), coords)
 
   def _project(self, features):
     """Feature half of the first Dense applied to the LR map (no bias)."""

@@ -24,7 +24,7 @@ from jax.experimental import multihost_utils
 from scsnet_jax import config_lib, sharding, writers
 from scsnet_jax.evaluation import validation
 from scsnet_jax.inference import loading
-from scsnet_jax.train import checkpointing
+from scsnet_jax.train import checkpointing, health
 from scsnet_jax.train import state as train_state
 from scsnet_jax.train import step as train_step
 from scsnet_jax.train.state import TrainState
@@ -175,6 +175,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
               if train.profile else None)
   step_fn = train_step.make_train_step(config, mesh, networks)
   validator = _make_validator(config, networks, mesh)
+  monitor = health.HealthMonitor(
+      health.initial_module_norms(
+          lambda rng: train_state.init_train_state(
+              networks, config, rng).generator_params, config.seed),
+      networks.generator if validator is not None else None)
   preemption = PreemptionWatcher()
   log_line = _LogLine(num_steps, start_step)
 
@@ -203,11 +208,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       last = step == num_steps
       if last or stop or step % train.log_every_steps == 0:
         _check_finite(pending, step)
+        for line in monitor.observe_steps(pending, step - len(pending) + 1):
+          logging.warning(line)
         scalars = _mean_metrics(pending, pending_modes)
+        scalars[health.SPIKES] = float(monitor.spikes)
+        for line in monitor.check_norms(scalars):
+          logging.warning(line)
         writer.write_scalars(step, scalars)
         log_line(step, scalars)
         pending, pending_modes = [], []
-      _validate(validator, config, workdir, step, last, state, writer)
+      _validate(validator, config, workdir, step, last, state, writer,
+                monitor)
       if last or stop or step % train.checkpoint_every_steps == 0:
         _check_finite(pending, step)
         checkpointing.save(manager, state, config, data_iterator, force=stop)
@@ -237,7 +248,8 @@ def _make_validator(config, networks, mesh
                               bool(config.model.referential))
 
 
-def _validate(validator, config, workdir, step, last, state, writer):
+def _validate(validator, config, workdir, step, last, state, writer,
+              monitor):
   """Scores (every ``eval_every_steps`` and at the end) and the labelled
   sample grid (every ``sample_every_steps`` and at the end)."""
   if validator is None:
@@ -255,6 +267,12 @@ def _validate(validator, config, workdir, step, last, state, writer):
     writer.write_scalars(step, validation.flat_scalars(scores))
     logging.warning('validation at step %d:\n%s', step,
                     validation.summary_table(scores))
+    # The training weights' CPM (not the EMA's): is the head alive?
+    cpm_scalars, lines = monitor.probe_cpm(state.generator_params,
+                                           validator.data.gray)
+    writer.write_scalars(step, cpm_scalars)
+    for line in lines + [health.summary(cpm_scalars)]:
+      logging.warning(line)
   else:
     outputs = {mode: validator.render(params, mode)
                for mode in validator.modes if mode != 'self_reference'}

@@ -30,6 +30,36 @@ def l1_loss(pred, target):
   return jnp.mean(jnp.abs(diff))
 
 
+LUMINANCE_LOSSES = ('l1', 'l2', 'charbonnier')
+CHARBONNIER_EPS = 1e-3
+
+
+def content_loss(pred, target, luminance: str = 'l1',
+                 luminance_weight: float = 1.0):
+  """L_C over (..., 3) nlab: the spec's L1 on every element by default.
+
+  ``luminance`` changes the L channel's penalty ('l2': squared error, the
+  metric PSNR measures; 'charbonnier': sqrt(d^2 + 1e-6), a smooth L1) and
+  ``luminance_weight`` scales it; a and b stay L1. The mean is over all
+  elements, as in ``l1_loss``, which it equals at the defaults.
+  """
+  diff = pred.astype(jnp.float32) - target.astype(jnp.float32)
+  if luminance == 'l1' and luminance_weight == 1.0:
+    return jnp.mean(jnp.abs(diff))
+  if luminance not in LUMINANCE_LOSSES:
+    raise ValueError(f'loss.luminance_loss must be one of {LUMINANCE_LOSSES},'
+                     f' got {luminance!r}')
+  d_l = diff[..., :1]
+  if luminance == 'l1':
+    penalty = jnp.abs(d_l)
+  elif luminance == 'l2':
+    penalty = jnp.square(d_l)
+  else:
+    penalty = jnp.sqrt(jnp.square(d_l) + CHARBONNIER_EPS ** 2)
+  total = luminance_weight * jnp.sum(penalty) + jnp.sum(jnp.abs(diff[..., 1:]))
+  return total / diff.size
+
+
 def nlab_to_vgg_input(nlab):
   """Normalised LAB (B, H, W, 3) -> RGB clipped to [0, 1], ImageNet-normalised."""
   rgb = color.nlab_to_rgb(nlab.astype(jnp.float32), jnp, clip=True)

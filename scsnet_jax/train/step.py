@@ -27,7 +27,7 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from scsnet_jax import sharding
-from scsnet_jax.train import losses
+from scsnet_jax.train import health, losses
 from scsnet_jax.train.state import Networks, TrainState
 
 Batch = dict[str, jax.Array]   # gray (B,h,w,1), reference (B,h,w,3), target (B,H,W,3)
@@ -142,7 +142,8 @@ def train_step(networks: Networks, state: TrainState, batch: Batch,
 
   def generator_loss_fn(fake):
     fake = fake.astype(jnp.float32)
-    content = losses.l1_loss(fake, target)
+    content = losses.content_loss(fake, target, loss_config.luminance_loss,
+                                  loss_config.luminance_weight)
     if perceptual_w:
       perceptual = losses.perceptual_loss(
           perceptual_params, fake, target,
@@ -180,12 +181,14 @@ def train_step(networks: Networks, state: TrainState, batch: Batch,
       'd_fake_mean': d_fake_mean,
       'generator_grad_norm': g_grad_norm,
       'discriminator_grad_norm': d_grad_norm,
-      # Norms of the *updated* weights: a finite loss can still come with an
-      # update that overflowed, and that state must never be checkpointed.
       # Content loss of the L channel alone (normalised units): the SR half.
       'content_l_loss': losses.l1_loss(fake[..., :1], target[..., :1]),
+      # Norms of the *updated* weights: a finite loss can still come with an
+      # update that overflowed, and that state must never be checkpointed.
       'generator_param_norm': optax.global_norm(g_params),
       'discriminator_param_norm': optax.global_norm(d_params),
+      # Per-module norms, gradient norms and update sizes (train/health.py).
+      **health.step_metrics(state.generator_params, g_grads, g_params),
   }
   metrics['all_finite'] = jnp.all(jnp.isfinite(
       jnp.stack(list(metrics.values())))).astype(jnp.float32)

@@ -1,5 +1,6 @@
 """Tests for scsnet_jax.data.sources and scsnet_jax.image_io."""
 
+import os
 import io
 import socket
 
@@ -202,7 +203,8 @@ def test_several_folders_files_and_globs_make_one_corpus(tmp_path):
   as_list = data_sources.folder_source(
       [str(tmp_path / 'a'), str(tmp_path / 'b' / 'p*.jpg'),
        str(tmp_path / 'c' / 'single.jpg')], 'eval', 0.5)
-  keys = ['x.jpg', 'sub/y.png', 'p1.jpg', 'p2.jpg', 'single.jpg']
+  keys = ['x.jpg', 'sub/y.png', 'p1.jpg', 'p2.jpg',
+          str(tmp_path / 'c' / 'single.jpg')]
   want = sum(data_sources.in_eval_split(k, 0.5) for k in keys)
   assert len(as_list.relpaths) == want
   with pytest.raises(DataError, match='matches no image'):
@@ -210,3 +212,25 @@ def test_several_folders_files_and_globs_make_one_corpus(tmp_path):
   with pytest.raises(DataError, match='does not exist'):
     data_sources.folder_source(f'{tmp_path / "a"},{tmp_path / "nope"}',
                                'train', 0.0)
+
+
+def test_files_sharing_a_name_are_split_independently(tmp_path):
+  """Plasma installs nine different photos all named 2560x1600.jpg: the
+  split must hash where each one is, not its bare name."""
+  names = [f'w{i}/contents/images/2560x1600.jpg' for i in range(40)]
+  for rel in names:
+    path = tmp_path / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b'x')
+  files = [str(tmp_path / r) for r in names]
+  held_out = data_sources.folder_source(files, 'eval', 0.5)
+  assert 0 < len(held_out) < len(files)
+  globbed = data_sources.folder_source(
+      str(tmp_path / '*' / 'contents' / 'images' / '2560x1600.jpg'),
+      'eval', 0.5)
+  assert 0 < len(globbed) < len(files)
+  # A glob's key is relative to its wildcard-free directory: moving the
+  # corpus elsewhere keeps the same split.
+  assert sorted(os.path.relpath(globbed.describe(i), tmp_path)
+                for i in range(len(globbed))) == sorted(
+      r for r in names if data_sources.in_eval_split(r, 0.5))

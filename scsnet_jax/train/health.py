@@ -1,0 +1,208 @@
+"""Training health: instruments that say whether a run can learn.
+
+A falling loss does not show that a network is learning; these do
+(docs/training.md, "Reading the health instruments"):
+
+- per top-level generator module (``init_conv``, ``source_encoder``,
+  ``reference_encoder``, ``pvc_attention``, ``color_decoder``,
+  ``texture_encoder``, ``fusion``, ``cpm``), every step, inside the jitted
+  step: ``health/param_norm/<module>`` (after the update),
+  ``health/grad_norm/<module>`` (the loss gradient, before clipping) and
+  ``health/update_ratio/<module>`` (|update| / |weights|: ~1e-3 is a
+  healthy Adam step, 1e-5 a frozen module, 1e-1 a module being rewritten);
+- on the validation photos, at every validation: ``health/cpm_alive/layer<i>``
+  (share of positive activations of the CPM's hidden ReLU layer i: 0.5 at
+  initialisation), ``health/cpm_dead_units/layer<i>`` (share of its units
+  that are zero on every point of every photo) and
+  ``health/cpm_output_std/<L|a|b>`` (the head's output, standard deviation
+  over each photo: a head that paints one flat colour has ~0 here);
+- host side: a loss-spike detector that names the module whose gradient
+  jumped, and one warning when a module's weights have shrunk to half their
+  initial norm or a CPM layer is under 20% alive.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from scsnet_jax.models import cpm as cpm_lib
+
+PARAM_NORM = 'health/param_norm/'
+GRAD_NORM = 'health/grad_norm/'
+UPDATE_RATIO = 'health/update_ratio/'
+CPM_ALIVE = 'health/cpm_alive/layer'
+CPM_DEAD = 'health/cpm_dead_units/layer'
+CPM_OUTPUT_STD = 'health/cpm_output_std/'
+SPIKES = 'health/spikes'
+
+SHRINK_WARNING = 0.5        # a module's norm under this x its initial value
+ALIVE_WARNING = 0.2         # a CPM layer with fewer positive activations
+SPIKE_FACTOR = 5.0          # gradient norm over this x its recent median
+SPIKE_HISTORY = 100         # steps in that median
+SPIKE_MIN_HISTORY = 20      # no verdicts before this many steps
+PROBE_POINTS_PER_SIDE = 128  # CPM probe grid per validation photo
+
+
+def module_norms(tree: dict[str, Any]) -> dict[str, jax.Array]:
+  """Global L2 norm of each top-level module of a parameter dict."""
+  return {name: optax.global_norm(sub) for name, sub in tree.items()}
+
+
+def step_metrics(params, grads, new_params) -> dict[str, jax.Array]:
+  """Per-module norms, gradient norms and update ratios of one G update.
+
+  params / grads / new_params: the generator's nested dicts (same tree).
+  """
+  metrics = {}
+  for name in params:
+    old = optax.global_norm(params[name])
+    update = optax.global_norm(jax.tree.map(jnp.subtract, new_params[name],
+                                            params[name]))
+    metrics[PARAM_NORM + name] = optax.global_norm(new_params[name])
+    metrics[GRAD_NORM + name] = optax.global_norm(grads[name])
+    metrics[UPDATE_RATIO + name] = update / jnp.maximum(old, 1e-12)
+  return metrics
+
+
+def initial_module_norms(init_generator_params, seed: int) -> dict[str, float]:
+  """Per-module norms of the run's initial weights (any step: they are
+  re-derived from the seed). ``init_generator_params(rng)`` returns the
+  generator parameters a fresh run would start from; only the norms are
+  computed (XLA drops the rest)."""
+  norms = jax.jit(lambda rng: module_norms(init_generator_params(rng)))(
+      jax.random.PRNGKey(seed))
+  return {k: float(v) for k, v in jax.device_get(norms).items()}
+
+
+def make_cpm_probe(graphdef, points_per_side: int = PROBE_POINTS_PER_SIDE):
+  """jit (params, gray (N, h, w, 1)) -> CPM health scalars (see module doc)
+  on a points_per_side^2 grid of output pixel centres per photo."""
+  coords = cpm_lib.grid_coordinates(points_per_side, points_per_side)
+
+  @jax.jit
+  def probe(params, gray):
+    model = nnx.merge(graphdef, params)
+    features = model.features(gray)
+    points = jnp.broadcast_to(coords, (gray.shape[0],) + coords.shape)
+    hidden, out = model.cpm.activations(features, points)
+    scalars = {}
+    for i, h in enumerate(hidden, start=1):
+      scalars[f'{CPM_ALIVE}{i}'] = jnp.mean(h > 0)
+      scalars[f'{CPM_DEAD}{i}'] = jnp.mean(jnp.max(h, axis=(0, 1)) <= 0)
+    std = jnp.mean(jnp.std(out.astype(jnp.float32), axis=1), axis=0)
+    for i, channel in enumerate('Lab'):
+      scalars[CPM_OUTPUT_STD + channel] = std[i]
+    return scalars
+
+  return probe
+
+
+class HealthMonitor:
+  """Host-side verdicts on the instruments: spikes and warnings.
+
+  ``initial_norms``: per-module norms at initialisation
+  (``initial_module_norms``). Each verdict is a log line; shrink and
+  dead-layer warnings are given once per module / layer.
+  """
+
+  def __init__(self, initial_norms: dict[str, float], generator_graphdef=None):
+    self.initial_norms = initial_norms
+    self.spikes = 0
+    self._grad_history = collections.deque(maxlen=SPIKE_HISTORY)
+    self._module_history = collections.defaultdict(
+        lambda: collections.deque(maxlen=SPIKE_HISTORY))
+    self._warned = set()
+    self._probe = (make_cpm_probe(generator_graphdef)
+                   if generator_graphdef is not None else None)
+
+  def observe_steps(self, step_metrics_list: list[dict[str, Any]],
+                    first_step: int) -> list[str]:
+    """Spike verdicts on consecutive steps' metrics (host or device
+    dicts, first one for step ``first_step``); returns the log lines."""
+    lines = []
+    host = jax.device_get(step_metrics_list)
+    for offset, metrics in enumerate(host):
+      grad = float(metrics['generator_grad_norm'])
+      modules = {k[len(GRAD_NORM):]: float(v) for k, v in metrics.items()
+                 if k.startswith(GRAD_NORM)}
+      if len(self._grad_history) >= SPIKE_MIN_HISTORY:
+        median = float(np.median(self._grad_history))
+        if median > 0 and grad > SPIKE_FACTOR * median:
+          self.spikes += 1
+          lines.append(self._spike_line(first_step + offset, grad, median,
+                                        modules, metrics))
+      self._grad_history.append(grad)
+      for name, value in modules.items():
+        self._module_history[name].append(value)
+    return lines
+
+  def _spike_line(self, step, grad, median, modules, metrics) -> str:
+    jumps = {}
+    for name, value in modules.items():
+      history = self._module_history[name]
+      base = float(np.median(history)) if history else 0.0
+      if base > 0:
+        jumps[name] = value / base
+    culprit = max(jumps, key=jumps.get) if jumps else 'unknown'
+    return (f'loss spike at step {step}: generator gradient norm {grad:.3g} '
+            f'is {grad / median:.1f}x its recent median ({median:.3g}); the '
+            f'largest jump is in {culprit} '
+            f'({jumps.get(culprit, float("nan")):.1f}x its median), content '
+            f'loss {float(metrics["content_loss"]):.4g}')
+
+  def check_norms(self, scalars: dict[str, float]) -> list[str]:
+    """Shrink warnings from a logged interval's mean scalars."""
+    lines = []
+    for name, initial in self.initial_norms.items():
+      now = scalars.get(PARAM_NORM + name)
+      key = ('shrink', name)
+      if now is None or initial <= 0 or key in self._warned:
+        continue
+      if now < SHRINK_WARNING * initial:
+        self._warned.add(key)
+        lines.append(f'the weights of {name} have shrunk to {now:.3g} '
+                     f'({now / initial:.0%} of their initial norm '
+                     f'{initial:.3g}): weight decay may be overpowering the '
+                     'loss (optimizer.weight_decay_mode, docs/training.md)')
+    return lines
+
+  def probe_cpm(self, params, gray) -> tuple[dict[str, float], list[str]]:
+    """CPM health scalars on validation photos gray (N, h, w, 1) and the
+    dead-layer warnings."""
+    scalars = {k: float(v)
+               for k, v in jax.device_get(self._probe(params, gray)).items()}
+    lines = []
+    for key, value in scalars.items():
+      if key.startswith(CPM_ALIVE) and value < ALIVE_WARNING and (
+          key not in self._warned):
+        self._warned.add(key)
+        layer = key[len(CPM_ALIVE):]
+        lines.append(f'CPM hidden layer {layer} is {value:.0%} alive (share '
+                     'of positive activations on the validation photos; '
+                     '50% at initialisation): its units are dying')
+    return scalars, lines
+
+
+def summary(scalars: dict[str, float]) -> Optional[str]:
+  """One log line of the health scalars in ``scalars``, or None."""
+  parts = []
+  norms = {k[len(PARAM_NORM):]: v for k, v in scalars.items()
+           if k.startswith(PARAM_NORM)}
+  if norms:
+    parts.append('norms ' + ' '.join(f'{k} {v:.3g}' for k, v in norms.items()))
+  alive = [f'{v:.0%}' for k, v in sorted(scalars.items())
+           if k.startswith(CPM_ALIVE)]
+  if alive:
+    parts.append('CPM alive ' + '/'.join(alive))
+  std = [f'{v:.2g}' for k, v in scalars.items()
+         if k.startswith(CPM_OUTPUT_STD)]
+  if std:
+    parts.append('CPM output std L/a/b ' + '/'.join(std))
+  return 'health: ' + '; '.join(parts) if parts else None

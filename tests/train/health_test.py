@@ -1,0 +1,140 @@
+"""Training-health instruments against hand-made cases and numpy."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from scsnet_jax.models.generator import Generator, GeneratorConfig
+from scsnet_jax.train import health
+
+
+def test_step_metrics_are_per_module_norms_and_update_ratios():
+  rng = np.random.default_rng(0)
+  params = {'cpm': {'w': rng.normal(size=(3, 4)), 'b': rng.normal(size=4)},
+            'fusion': {'w': rng.normal(size=(5,))}}
+  grads = jax.tree.map(lambda p: rng.normal(size=p.shape), params)
+  new = jax.tree.map(lambda p, g: p - 0.01 * g, params, grads)
+  got = {k: float(v) for k, v in health.step_metrics(params, grads,
+                                                     new).items()}
+  for name in params:
+    flat = lambda t: np.concatenate([np.ravel(x) for x in
+                                     jax.tree.leaves(t[name])])
+    assert got[health.PARAM_NORM + name] == pytest.approx(
+        np.linalg.norm(flat(new)), rel=1e-5)
+    assert got[health.GRAD_NORM + name] == pytest.approx(
+        np.linalg.norm(flat(grads)), rel=1e-5)
+    assert got[health.UPDATE_RATIO + name] == pytest.approx(
+        0.01 * np.linalg.norm(flat(grads)) / np.linalg.norm(flat(params)),
+        rel=1e-4)
+
+
+def _steps(n, spike_at=None, module='cpm'):
+  steps = []
+  for i in range(n):
+    grads = {'cpm': 1.0, 'texture_encoder': 2.0}
+    if i == spike_at:
+      grads[module] *= 40
+    metrics = {health.GRAD_NORM + k: v for k, v in grads.items()}
+    metrics['generator_grad_norm'] = float(np.hypot(*grads.values()))
+    metrics['content_loss'] = 0.1
+    steps.append(metrics)
+  return steps
+
+
+def test_spike_detector_names_the_module_whose_gradient_jumped():
+  monitor = health.HealthMonitor({})
+  assert monitor.observe_steps(_steps(40), 1) == []
+  lines = monitor.observe_steps(_steps(10, spike_at=4, module='cpm'), 41)
+  assert len(lines) == 1 and monitor.spikes == 1
+  assert 'step 45' in lines[0] and 'in cpm' in lines[0]
+  lines = monitor.observe_steps(
+      _steps(10, spike_at=2, module='texture_encoder'), 51)
+  assert len(lines) == 1 and 'in texture_encoder' in lines[0]
+
+
+def test_no_verdict_before_enough_history():
+  monitor = health.HealthMonitor({})
+  assert monitor.observe_steps(_steps(10, spike_at=5), 1) == []
+
+
+def test_shrink_warning_once_below_half():
+  monitor = health.HealthMonitor({'cpm': 10.0, 'fusion': 4.0})
+  assert monitor.check_norms({health.PARAM_NORM + 'cpm': 6.0,
+                              health.PARAM_NORM + 'fusion': 4.1}) == []
+  lines = monitor.check_norms({health.PARAM_NORM + 'cpm': 4.9,
+                               health.PARAM_NORM + 'fusion': 4.1})
+  assert len(lines) == 1 and 'cpm' in lines[0] and '49%' in lines[0]
+  assert monitor.check_norms({health.PARAM_NORM + 'cpm': 4.0}) == []
+
+
+TINY = GeneratorConfig(
+    init_width=8, encoder_widths=(8, 16), source_res_blocks=0,
+    reference_res_blocks=0, cross_attention_qk=8, self_attention_qk=8,
+    decoder_res_blocks=(0, 0, 0), texture_res_blocks=0, fusion_width=8,
+    cpm_hidden=(16, 8, 8), cpm_chunk_size=0)
+
+
+def _numpy_cpm_health(model, gray, side):
+  """The probe re-derived: activations of the CPM's MLP in numpy."""
+  features = np.asarray(model.features(jnp.asarray(gray)))
+  n, h, w, _ = features.shape
+  x = (np.arange(side) + 0.5) / side
+
+  def corners(n):            # the spec's sampling: u = x (n - 1)
+    u = x * (n - 1)
+    i0 = np.minimum(np.floor(u).astype(int), n - 2)
+    return i0, u - i0
+
+  r0, rt = corners(h)
+  c0, ct = corners(w)
+  rows = (features[:, r0] * (1 - rt)[None, :, None, None]
+          + features[:, r0 + 1] * rt[None, :, None, None])
+  grid = (rows[:, :, c0] * (1 - ct)[None, None, :, None]
+          + rows[:, :, c0 + 1] * ct[None, None, :, None])
+  zx = 2 * (x * w - np.floor(x * w)) - 1
+  zy = 2 * (x * h - np.floor(x * h)) - 1
+  zz = np.stack(np.broadcast_arrays(zx[None, :], zy[:, None]), -1)
+  act = np.concatenate([grid, np.broadcast_to(zz, grid.shape[:3] + (2,))],
+                       -1).reshape(n, side * side, -1)
+  alive, dead = [], []
+  for layer in model.cpm.hidden_layers:
+    act = np.maximum(act @ np.asarray(layer.kernel[...])
+                     + np.asarray(layer.bias[...]), 0)
+    alive.append(np.mean(act > 0))
+    dead.append(np.mean(act.max(axis=(0, 1)) <= 0))
+  out = (act @ np.asarray(model.cpm.output_layer.kernel[...])
+         + np.asarray(model.cpm.output_layer.bias[...]))
+  return alive, dead, out.std(axis=1).mean(axis=0)
+
+
+def test_cpm_probe_matches_numpy_and_warns_on_a_dead_layer():
+  model = Generator(TINY, rngs=nnx.Rngs(0))
+  graphdef, state = nnx.split(model)
+  gray = np.random.default_rng(1).uniform(-1, 1, (2, 8, 12, 1)).astype(
+      np.float32)
+  monitor = health.HealthMonitor({}, graphdef)
+  monitor._probe = health.make_cpm_probe(graphdef, points_per_side=16)
+  scalars, lines = monitor.probe_cpm(state.to_pure_dict(), gray)
+  alive, dead, std = _numpy_cpm_health(model, gray, 16)
+  for i in range(3):
+    assert scalars[f'{health.CPM_ALIVE}{i + 1}'] == pytest.approx(alive[i],
+                                                                  abs=1e-6)
+    assert scalars[f'{health.CPM_DEAD}{i + 1}'] == pytest.approx(dead[i],
+                                                                 abs=1e-6)
+  np.testing.assert_allclose([scalars[health.CPM_OUTPUT_STD + c]
+                              for c in 'Lab'], std, rtol=1e-3, atol=1e-6)
+  assert 0.25 < alive[0] < 0.75 and lines == []
+  # Kill the second layer: a large negative bias.
+  layer = model.cpm.hidden_layers[1]
+  layer.bias.value = jnp.full_like(layer.bias.value, -1e3)
+  scalars, lines = monitor.probe_cpm(nnx.state(model).to_pure_dict(), gray)
+  assert scalars[f'{health.CPM_ALIVE}2'] == 0.0
+  assert scalars[f'{health.CPM_DEAD}2'] == 1.0
+  # Layer 3 then sees only zeros (and a zero bias): it is dead too.
+  assert ['layer 2' in lines[0], 'layer 3' in lines[1]] == [True, True]
+  # Warned once per layer.
+  assert monitor.probe_cpm(nnx.state(model).to_pure_dict(), gray)[1] == []
