@@ -140,7 +140,11 @@ class HealthMonitor:
                                         modules, metrics))
       self._grad_history.append(grad)
       for name, value in modules.items():
-        self._module_history[name].append(value)
+        # Only steps that reached the module: the reference branch gets no
+        # gradient in automatic steps, and zeros would make any value look
+        # like a jump.
+        if value > 0:
+          self._module_history[name].append(value)
     return lines
 
   def _spike_line(self, step, grad, median, modules, metrics) -> str:

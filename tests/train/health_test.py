@@ -56,6 +56,19 @@ def test_spike_detector_names_the_module_whose_gradient_jumped():
   assert len(lines) == 1 and 'in texture_encoder' in lines[0]
 
 
+def test_a_module_without_gradient_in_some_steps_is_not_blamed():
+  """The reference branch gets no gradient in automatic steps: its median
+  is over the steps that reached it, so its usual value is no 'jump'."""
+  steps = _steps(60)
+  for i, metrics in enumerate(steps):
+    metrics[health.GRAD_NORM + 'reference_encoder'] = 0.0 if i % 2 else 0.5
+  steps[51][health.GRAD_NORM + 'cpm'] = 40.0
+  steps[51]['generator_grad_norm'] = 40.0
+  monitor = health.HealthMonitor({})
+  lines = monitor.observe_steps(steps, 1)
+  assert len(lines) == 1 and 'in cpm' in lines[0], lines
+
+
 def test_no_verdict_before_enough_history():
   monitor = health.HealthMonitor({})
   assert monitor.observe_steps(_steps(10, spike_at=5), 1) == []
