@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from scsnet_jax import atomic
 from scsnet_jax.errors import UserError
 from scsnet_jax.inference import files
 from scsnet_jax.models import INPUT_MULTIPLE
@@ -114,8 +115,8 @@ def export_generator(graphdef, params, model_config: dict, output_dir: str, *,
     checkpointer = ocp.StandardCheckpointer()
     checkpointer.save(os.path.join(staging, PARAMS_DIR), params)
     checkpointer.wait_until_finished()
-    with open(os.path.join(staging, MODEL_CONFIG), 'w') as f:
-      json.dump(model_config, f, indent=2, sort_keys=True)
+    atomic.write_json(os.path.join(staging, MODEL_CONFIG), model_config,
+                      indent=2, sort_keys=True)
     artifacts = []
     for mode in (modes if format == 'jax' else ()):
       for scale in scales:
@@ -137,8 +138,7 @@ def export_generator(graphdef, params, model_config: dict, output_dir: str, *,
       manifest[ONNX_KEY] = onnx_export.write_models(
           graphdef, params, staging, scales=[int(s) for s in scales],
           modes=modes)
-    with open(os.path.join(staging, MANIFEST), 'w') as f:
-      json.dump(manifest, f, indent=2)
+    atomic.write_json(os.path.join(staging, MANIFEST), manifest, indent=2)
     os.chmod(staging, 0o777 & ~files.current_umask())   # mkdtemp makes it 0700
     if os.path.isdir(output_dir):
       os.rmdir(output_dir)  # empty, checked above

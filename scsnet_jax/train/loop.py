@@ -21,7 +21,7 @@ import numpy as np
 from etils import epath
 from jax.experimental import multihost_utils
 
-from scsnet_jax import config_lib, sharding, writers
+from scsnet_jax import atomic, config_lib, sharding, writers
 from scsnet_jax.evaluation import validation
 from scsnet_jax.inference import loading
 from scsnet_jax.train import checkpointing
@@ -117,9 +117,11 @@ def _check_finite(pending: list[dict[str, Any]], step: int):
 
 
 def _write_config(workdir: str, config: ml_collections.ConfigDict):
+  """``WORKDIR/config.json``, atomically: eval and predict read it, and a
+  crash mid-write must not leave them half a config."""
   if jax.process_index() == 0:
-    (epath.Path(workdir) / 'config.json').write_text(
-        config.to_json(indent=2, sort_keys=True))
+    atomic.write_text(str(epath.Path(workdir) / 'config.json'),
+                      config.to_json(indent=2, sort_keys=True))
 
 
 def _flat_hparams(config: ml_collections.ConfigDict) -> dict[str, Any]:
