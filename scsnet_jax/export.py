@@ -17,6 +17,10 @@ CPM runs unchunked there (chunking needs concrete sizes); tile big inputs. Non-i
 ``--format onnx`` writes ``generator_<mode>_x<scale>.onnx`` files instead of
 the jax.export ones (same symbolic shapes; listed under ``onnx_models`` in
 the manifest; ``scsnet_jax/onnx_export.py``, docs/onnx.md).
+
+Reading: an export folder is code (``export_trust``): trust it like code.
+Manifest file names must be plain names, and artifacts calling custom calls
+outside an allow-list are refused before they run.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from scsnet_jax import atomic
+from scsnet_jax import atomic, export_trust
 from scsnet_jax.errors import UserError
 from scsnet_jax.inference import files
 from scsnet_jax.models import INPUT_MULTIPLE
@@ -155,11 +159,17 @@ def is_export_dir(path: str) -> bool:
 
 
 def read_manifest(path: str) -> dict:
-  with open(os.path.join(path, MANIFEST)) as f:
-    manifest = json.load(f)
-  if manifest.get('format') != FORMAT:
+  with open(os.path.join(path, MANIFEST), 'rb') as f:
+    try:
+      manifest = json.loads(f.read())
+    except ValueError as error:   # bad JSON or bad UTF-8
+      raise UserError(f'{path}: {MANIFEST} is not valid JSON ({error})'
+                      ) from None
+  if not isinstance(manifest, dict) or manifest.get('format') != FORMAT:
+    manifest = manifest if isinstance(manifest, dict) else {}
     raise UserError(f'{path}: unknown export format '
                      f'{manifest.get("format")!r} (expected {FORMAT})')
+  export_trust.check_manifest_names(path, manifest)   # no path escapes
   return manifest
 
 
@@ -210,9 +220,9 @@ class ExportedGenerator:
 
   def _exported(self, entry):
     if entry['file'] not in self._loaded:
-      with open(os.path.join(self.path, entry['file']), 'rb') as f:
-        self._loaded[entry['file']] = jax.export.deserialize(
-            bytearray(f.read()))
+      # Refuses custom calls our exports never make (export_trust).
+      self._loaded[entry['file']] = export_trust.deserialize(
+          os.path.join(self.path, entry['file']))
     return self._loaded[entry['file']]
 
   def predict_nlab(self, gray, reference, out_size):
