@@ -3,8 +3,10 @@
   pip install -e .[app]
   python -m scsnet_jax.app --checkpoint WORKDIR_OR_EXPORT [--port 7860]
 
-Serves on 127.0.0.1 (this machine only) unless ``--host`` says otherwise;
-no share link, no analytics, nothing fetched from the network. The model is
+Serves on 127.0.0.1 (this machine only) unless ``--host`` says otherwise
+(then a warning says who may reach it; ``--auth FILE`` asks for a login);
+no share link, no analytics, nothing fetched from the network (gradio is
+pinned to releases that serve their own fonts and scripts). The model is
 loaded once at start-up; each request runs the predict CLI's ``Runner``
 (same tiling, same bfloat16 fallback) through ``app_requests.Colouriser``.
 A bad upload is a one-line message on the page and the server goes on.
@@ -34,8 +36,57 @@ def build_parser() -> argparse.ArgumentParser:
                       help='TCP port (default: %(default)s)')
   parser.add_argument('--host', default='127.0.0.1',
                       help='address to listen on; the default serves this '
-                           'machine only (default: %(default)s)')
+                           'machine only (default: %(default)s); any other '
+                           'address is warned about')
+  parser.add_argument('--auth', default=None, metavar='FILE',
+                      help='require a login: FILE holds user:password lines '
+                           '(a file, so passwords stay out of the process '
+                           'list); sent in clear over plain HTTP')
   return parser
+
+
+def is_loopback(host: str) -> bool:
+  """True for addresses only this machine can reach (127.x, ::1,
+  localhost)."""
+  import ipaddress
+  if host.lower() == 'localhost':
+    return True
+  try:
+    return ipaddress.ip_address(host.strip('[]')).is_loopback
+  except ValueError:   # a host name: it may resolve to anything
+    return False
+
+
+def read_auth(path: str) -> list[tuple[str, str]]:
+  """[(user, password), ...] from ``user:password`` lines (blank lines and
+  ``#`` comments skipped); a one-line ``UserError`` otherwise."""
+  try:
+    with open(path, encoding='utf-8') as f:
+      lines = f.read(1 << 20).splitlines()
+  except (OSError, UnicodeDecodeError) as error:
+    raise UserError(f'--auth {path}: cannot read it ({error})') from None
+  pairs = []
+  for number, line in enumerate(lines, start=1):
+    if not line.strip() or line.lstrip().startswith('#'):
+      continue
+    user, colon, password = line.strip().partition(':')
+    if not (colon and user and password):
+      raise UserError(f'--auth {path}: line {number} is not user:password')
+    pairs.append((user, password))
+  if not pairs:
+    raise UserError(f'--auth {path}: no user:password line')
+  return pairs
+
+
+def network_warning(args: argparse.Namespace) -> Optional[str]:
+  """The warning for a server other machines can reach, or None."""
+  if is_loopback(args.host):
+    return None
+  login = ('a login is required (--auth), but it travels unencrypted over '
+           'plain HTTP' if args.auth else 'anyone who can reach it can use '
+           'it: no login (--auth FILE) is asked for')
+  return (f'warning: serving on {args.host}, which other machines may reach; '
+          f'{login}. Use --host 127.0.0.1 for this machine only.')
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -44,6 +95,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   if not 0 < args.port < 65536:
     parser.error(f'port must be 1 to 65535, got {args.port}')
   predict.check_model_arguments(parser, args)
+  if args.auth is not None:
+    try:
+      args.auth_pairs = read_auth(args.auth)
+    except UserError as error:
+      parser.error(str(error))
+  else:
+    args.auth_pairs = None
   return args
 
 
@@ -154,6 +212,7 @@ def serve(args: argparse.Namespace, *, block: bool = True):
     page = build_page(colouriser, args.checkpoint)
     page.queue(default_concurrency_limit=1).launch(
         server_name=args.host, server_port=args.port, share=False,
+        auth=getattr(args, 'auth_pairs', None),
         inbrowser=False, ssr_mode=False, mcp_server=False,
         enable_monitoring=False, max_file_size=image_io.MAX_FILE_BYTES,
         prevent_thread_lock=not block, quiet=not block)
@@ -167,6 +226,9 @@ def serve(args: argparse.Namespace, *, block: bool = True):
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
   args = parse_args(sys.argv[1:] if argv is None else argv)
+  warning = network_warning(args)
+  if warning:
+    print(warning, file=sys.stderr)
   try:
     _import_gradio()
   except ImportError:

@@ -14,7 +14,6 @@ parts import what they need lazily and report a skip reason otherwise.
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import platform
 import resource
@@ -352,10 +351,8 @@ def main(argv):
       'warmup': FLAGS.warmup, 'attention_impl': FLAGS.attention_impl,
       'cpm_project_first': FLAGS.cpm_project_first}, 'results': results}
   if FLAGS.json:
-    tmp = FLAGS.json + '.tmp'
-    with open(tmp, 'w') as f:
-      json.dump(report, f, indent=1)
-    os.replace(tmp, FLAGS.json)
+    from scsnet_jax import atomic
+    atomic.write_json(FLAGS.json, report, indent=1)
     logging.info('wrote %s', FLAGS.json)
 
 

@@ -15,3 +15,10 @@ class UserError(ValueError):
 
   A ``ValueError``, so code that validates values can be caught either way.
   """
+
+
+# Exit status of a training run that SIGTERM stopped before its last step
+# (after saving): 75 = EX_TEMPFAIL ("try again later"), so a scheduler can
+# tell it from success (0) and from errors (1) and requeue the job
+# (launch/slurm.sbatch does).
+EXIT_STOPPED_EARLY = 75

@@ -17,6 +17,10 @@ CPM runs unchunked there (chunking needs concrete sizes); tile big inputs. Non-i
 ``--format onnx`` writes ``generator_<mode>_x<scale>.onnx`` files instead of
 the jax.export ones (same symbolic shapes; listed under ``onnx_models`` in
 the manifest; ``scsnet_jax/onnx_export.py``, docs/onnx.md).
+
+Reading: an export folder is code (``export_trust``): trust it like code.
+Manifest file names must be plain names, and artifacts calling custom calls
+outside an allow-list are refused before they run.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from scsnet_jax import atomic, export_trust
 from scsnet_jax.errors import UserError
 from scsnet_jax.inference import files
 from scsnet_jax.models import INPUT_MULTIPLE
@@ -114,8 +119,8 @@ def export_generator(graphdef, params, model_config: dict, output_dir: str, *,
     checkpointer = ocp.StandardCheckpointer()
     checkpointer.save(os.path.join(staging, PARAMS_DIR), params)
     checkpointer.wait_until_finished()
-    with open(os.path.join(staging, MODEL_CONFIG), 'w') as f:
-      json.dump(model_config, f, indent=2, sort_keys=True)
+    atomic.write_json(os.path.join(staging, MODEL_CONFIG), model_config,
+                      indent=2, sort_keys=True)
     artifacts = []
     for mode in (modes if format == 'jax' else ()):
       for scale in scales:
@@ -137,8 +142,7 @@ def export_generator(graphdef, params, model_config: dict, output_dir: str, *,
       manifest[ONNX_KEY] = onnx_export.write_models(
           graphdef, params, staging, scales=[int(s) for s in scales],
           modes=modes)
-    with open(os.path.join(staging, MANIFEST), 'w') as f:
-      json.dump(manifest, f, indent=2)
+    atomic.write_json(os.path.join(staging, MANIFEST), manifest, indent=2)
     os.chmod(staging, 0o777 & ~files.current_umask())   # mkdtemp makes it 0700
     if os.path.isdir(output_dir):
       os.rmdir(output_dir)  # empty, checked above
@@ -155,11 +159,17 @@ def is_export_dir(path: str) -> bool:
 
 
 def read_manifest(path: str) -> dict:
-  with open(os.path.join(path, MANIFEST)) as f:
-    manifest = json.load(f)
-  if manifest.get('format') != FORMAT:
+  with open(os.path.join(path, MANIFEST), 'rb') as f:
+    try:
+      manifest = json.loads(f.read())
+    except ValueError as error:   # bad JSON or bad UTF-8
+      raise UserError(f'{path}: {MANIFEST} is not valid JSON ({error})'
+                      ) from None
+  if not isinstance(manifest, dict) or manifest.get('format') != FORMAT:
+    manifest = manifest if isinstance(manifest, dict) else {}
     raise UserError(f'{path}: unknown export format '
                      f'{manifest.get("format")!r} (expected {FORMAT})')
+  export_trust.check_manifest_names(path, manifest)   # no path escapes
   return manifest
 
 
@@ -210,9 +220,9 @@ class ExportedGenerator:
 
   def _exported(self, entry):
     if entry['file'] not in self._loaded:
-      with open(os.path.join(self.path, entry['file']), 'rb') as f:
-        self._loaded[entry['file']] = jax.export.deserialize(
-            bytearray(f.read()))
+      # Refuses custom calls our exports never make (export_trust).
+      self._loaded[entry['file']] = export_trust.deserialize(
+          os.path.join(self.path, entry['file']))
     return self._loaded[entry['file']]
 
   def predict_nlab(self, gray, reference, out_size):

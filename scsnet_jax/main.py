@@ -11,7 +11,9 @@ JAX_COORDINATOR_ADDRESS); ``--coordinator_address/--num_processes/
 
 Errors: mistakes in the command or config, missing files and out-of-memory
 end with one line on stderr and exit status 1 (``SCSNET_DEBUG=1`` shows the
-traceback); anything else is a bug and keeps its traceback. Directories a
+traceback); anything else is a bug and keeps its traceback. Stopped early by
+SIGTERM (after saving): exit 75, ``errors.EXIT_STOPPED_EARLY``, to requeue.
+A resume's config changes need ``--allow_config_change`` (train.resume). Directories a
 failed run created and left empty are removed. Library chatter (orbax's
 INFO lines, TensorFlow/oneDNN/libtpu start-up banners) is hidden unless
 ``--verbosity=1`` or higher. See docs/training.md.
@@ -27,7 +29,7 @@ from typing import Optional
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from scsnet_jax.errors import UserError
+from scsnet_jax.errors import EXIT_STOPPED_EARLY, UserError
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Configuration file (configs/*.py). Optional with '
@@ -43,6 +45,10 @@ _NUM_PROCESSES = flags.DEFINE_integer(
     'num_processes', None, 'Number of processes (with --coordinator_address).')
 _PROCESS_ID = flags.DEFINE_integer(
     'process_id', None, 'Index of this process (with --coordinator_address).')
+_ALLOW_CONFIG_CHANGE = flags.DEFINE_string(
+    'allow_config_change', '', 'Resuming: config keys (or sections) that may '
+    'differ from the checkpoint\'s saved config, comma-separated, e.g. '
+    'optimizer.learning_rate,data (train.steps may always change).')
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 # `--config.KEY=VALUE` given without `--config=FILE` (eval on a workdir).
@@ -263,14 +269,21 @@ def resolve_config(config, workdir: str, mode: str,
   return config
 
 
-def _run(config, workdir: str, mode: str):
+def _run(config, workdir: str, mode: str, allow_config_change=()):
   _hide_gpus_from_tensorflow()
   _initialize_distributed()
   if mode == 'eval':
     from scsnet_jax.evaluation import protocol as evaluate
     return evaluate.evaluate(config, workdir)
   from scsnet_jax.train import loop as trainer
-  return trainer.train_and_evaluate(config, workdir)
+  try:
+    return trainer.train_and_evaluate(
+        config, workdir, allow_config_change=allow_config_change)
+  except trainer.StoppedEarly as stopped:
+    # Saved, not finished: a distinct status so the scheduler requeues.
+    logging.warning('%s; exit status %d (requeue to continue)', stopped,
+                    EXIT_STOPPED_EARLY)
+    sys.exit(EXIT_STOPPED_EARLY)
 
 
 # ----------------------------------------------------------------- errors ---
@@ -368,7 +381,9 @@ def main(argv):
   config = _CONFIG.value
   try:
     config = resolve_config(config, workdir, mode, _WORKDIR_OVERRIDES)
-    _run(config, workdir, mode)
+    from scsnet_jax.train import resume
+    _run(config, workdir, mode,
+         resume.parse_allowed(_ALLOW_CONFIG_CHANGE.value))
   except Exception as error:  # pylint: disable=broad-except
     if local:
       remove_new_empty_dirs(workdir, before, missing)
@@ -380,10 +395,21 @@ def main(argv):
     sys.exit(1)
 
 
+_HELP_FLAGS = ('-h', '-?', '--help', '--helpshort', '--helpfull', '--helpxml')
+
+
 def run() -> None:
+  """``app.run(main)``, except that asking for help exits 0 (absl exits 1,
+  which scripts and CI read as a failure)."""
   quiet_native_logs(sys.argv)
   flags.mark_flags_as_required(['workdir'])
-  app.run(main, flags_parser=parse_flags)
+  options = sys.argv[1:sys.argv.index('--') if '--' in sys.argv else None]
+  try:
+    app.run(main, flags_parser=parse_flags)
+  except SystemExit as exit_:
+    if exit_.code == 1 and set(options) & set(_HELP_FLAGS):
+      sys.exit(0)
+    raise
 
 
 if __name__ == '__main__':

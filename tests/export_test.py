@@ -140,3 +140,71 @@ def test_centres_sampling_is_exported(tmp_path):
   corners, _ = inference.Predictor(params, dataclasses.replace(
       centres, cpm_sampling='corners')).predict_nlab(gray, None, (24, 32))
   assert np.abs(corners - want).max() > 1e-3
+
+
+# ------------------------------------------- issue 19: export folders are code ---
+def _copy(path, tmp_path, edit=None):
+  import shutil
+  copy = str(tmp_path / 'copy')
+  shutil.copytree(path, copy)
+  if edit is not None:
+    manifest_path = os.path.join(copy, 'manifest.json')
+    with open(manifest_path) as f:
+      manifest = json.load(f)
+    edit(manifest)
+    with open(manifest_path, 'w') as f:
+      json.dump(manifest, f)
+  return copy
+
+
+@pytest.mark.parametrize('bad', ['/etc/passwd', '../outside.jax_export',
+                                 'sub/x.jax_export', '..', 7])
+def test_manifest_file_names_must_be_plain_names(exported, tmp_path, bad):
+  from scsnet_jax.errors import UserError
+  _, _, path, _ = exported
+  def edit(manifest):
+    manifest['artifacts'][0]['file'] = bad
+  with pytest.raises(UserError, match='not a plain file name'):
+    export.ExportedGenerator(_copy(path, tmp_path, edit))
+
+
+def test_params_outside_the_folder_are_refused(exported, tmp_path):
+  from scsnet_jax.errors import UserError
+  _, _, path, _ = exported
+  def edit(manifest):
+    manifest['params'] = os.path.abspath(os.path.join(path, 'params'))
+  with pytest.raises(UserError, match='params'):
+    export.load_params(_copy(path, tmp_path, edit))
+
+
+def test_artifacts_with_foreign_custom_calls_or_junk_are_refused(exported,
+                                                                 tmp_path):
+  import jax.numpy as jnp
+  from scsnet_jax.errors import UserError
+  _, _, path, _ = exported
+  copy = _copy(path, tmp_path)
+  # Shape-compatible, but it calls LAPACK through a custom call.
+  foreign = jax.export.export(jax.jit(
+      lambda g: jnp.repeat(jnp.repeat(jnp.concatenate(
+          [g, g, g], -1) * jnp.linalg.eigh(g[0, :, :, 0])[0][0], 2, 1),
+          2, 2)))(jax.ShapeDtypeStruct((1, 8, 8, 1), jnp.float32))
+  with open(os.path.join(copy, 'generator_automatic_x2.jax_export'),
+            'wb') as f:
+    f.write(foreign.serialize())
+  runner = export.ExportedGenerator(copy)
+  gray = _random((1, 8, 8, 1), 0)
+  with pytest.raises(UserError, match='custom call.*lapack'):
+    runner.predict_nlab(gray, None, (16, 16))
+  with open(os.path.join(copy, 'generator_referential_x2.jax_export'),
+            'wb') as f:
+    f.write(b'\x00junk' * 20)
+  with pytest.raises(UserError, match='not a readable jax.export artifact'):
+    runner.predict_nlab(gray, _random((1, 4, 8, 3), 1), (16, 16))
+
+
+def test_custom_call_scan_reads_both_syntaxes_and_fails_closed():
+  from scsnet_jax import export_trust
+  text = ('%0 = stablehlo.custom_call @shape_assertion(%a)\n'
+          '%1 = "stablehlo.custom_call"(%b) <{call_target_name = "evil"}>\n')
+  assert export_trust.custom_calls(text) == {'shape_assertion', 'evil'}
+  assert '?' in export_trust.custom_calls('%2 = custom_call weird syntax')

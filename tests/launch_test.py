@@ -56,6 +56,31 @@ def test_launcher_usage_errors_are_one_line():
     assert check.returncode == 0, check.stderr
 
 
+@pytest.mark.parametrize('status', [0, 1, 75])
+def test_slurm_script_requeues_only_a_run_stopped_early(tmp_path, status):
+  """Fake srun (exits ``status``) and scontrol (records its arguments)."""
+  from scsnet_jax import errors
+  bin_dir = tmp_path / 'bin'
+  bin_dir.mkdir()
+  for name, body in (('srun', f'exit {status}'),
+                     ('scontrol', f'echo "$@" >> {tmp_path}/scontrol.log')):
+    (bin_dir / name).write_text(f'#!/bin/sh\n{body}\n')
+    (bin_dir / name).chmod(0o755)
+  result = subprocess.run(
+      ['bash', os.path.join(REPO_ROOT, 'launch', 'slurm.sbatch'),
+       'configs/test.py', str(tmp_path / 'run')], cwd=REPO_ROOT,
+      capture_output=True, text=True, timeout=60,
+      env=dict(os.environ, PATH=f'{bin_dir}:{os.environ["PATH"]}',
+               SLURM_JOB_ID='123'))
+  log = tmp_path / 'scontrol.log'
+  if status == errors.EXIT_STOPPED_EARLY:
+    assert result.returncode == 0, result.stderr
+    assert log.read_text().split() == ['requeue', '123']
+  else:
+    assert result.returncode == status
+    assert not log.exists()
+
+
 @pytest.mark.slow
 def test_two_processes_report_the_same_loss(tmp_path):
   workdir = tmp_path / 'multi'

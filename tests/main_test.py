@@ -158,7 +158,7 @@ def _main_with_run(monkeypatch, tmp_path, run):
 
 
 def test_main_keeps_the_traceback_of_a_bug(monkeypatch, tmp_path):
-  def bug(config, workdir, mode):
+  def bug(config, workdir, mode, *_):
     os.makedirs(os.path.join(workdir, 'checkpoints'))
     raise RuntimeError('an internal error')
   import pytest
@@ -169,7 +169,7 @@ def test_main_keeps_the_traceback_of_a_bug(monkeypatch, tmp_path):
 
 def test_main_reports_out_of_memory_in_one_line(monkeypatch, tmp_path,
                                                 capsys):
-  def oom(config, workdir, mode):
+  def oom(config, workdir, mode, *_):
     raise RuntimeError('RESOURCE_EXHAUSTED: Out of memory while trying to '
                        'allocate 99 bytes.\nmore\nlines')
   import pytest
@@ -199,3 +199,27 @@ def test_library_info_lines_are_hidden_by_default(monkeypatch):
   main.quiet_native_logs(['main'])
   assert os.environ['TF_CPP_MIN_LOG_LEVEL'] == '2'
   assert os.environ['TF_ENABLE_ONEDNN_OPTS'] == '0'
+
+
+# ------------------------------------------------------------ issue 19 ---
+def test_help_exits_0_and_lists_the_resume_flag():
+  result = _run_main('--help')
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert '--allow_config_change' in result.stdout + result.stderr
+
+
+def test_a_run_stopped_by_sigterm_exits_75_for_requeueing(monkeypatch,
+                                                          tmp_path):
+  import pytest
+  from scsnet_jax import errors, main
+  from scsnet_jax.train import loop
+  calls = []
+  def stopped(config, workdir, allow_config_change=()):
+    calls.append(allow_config_change)
+    raise loop.StoppedEarly(None, 3)
+  monkeypatch.setattr(loop, 'train_and_evaluate', stopped)
+  monkeypatch.setattr(main, '_initialize_distributed', lambda: None)
+  with pytest.raises(SystemExit) as exit_info:
+    main._run({}, str(tmp_path), 'train', ('optimizer',))
+  assert exit_info.value.code == errors.EXIT_STOPPED_EARLY == 75
+  assert calls == [('optimizer',)]

@@ -13,7 +13,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 
 import numpy as np
 
@@ -98,12 +97,13 @@ def quality_filter(source, *, min_file_bytes: int, min_colorfulness: float,
         logging.info('quality filter: %d of %d checked, %d kept',
                      chunk.stop, len(source), len(kept))
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with tempfile.NamedTemporaryFile('w', dir=os.path.dirname(path),
-                                     delete=False, suffix='.tmp') as f:
-      json.dump({'source': source.fingerprint(), 'num_total': len(source),
-                 'min_file_bytes': min_file_bytes,
-                 'min_colorfulness': min_colorfulness, 'kept': kept}, f)
-    os.replace(f.name, path)  # atomic: concurrent processes may race here
+    from scsnet_jax import atomic
+    # Atomic: concurrent processes may race here.
+    atomic.write_json(path, {'source': source.fingerprint(),
+                             'num_total': len(source),
+                             'min_file_bytes': min_file_bytes,
+                             'min_colorfulness': min_colorfulness,
+                             'kept': kept})
     logging.info('quality filter kept %d of %d images; index %s', len(kept),
                  len(source), path)
   if not kept:

@@ -8,7 +8,6 @@ ground truth, 'psnr' and 'ssim' (None where undefined).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from typing import Any, Optional
@@ -129,10 +128,10 @@ def write_report(workdir: str, report: dict[str, Any]) -> str:
   out_dir = os.path.join(workdir, EVAL_SUBDIR)
   os.makedirs(out_dir, exist_ok=True)
   json_path = os.path.join(out_dir, f"metrics_{report['step']}.json")
-  with open(json_path, 'w') as f:
-    json.dump(report, f, indent=2, allow_nan=False)
-  with open(os.path.join(out_dir, f"metrics_{report['step']}.md"), 'w') as f:
-    f.write(markdown_table(report) + '\n')
+  from scsnet_jax import atomic
+  atomic.write_json(json_path, report, indent=2, allow_nan=False)
+  atomic.write_text(os.path.join(out_dir, f"metrics_{report['step']}.md"),
+                    markdown_table(report) + '\n')
   return json_path
 
 

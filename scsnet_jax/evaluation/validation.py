@@ -292,6 +292,7 @@ def write_sample_grid(workdir: str, step: int, grid: np.ndarray,
   directory = epath.Path(workdir) / SAMPLES_SUBDIR
   directory.mkdir(parents=True, exist_ok=True)
   path = directory / f'step_{step}.png'
-  with path.open('wb') as f:     # local paths and gs:// alike
+  from scsnet_jax import atomic
+  with atomic.open_atomic(path) as f:     # local paths and gs:// alike
     Image.fromarray(grid).save(f, format='PNG')
   return str(path)

@@ -206,8 +206,8 @@ def write_png_atomic(path: str, pixels: np.ndarray) -> None:
   """uint8 (H, W, 3) or (H, W, 4) (RGBA) -> 8-bit sRGB PNG at ``path``,
   all or nothing.
 
-  Encodes in memory, writes a temporary file in the same folder, then
-  ``os.replace`` (atomic on one file system).
+  Encodes in memory, then ``atomic.write_bytes`` (temporary file in the
+  same folder, fsync, rename).
   """
   if (pixels.dtype != np.uint8 or pixels.ndim != 3 or
       pixels.shape[-1] not in (3, 4)):
@@ -215,17 +215,8 @@ def write_png_atomic(path: str, pixels: np.ndarray) -> None:
                      f'{pixels.dtype} {pixels.shape}')
   buffer = io.BytesIO()
   Image.fromarray(pixels).save(buffer, format='PNG')
-  folder = os.path.dirname(os.path.abspath(path))
-  handle, temp = tempfile.mkstemp(dir=folder, prefix='.tmp-', suffix='.png')
-  try:
-    with os.fdopen(handle, 'wb') as f:
-      f.write(buffer.getvalue())
-    os.chmod(temp, 0o666 & ~current_umask())   # mkstemp makes 0600 files
-    os.replace(temp, path)
-  except BaseException:
-    if os.path.exists(temp):
-      os.remove(temp)
-    raise
+  from scsnet_jax import atomic
+  atomic.write_bytes(path, buffer.getvalue())
 
 
 def current_umask() -> int:

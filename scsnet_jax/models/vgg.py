@@ -105,10 +105,12 @@ def init_vgg16_params(seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
 
 
 def save_vgg16_params(params, path: str) -> None:
-  """Writes ``params`` as an .npz of 'convX_Y/kernel' and 'convX_Y/bias'."""
+  """Writes ``params`` as an .npz of 'convX_Y/kernel' and 'convX_Y/bias',
+  all or nothing (``atomic``: a crash leaves no half file to load)."""
+  from scsnet_jax import atomic
   flat = {f'{name}/{kind}': np.asarray(value, np.float32)
           for name, layer in params.items() for kind, value in layer.items()}
-  with open(path, 'wb') as f:
+  with atomic.open_atomic(path) as f:   # a file: np.savez adds no '.npz'
     np.savez(f, **flat)
 
 

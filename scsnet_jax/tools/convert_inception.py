@@ -89,7 +89,8 @@ def convert_file(input_path, output_path) -> dict[str, np.ndarray]:
   converted = convert_state_dict(state_dict)
   output_dir = os.path.dirname(os.path.abspath(output_path))
   os.makedirs(output_dir, exist_ok=True)
-  with open(output_path, 'wb') as f:  # np.savez would append '.npz'
+  from scsnet_jax import atomic
+  with atomic.open_atomic(output_path) as f:  # a file: no '.npz' appended
     np.savez(f, **converted)
   return converted
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 
 import numpy as np
 
@@ -57,14 +56,7 @@ def convert_file(input_path: str, output_path: str) -> None:
   params = convert_state_dict(torch_reader.load_torch_state_dict(input_path))
   out_dir = os.path.dirname(os.path.abspath(output_path))
   os.makedirs(out_dir, exist_ok=True)
-  fd, tmp_path = tempfile.mkstemp(dir=out_dir, suffix='.npz.tmp')
-  os.close(fd)
-  try:
-    vgg.save_vgg16_params(params, tmp_path)
-    os.replace(tmp_path, output_path)
-  except BaseException:
-    os.unlink(tmp_path)
-    raise
+  vgg.save_vgg16_params(params, output_path)   # atomic
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,10 +13,10 @@ pass/fail of the learning targets (docs/results.md) as JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
+from scsnet_jax import atomic
 from scsnet_jax.errors import UserError
 
 # The learning targets of the CPU recipe (issue "It learns"), on the
@@ -117,14 +117,15 @@ def main(argv=None):
       results['targets'] = check_targets(scores)
       if args.grid:
         grid = validation.labelled_grid(data, outputs, args.grid_images)
-        Image.fromarray(np.asarray(grid)).save(args.grid)
+        with atomic.open_atomic(args.grid) as f:
+          Image.fromarray(np.asarray(grid)).save(
+              f, format=Image.registered_extensions().get(
+                  os.path.splitext(args.grid)[1].lower(), 'PNG'))
   text = '\n'.join(tables)
   os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-  with open(args.json, 'w') as f:
-    json.dump(results, f, indent=2)
+  atomic.write_json(args.json, results, indent=2)
   if args.table:
-    with open(args.table, 'w') as f:
-      f.write(text)
+    atomic.write_text(args.table, text)
   print(text)
   for target, check in results.get('targets', {}).items():
     print(f"{'PASS' if check['pass'] else 'MISS'}  {target}: "

@@ -29,6 +29,7 @@ from etils import epath
 from jax.sharding import Mesh
 
 from scsnet_jax.inference.loading import checkpoint_dir
+from scsnet_jax.train import resume
 from scsnet_jax.train.state import (Networks, TrainState,
                                     abstract_train_state, create_train_state)
 
@@ -119,6 +120,9 @@ def restore(manager: ocp.CheckpointManager, abstract_state: TrainState,
   saved_items = _saved_item_names(manager, step)
   if (isinstance(data_iterator, grain.DatasetIterator) and
       'data_iterator' in saved_items):
+    # Before grain fails deep inside on another process count.
+    resume.check_process_count(str(epath.Path(manager.directory) / str(step)),
+                               jax.process_count())
     items['data_iterator'] = grain.checkpoint.CheckpointRestore(data_iterator)
   restored = manager.restore(step, args=ocp.args.Composite(**items))
   return abstract_state.replace(
@@ -129,6 +133,13 @@ def restore(manager: ocp.CheckpointManager, abstract_state: TrainState,
       discriminator_params=restored['discriminator'],
       generator_opt_state=restored['optimizer_states']['generator'],
       discriminator_opt_state=restored['optimizer_states']['discriminator'])
+
+
+def saved_config(manager: ocp.CheckpointManager, step: int) -> dict:
+  """The config a checkpoint was written with (its ``config`` item)."""
+  restored = manager.restore(step, args=ocp.args.Composite(
+      config=ocp.args.JsonRestore()))
+  return restored['config']
 
 
 def _saved_item_names(manager: ocp.CheckpointManager, step: int) -> set[str]:

@@ -2,7 +2,8 @@
 
 Resumes from the latest checkpoint in ``WORKDIR/checkpoints`` (train state and
 data-iterator position), so a restarted job continues exactly where the last
-checkpoint left it. SIGTERM (preemption) saves and returns normally; a
+checkpoint left it. SIGTERM (preemption) saves, then raises ``StoppedEarly``
+(``main`` exits ``errors.EXIT_STOPPED_EARLY`` so SLURM requeues); a
 non-finite loss stops the run with the last good checkpoint kept.
 """
 
@@ -13,7 +14,7 @@ import logging
 import signal
 import time
 import threading
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import jax
 import ml_collections
@@ -21,10 +22,10 @@ import numpy as np
 from etils import epath
 from jax.experimental import multihost_utils
 
-from scsnet_jax import config_lib, sharding, writers
+from scsnet_jax import atomic, config_lib, sharding, writers
 from scsnet_jax.evaluation import validation
 from scsnet_jax.inference import loading
-from scsnet_jax.train import checkpointing, health
+from scsnet_jax.train import checkpointing, health, resume
 from scsnet_jax.train import state as train_state
 from scsnet_jax.train import step as train_step
 from scsnet_jax.train.state import TrainState
@@ -32,6 +33,19 @@ from scsnet_jax.train.state import TrainState
 
 class NonFiniteLossError(RuntimeError):
   """A step produced NaN/Inf; the last finite checkpoint is left in place."""
+
+
+class StoppedEarly(Exception):
+  """SIGTERM stopped the run before its last step, after saving.
+
+  An exception rather than a normal return, so that ``main`` can exit with
+  ``errors.EXIT_STOPPED_EARLY`` and a scheduler requeue the job (a plain
+  exit 0 reads as "finished"). ``state`` is the saved state.
+  """
+
+  def __init__(self, state: TrainState, step: int):
+    super().__init__(f'stopped by SIGTERM at step {step} (saved)')
+    self.state, self.step = state, step
 
 
 class PreemptionWatcher:
@@ -46,6 +60,7 @@ class PreemptionWatcher:
     self._flag = threading.Event()
     self._previous = None
     self._multi = jax.process_count() > 1
+    self._warned = False
     if not self._multi and threading.current_thread() is threading.main_thread():
       self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
 
@@ -58,7 +73,15 @@ class PreemptionWatcher:
     if self._multi:
       try:
         return bool(multihost_utils.reached_preemption_sync_point(step))
-      except Exception:  # no preemption service (older runtime)
+      except Exception as error:  # pylint: disable=broad-except
+        # No preemption service (older runtime): the run goes on, but a
+        # SIGTERM will no longer save, which must not go unnoticed.
+        if not self._warned:
+          self._warned = True
+          logging.error('preemption check failed (%s: %s): SIGTERM will NOT '
+                        'save a checkpoint in this run; only the periodic '
+                        'checkpoints (train.checkpoint_every_steps) remain',
+                        type(error).__name__, error)
         return False
     return self._flag.is_set()
 
@@ -117,9 +140,24 @@ def _check_finite(pending: list[dict[str, Any]], step: int):
 
 
 def _write_config(workdir: str, config: ml_collections.ConfigDict):
+  """``WORKDIR/config.json``, atomically: eval and predict read it, and a
+  crash mid-write must not leave them half a config."""
   if jax.process_index() == 0:
-    (epath.Path(workdir) / 'config.json').write_text(
-        config.to_json(indent=2, sort_keys=True))
+    atomic.write_text(str(epath.Path(workdir) / 'config.json'),
+                      config.to_json(indent=2, sort_keys=True))
+
+
+def _check_resumed_config(manager, config, allowed: Sequence[str]) -> None:
+  """One-line refusal of a resume whose config changed (``train.resume``),
+  before anything is compiled or restored."""
+  step = manager.latest_step()
+  if step is None:
+    return
+  changed = resume.check_config(checkpointing.saved_config(manager, step),
+                                config.to_dict(), allowed, step)
+  if changed:
+    logging.warning('resuming step %d with changed config keys: %s', step,
+                    ', '.join(changed))
 
 
 def _flat_hparams(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -137,11 +175,14 @@ def _flat_hparams(config: ml_collections.ConfigDict) -> dict[str, Any]:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       data_iterator: Optional[Any] = None) -> TrainState:
+                       data_iterator: Optional[Any] = None,
+                       allow_config_change: Sequence[str] = ()) -> TrainState:
   """Trains to ``config_lib.total_steps(config)`` (or until SIGTERM).
 
   ``data_iterator`` (per-process numpy batches) replaces the configured input
-  pipeline, e.g. in tests. Returns the final state.
+  pipeline, e.g. in tests. A resume refuses a config that differs from the
+  checkpoint's except in ``allow_config_change`` keys (``train.resume``).
+  Returns the final state; raises ``StoppedEarly`` (after saving) on SIGTERM.
   """
   from scsnet_jax.data import pipeline as input_pipeline
   workdir = loading.resolve_workdir(workdir)
@@ -158,6 +199,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     data_iterator = input_pipeline.create_iterator(config, 'train')
   manager = checkpointing.create_manager(
       workdir, max_to_keep=train.max_to_keep, keep_period=train.keep_period)
+  _check_resumed_config(manager, config, allow_config_change)
   networks = train_state.build_networks(config)
   state, restored = checkpointing.restore_or_create(manager, networks, config,
                                                     mesh, data_iterator)
@@ -186,6 +228,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   pending: list[dict[str, Any]] = []
   pending_modes: list[bool] = []
   step = start_step
+  stopped = False
   try:
     while step < num_steps:
       with jax.profiler.StepTraceAnnotation('train', step_num=step):
@@ -224,6 +267,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         checkpointing.save(manager, state, config, data_iterator, force=stop)
       if stop:
         logging.warning('preempted: saved step %d, exiting', step)
+        stopped = True
         break
   finally:
     writer.flush()
@@ -232,6 +276,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     preemption.close()
   _log_summary(workdir, step)
   logging.info('finished at step %d', step)
+  if stopped and step < num_steps:
+    raise StoppedEarly(state, step)
   return state
 
 

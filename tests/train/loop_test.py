@@ -129,15 +129,18 @@ class _SigtermAfter:
     return next(self._inner)
 
 
-def test_sigterm_saves_the_current_step_and_returns(workdir, first_run,
-                                                    caplog):
+def test_sigterm_saves_the_current_step_and_stops_early(workdir, first_run,
+                                                        caplog):
+  """StoppedEarly (not a return): main turns it into exit status 75."""
   del first_run
   config = _config(100)
-  with caplog.at_level(logging.INFO):
-    state = trainer.train_and_evaluate(config, workdir,
-                                       data_iterator=_SigtermAfter(config, 1))
+  with caplog.at_level(logging.INFO), pytest.raises(
+      trainer.StoppedEarly) as stopped:
+    trainer.train_and_evaluate(config, workdir,
+                               data_iterator=_SigtermAfter(config, 1))
   # Resumed at 4, one batch, SIGTERM during the next: saved at step 6 at most.
-  step = int(state.step)
+  step = int(stopped.value.state.step)
+  assert stopped.value.step == step
   assert 5 <= step <= 6
   assert 'preempted: saved step' in caplog.text
   assert checkpointing.create_manager(workdir).latest_step() == step

@@ -1,0 +1,70 @@
+"""atomic.py: all-or-nothing writes (temp file in the same folder, fsync,
+rename, fsync of the folder) and their users."""
+
+import json
+import os
+import stat
+
+import numpy as np
+import pytest
+
+from scsnet_jax import atomic
+
+
+def test_writes_replace_whole_files_with_umask_permissions(tmp_path):
+  path = tmp_path / 'report.json'
+  path.write_text('old')
+  atomic.write_json(path, {'a': 1}, indent=2)
+  assert json.loads(path.read_text()) == {'a': 1}
+  assert os.listdir(tmp_path) == ['report.json']
+  umask = os.umask(0o022)
+  os.umask(umask)
+  assert stat.S_IMODE(os.stat(path).st_mode) == 0o666 & ~umask
+
+
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path):
+  path = tmp_path / 'config.json'
+  path.write_text('old')
+  with pytest.raises(TypeError):
+    atomic.write_json(path, {'a': object()})
+  with pytest.raises(RuntimeError):
+    with atomic.open_atomic(path) as f:
+      f.write(b'half')
+      raise RuntimeError('crash mid-write')
+  assert path.read_text() == 'old'
+  assert os.listdir(tmp_path) == ['config.json']
+
+
+def test_file_and_folder_are_fsynced(tmp_path, monkeypatch):
+  synced = []
+  real = os.fsync
+  def fsync(fd):
+    synced.append(stat.S_ISDIR(os.fstat(fd).st_mode))
+    real(fd)
+  monkeypatch.setattr(os, 'fsync', fsync)
+  atomic.write_text(tmp_path / 'a.txt', 'x')
+  assert synced == [False, True]   # the file, then its folder after rename
+
+
+def test_pngs_configs_and_converted_weights_go_through_the_helper(
+    tmp_path, monkeypatch):
+  from scsnet_jax.inference import files
+  from scsnet_jax.models import vgg
+  from scsnet_jax.train import loop
+  import ml_collections
+  written = []
+  real = atomic.open_atomic
+  def spy(path, mode='wb'):
+    written.append(os.path.basename(os.fspath(path)))
+    return real(path, mode)
+  monkeypatch.setattr(atomic, 'open_atomic', spy)
+  files.write_png_atomic(str(tmp_path / 'out.png'),
+                         np.zeros((2, 2, 3), np.uint8))
+  loop._write_config(str(tmp_path),   # pylint: disable=protected-access
+                     ml_collections.ConfigDict({'train': {'steps': 3}}))
+  vgg.save_vgg16_params({'conv1_1': {'kernel': np.zeros(1),
+                                     'bias': np.zeros(1)}},
+                        str(tmp_path / 'vgg.npz'))
+  assert written == ['out.png', 'config.json', 'vgg.npz']
+  assert sorted(os.listdir(tmp_path)) == ['config.json', 'out.png', 'vgg.npz']
+  assert vgg.np.load(tmp_path / 'vgg.npz')['conv1_1/bias'].shape == (1,)
