@@ -2,10 +2,12 @@
 
   python -m scsnet_jax.tools.plot_curves --workdir WORKDIR --output curves.png
 
-Four panels: the content (L1) loss of automatic and referential steps; the
+Nine panels: the content loss of automatic and referential steps; the
 validation CIE-L PSNR of the model against bicubic; the validation CIEDE2000
-per mode against each mode's baseline; and the colourfulness of the outputs
-against the ground truth's. Needs matplotlib (``pip install matplotlib``).
+per mode against each mode's baseline; the colourfulness of the outputs;
+and the training-health instruments (train/health.py): parameter norm
+relative to its start, update ratio and gradient norm per module, the CPM's
+live activations and dead units per layer, and the spread of its output. Needs matplotlib (``pip install matplotlib``).
 """
 
 from __future__ import annotations
@@ -53,13 +55,54 @@ def _smoothed(points: Iterable[tuple[int, float]], weight: float = 0.8):
   return out
 
 
+MODULE_COLOURS = {
+    'init_conv': 'tab:brown', 'source_encoder': 'tab:blue',
+    'reference_encoder': 'tab:cyan', 'pvc_attention': 'tab:purple',
+    'color_decoder': 'tab:orange', 'texture_encoder': 'tab:green',
+    'fusion': 'tab:olive', 'cpm': 'tab:red'}
+
+
+def _draw_health(series, norms, ratios, grads, alive, spread):
+  """The training-health panels (train/health.py, docs/training.md)."""
+  for module, colour in MODULE_COLOURS.items():
+    points = series.get(f'health/param_norm/{module}')
+    if points:
+      first = points[0][1] or 1.0
+      norms.plot([s for s, _ in points], [v / first for _, v in points],
+                 color=colour, label=module)
+    _plot(ratios, series, f'health/update_ratio/{module}', module,
+          color=colour)
+    _plot(grads, series, f'health/grad_norm/{module}', module, color=colour)
+  norms.axhline(0.5, color='gray', linestyle=':', label='warning (0.5)')
+  norms.set_title('parameter norm / first logged value, per module')
+  ratios.set_title('update / parameter norm per step')
+  ratios.set_yscale('log')
+  grads.set_title('gradient norm per module (mean per log interval)')
+  grads.set_yscale('log')
+  for layer, colour in ((1, 'tab:red'), (2, 'tab:orange'), (3, 'tab:olive')):
+    _plot(alive, series, f'health/cpm_alive/layer{layer}',
+          f'layer {layer}: positive activations', color=colour, marker='o')
+    _plot(alive, series, f'health/cpm_dead_units/layer{layer}',
+          f'layer {layer}: dead units', color=colour, linestyle='--')
+  alive.axhline(0.2, color='gray', linestyle=':', label='warning (0.2)')
+  alive.set_title('CPM hidden layers on the validation photos')
+  for channel, colour in (('L', 'k'), ('a', 'tab:green'), ('b', 'tab:blue')):
+    _plot(spread, series, f'health/cpm_output_std/{channel}',
+          f'{channel}', color=colour, marker='o')
+  spread.set_title('CPM head output: std over each photo (nLAB)')
+  for axis in (norms, ratios, grads, alive, spread):
+    axis.set_xlabel('step')
+
+
 def draw(series: dict[str, list[tuple[int, float]]], output: str,
          title: str) -> None:
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  fig, axes = plt.subplots(2, 2, figsize=(12, 8))
-  losses, lpsnr, ciede, cn = axes.ravel()
+  fig, axes = plt.subplots(3, 3, figsize=(17, 12))
+  (losses, lpsnr, ciede, cn, norms, ratios, grads, alive,
+   spread) = axes.ravel()
+  _draw_health(series, norms, ratios, grads, alive, spread)
   for mode, colour in (('automatic', 'tab:blue'), ('referential', 'tab:red')):
     key = f'{mode}/content_loss'
     if key in series:
