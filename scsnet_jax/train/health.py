@@ -115,7 +115,11 @@ class HealthMonitor:
   def __init__(self, initial_norms: dict[str, float], generator_graphdef=None):
     self.initial_norms = initial_norms
     self.spikes = 0
-    self._grad_history = collections.deque(maxlen=SPIKE_HISTORY)
+    # Per mode: referential steps reach the reference branch and run at
+    # 10-100x the gradient norm of automatic ones, so each step is judged
+    # against the recent steps of its own mode.
+    self._grad_history = collections.defaultdict(
+        lambda: collections.deque(maxlen=SPIKE_HISTORY))
     self._module_history = collections.defaultdict(
         lambda: collections.deque(maxlen=SPIKE_HISTORY))
     self._warned = set()
@@ -123,34 +127,37 @@ class HealthMonitor:
                    if generator_graphdef is not None else None)
 
   def observe_steps(self, step_metrics_list: list[dict[str, Any]],
-                    first_step: int) -> list[str]:
+                    first_step: int, modes: Optional[list[Any]] = None
+                    ) -> list[str]:
     """Spike verdicts on consecutive steps' metrics (host or device
-    dicts, first one for step ``first_step``); returns the log lines."""
+    dicts, first one for step ``first_step``; ``modes`` their modes, e.g.
+    referential or not); returns the log lines."""
     lines = []
     host = jax.device_get(step_metrics_list)
-    for offset, metrics in enumerate(host):
+    modes = modes if modes is not None else [None] * len(host)
+    for offset, (metrics, mode) in enumerate(zip(host, modes)):
       grad = float(metrics['generator_grad_norm'])
       modules = {k[len(GRAD_NORM):]: float(v) for k, v in metrics.items()
                  if k.startswith(GRAD_NORM)}
-      if len(self._grad_history) >= SPIKE_MIN_HISTORY:
-        median = float(np.median(self._grad_history))
+      history = self._grad_history[mode]
+      if len(history) >= SPIKE_MIN_HISTORY:
+        median = float(np.median(history))
         if median > 0 and grad > SPIKE_FACTOR * median:
           self.spikes += 1
           lines.append(self._spike_line(first_step + offset, grad, median,
-                                        modules, metrics))
-      self._grad_history.append(grad)
+                                        modules, metrics, mode))
+      history.append(grad)
       for name, value in modules.items():
-        # Only steps that reached the module: the reference branch gets no
-        # gradient in automatic steps, and zeros would make any value look
-        # like a jump.
+        # Only steps that reached the module (the reference branch gets no
+        # gradient in automatic steps).
         if value > 0:
-          self._module_history[name].append(value)
+          self._module_history[(mode, name)].append(value)
     return lines
 
-  def _spike_line(self, step, grad, median, modules, metrics) -> str:
+  def _spike_line(self, step, grad, median, modules, metrics, mode) -> str:
     jumps = {}
     for name, value in modules.items():
-      history = self._module_history[name]
+      history = self._module_history[(mode, name)]
       base = float(np.median(history)) if history else 0.0
       if base > 0:
         jumps[name] = value / base

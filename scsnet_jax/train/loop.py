@@ -251,7 +251,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       last = step == num_steps
       if last or stop or step % train.log_every_steps == 0:
         _check_finite(pending, step)
-        for line in monitor.observe_steps(pending, step - len(pending) + 1):
+        for line in monitor.observe_steps(pending, step - len(pending) + 1,
+                                          pending_modes):
           logging.warning(line)
         scalars = _mean_metrics(pending, pending_modes)
         scalars[health.SPIKES] = float(monitor.spikes)

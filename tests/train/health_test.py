@@ -69,6 +69,20 @@ def test_a_module_without_gradient_in_some_steps_is_not_blamed():
   assert len(lines) == 1 and 'in cpm' in lines[0], lines
 
 
+def test_each_mode_is_judged_against_its_own_steps():
+  """Referential steps run at a much larger gradient norm than automatic
+  ones: alternating modes is not a spike, a jump within a mode is."""
+  steps = _steps(60)
+  for metrics in steps[1::2]:
+    metrics['generator_grad_norm'] *= 30
+  modes = [False, True] * 30
+  monitor = health.HealthMonitor({})
+  assert monitor.observe_steps(steps, 1, modes) == []
+  assert health.HealthMonitor({}).observe_steps(steps, 1) != []
+  jump = _steps(2, spike_at=0)
+  assert len(monitor.observe_steps(jump, 61, [False, True])) == 1
+
+
 def test_no_verdict_before_enough_history():
   monitor = health.HealthMonitor({})
   assert monitor.observe_steps(_steps(10, spike_at=5), 1) == []
