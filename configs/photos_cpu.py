@@ -1,20 +1,27 @@
-"""The CPU recipe that learns: ~26 real photographs, 2 CPU cores, < 90 min.
+"""The CPU recipe that learns: 82 real photographs, 2 CPU cores, < 100 min.
 
-Data: the natural photographs of three Debian/Ubuntu wallpaper packages
-(``launch/photos_cpu.sh`` checks they are installed and prints the apt-get
-line if not); a hashed share of them is held out (``data.eval_fraction``).
-Validation: scikit-image's colour photographs, none of which is in the
-corpus, at x4 (64 px gray -> 256 px colour).
+Data: the natural photographs of eleven Debian 12 packages
+(shared/corpus/photos-debian12.md; ``launch/photos_cpu.sh`` checks they are
+installed and prints the apt-get line if not); a hashed share of them is
+held out (``data.eval_fraction``). Validation: scikit-image's colour
+photographs, none of which is in the corpus, at x4 (64 px gray -> 256 px
+colour).
 
 What differs from the paper's recipe (configs/x4.py), each a config field
-whose x4 default is the paper's value (docs/training.md, "The CPU recipe"):
+whose x4 default is the paper's value (docs/training.md, "The CPU recipe";
+measured in docs/results.md, "Levers"):
 - ``model.luminance_residual``: the L output is a residual over the bicubic
   enlargement of the input (a deliberate deviation from the spec), so the
   network starts at bicubic instead of at noise;
-- ``loss.gan_start_step``: a PSNR warm-up (content loss only, no D update,
-  no VGG) before the adversarial term; with no converted VGG16 weights the
-  perceptual term is off (``loss.perceptual_weight = 0``);
-- a higher learning rate with warm-up and cosine decay, a faster EMA;
+- ``model.cpm_sampling = 'centres'``: the CPM samples its features at
+  half-pixel centres, consistent with the data and the bicubic base (the
+  spec aligns corners, half an LR pixel off at the borders);
+- ``loss.luminance_loss = 'l2'`` x10: squared error on L (PSNR's metric),
+  weighted so that L is not swamped by a and b;
+- ``optimizer.weight_decay_mode = 'decoupled'`` (AdamW) at lr 1e-4 with
+  warm-up and cosine decay, clipping at 1.0, a faster EMA;
+- no GAN and no VGG (``loss.adversarial_weight = 0``: the discriminator is
+  not run; no converted VGG16 weights on CPU);
 - small crops (96 px HR, 24 px LR), batch 8, and the content loss on a
   quarter of the HR pixels (``train.content_points``), which makes a step
   2.5x cheaper: the CPM renders only those points.
