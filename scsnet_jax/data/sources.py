@@ -84,12 +84,8 @@ class FolderSource:
     return os.path.join(self.root, self.relpaths[index])
 
   def encoded(self, index: int) -> bytes:
-    path = self.describe(index)
-    size = os.path.getsize(path)
-    if size > image_io.MAX_FILE_BYTES:
-      raise image_io.ImageDecodeError(f'{path}: {size} bytes is too large')
-    with open(path, 'rb') as f:
-      return f.read()
+    """The file's bytes (regular files only, at most the byte limit)."""
+    return image_io.read_file_bytes(self.describe(index))
 
   def load(self, index: int) -> np.ndarray:
     return image_io.read_image(self.describe(index))
@@ -101,15 +97,35 @@ class FolderSource:
 
 
 def list_image_files(root: str) -> list[str]:
-  """Sorted relative paths of JPEG/PNG/WebP files under ``root`` (recursive)."""
+  """Sorted relative paths of image files under ``root`` (recursive; links
+  to folders are not followed, as ``os.walk``).
+
+  Only regular files (or links to them) count: a device, FIFO, socket or
+  broken link with an image name is skipped and logged (``note_skipped``),
+  so ``zero.jpg -> /dev/zero`` is never read and a FIFO never blocks a
+  worker.
+  """
   if not os.path.isdir(root):
     raise DataError(f'{root}: image folder does not exist (data.folder_path)')
-  found = []
-  for directory, subdirs, files in os.walk(root):
-    subdirs.sort()
-    for name in files:
-      if name.lower().endswith(image_io.IMAGE_EXTENSIONS):
-        found.append(os.path.relpath(os.path.join(directory, name), root))
+  found, pending = [], [root]
+  while pending:
+    directory = pending.pop()
+    try:
+      entries = list(os.scandir(directory))
+    except OSError as error:   # unreadable subfolder: as os.walk, skipped
+      note_skipped(directory, image_io.ImageDecodeError(
+          f'{directory}: cannot list folder ({error.strerror or error})'))
+      continue
+    for entry in entries:
+      if entry.is_dir(follow_symlinks=False):
+        pending.append(entry.path)
+      elif entry.name.lower().endswith(image_io.IMAGE_EXTENSIONS):
+        if entry.is_file():   # regular (or a link to one); no extra stat
+          found.append(os.path.relpath(entry.path, root))
+        else:
+          note_skipped(entry.path, image_io.ImageDecodeError(
+              f'{entry.path}: not a regular file (a device, FIFO, socket or '
+              'broken link)'))
   return sorted(p.replace(os.sep, '/') for p in found)
 
 
@@ -152,7 +168,8 @@ def _entry_files(entry: str) -> list[tuple[str, str]]:
     return [(rel, os.path.abspath(os.path.join(entry, rel)))
             for rel in list_image_files(entry)]
   if any(ch in entry for ch in '*?['):
-    matches = sorted(p for p in glob.glob(entry) if os.path.isfile(p) and
+    matches = sorted(p for p in glob.glob(entry)
+                     if image_io.is_regular_file(p) and
                      p.lower().endswith(image_io.IMAGE_EXTENSIONS))
     if not matches:
       raise DataError(f'{entry}: the pattern matches no image file '

@@ -10,12 +10,11 @@ from __future__ import annotations
 import glob
 import io
 import os
-import warnings
 import tempfile
 from typing import Iterable, Optional
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from scsnet_jax import image_io
 from scsnet_jax.image_io import ImageDecodeError, read_image
@@ -31,35 +30,20 @@ __all__ = ['ImageDecodeError', 'read_image', 'read_image_and_alpha',
 
 
 # ------------------------------------------------------------------ alpha ---
-_ALPHA_MODES = ('RGBA', 'LA', 'PA', 'RGBa', 'La')
-
-
-def read_image_and_alpha(path) -> tuple[np.ndarray, Optional[np.ndarray]]:
+def read_image_and_alpha(path, *, max_pixels: int = image_io.MAX_IMAGE_PIXELS
+                         ) -> tuple[np.ndarray, Optional[np.ndarray]]:
   """(H, W, 3) uint8 sRGB as ``read_image``, and the (H, W) uint8 alpha
   channel of RGBA, LA and transparent palette images (None otherwise).
 
-  The colour pixels are exactly ``read_image``'s (alpha dropped, not
-  composited); the alpha gets the same EXIF orientation.
+  One decode (``image_io.read_image_and_alpha``, the package's only
+  decoder): the colour pixels are exactly ``read_image``'s (alpha dropped,
+  not composited); the alpha gets the same EXIF orientation.
+
+  Raises:
+    ImageDecodeError: as ``read_image`` (``ImageTooLargeError`` for more
+      than ``max_pixels``).
   """
-  path = os.fspath(path)
-  pixels = read_image(path)
-  try:
-    with warnings.catch_warnings(), Image.open(path) as image:
-      # read_image has checked the pixel count already.
-      warnings.simplefilter('ignore', Image.DecompressionBombWarning)
-      if not (image.mode in _ALPHA_MODES or
-              (image.mode == 'P' and 'transparency' in image.info)):
-        return pixels, None
-      image.load()
-      image = ImageOps.exif_transpose(image)
-      alpha = np.asarray(image.convert('RGBA').getchannel('A'), np.uint8)
-  except (OSError, ValueError) as error:  # decoded above, so unlikely
-    raise ImageDecodeError(f'{path}: cannot read the alpha channel '
-                           f'({error})') from None
-  if alpha.shape != pixels.shape[:2]:
-    raise ImageDecodeError(f'{path}: alpha channel is {alpha.shape}, colour '
-                           f'is {pixels.shape[:2]}')
-  return pixels, alpha
+  return image_io.read_image_and_alpha(path, max_pixels=max_pixels)
 
 
 def resize_alpha(alpha: np.ndarray, out_size: tuple[int, int]) -> np.ndarray:
@@ -86,8 +70,9 @@ def _is_image_name(path: str) -> bool:
 def collect_inputs(specs: Iterable[str]) -> tuple[list[str], list[str]]:
   """Files, folders (their image files, sorted) and globs -> (files, errors).
 
-  Each error is one line naming the argument and the problem. Duplicates are
-  dropped, order is kept.
+  Each error is one line naming the argument and the problem (a folder's
+  devices, FIFOs and sockets with image names are reported and skipped).
+  Duplicates are dropped, order is kept.
   """
   files, errors, seen = [], [], set()
 
@@ -99,9 +84,16 @@ def collect_inputs(specs: Iterable[str]) -> tuple[list[str], list[str]]:
 
   for spec in specs:
     if os.path.isdir(spec):
-      found = sorted(os.path.join(spec, name) for name in os.listdir(spec)
-                     if _is_image_name(name)
-                     and os.path.isfile(os.path.join(spec, name)))
+      found = []
+      for name in sorted(os.listdir(spec)):
+        path = os.path.join(spec, name)
+        if not _is_image_name(name) or os.path.isdir(path):
+          continue
+        if image_io.is_regular_file(path):
+          found.append(path)
+        else:   # never opened: /dev/zero would be read forever, a FIFO hang
+          errors.append(f'{path}: not a regular file (a device, FIFO, socket '
+                        'or broken link); skipped')
       if not found:
         errors.append(f'{spec}: folder has no image files')
       for path in found:
@@ -109,7 +101,8 @@ def collect_inputs(specs: Iterable[str]) -> tuple[list[str], list[str]]:
     elif os.path.exists(spec):
       add(spec)
     elif glob.has_magic(spec):
-      found = sorted(p for p in glob.glob(spec) if os.path.isfile(p))
+      found = sorted(p for p in glob.glob(spec)
+                     if image_io.is_regular_file(p))
       if not found:
         errors.append(f'{spec}: pattern matches no files')
       for path in found:
@@ -220,7 +213,9 @@ def write_png_atomic(path: str, pixels: np.ndarray) -> None:
 
 
 def current_umask() -> int:
-  """The process's umask (reading it means setting it; set straight back)."""
-  umask = os.umask(0)
-  os.umask(umask)
-  return umask
+  """The process's umask, read without changing it (``/proc/self/status``;
+  setting and restoring it would race with threads creating files, e.g.
+  the web app's). Where /proc is missing: set and restored (one home:
+  ``atomic._read_umask``)."""
+  from scsnet_jax import atomic
+  return atomic._read_umask()  # pylint: disable=protected-access
