@@ -49,3 +49,166 @@ def test_exif_orientation_is_applied(tmp_path):
   assert shown.shape == (12, 8, 3)
   rotated = np.rot90(pixels, k=-1)
   assert np.abs(shown.astype(int) - rotated).mean() < 8   # JPEG loss only
+
+
+# ------------------------------------------------ one decoder, any bytes ---
+# Everything below goes through image_io's one decoding function, the one
+# predict, the app and the data pipeline use.
+import io
+import struct
+import subprocess
+import time
+
+from PIL import ImageCms, ImageOps, TiffTags
+
+from scsnet_jax import image_io
+
+
+def _encoded(image, fmt, **kwargs):
+  buffer = io.BytesIO()
+  image.save(buffer, format=fmt, **kwargs)
+  return buffer.getvalue()
+
+
+def _exif_block(entries):
+  """Big-endian EXIF APP1 payload from (tag, type, count, 4 value bytes)."""
+  ifd = struct.pack('>2sHI', b'MM', 42, 8) + struct.pack('>H', len(entries))
+  for tag, kind, count, value in entries:
+    ifd += struct.pack('>HHI4s', tag, kind, count, value)
+  return b'Exif\0\0' + ifd + struct.pack('>I', 0)
+
+
+def _seed_files():
+  """Small valid files of every allowed format, with the parts crafted
+  files attack: EXIF (with orientation), an ICC profile, alpha, palette."""
+  rng = np.random.default_rng(7)
+  rgb = Image.fromarray(rng.integers(0, 256, (12, 16, 3), np.uint8))
+  srgb_icc = ImageCms.ImageCmsProfile(ImageCms.createProfile('sRGB')).tobytes()
+  exif = _exif_block([(0x0100, 4, 1, b'\0\0\0\x10'), (0x010F, 2, 4, b'Cam\0'),
+                      (0x0112, 3, 1, b'\0\6\0\0'), (0x0131, 2, 3, b'sw\0\0')])
+  rgba = rgb.convert('RGBA')
+  rgba.putalpha(Image.fromarray(rng.integers(0, 256, (12, 16), np.uint8)))
+  return {
+      'jpg': _encoded(rgb, 'JPEG', exif=exif, icc_profile=srgb_icc,
+                      quality=90),
+      'png': _encoded(rgba, 'PNG', icc_profile=srgb_icc),
+      'webp': _encoded(rgba, 'WEBP', quality=80),
+      'tif': _encoded(rgb, 'TIFF', compression='tiff_lzw', exif=exif),
+      'gif': _encoded(rgb.convert('P'), 'GIF', transparency=3),
+  }
+
+
+_SOME_TAGS = sorted(TiffTags.TAGS_V2)
+
+
+def _mutate(data, rng):
+  """Byte flips (half of them in the first 160 bytes: headers, EXIF),
+  a truncation, an inserted chunk (random bytes or a copied slice), or an
+  EXIF entry given another known tag, type or count (what parsers trust)."""
+  data = bytearray(data)
+  kind = rng.integers(5)
+  exif = data.find(b'Exif\0\0MM')
+  if kind == 4 and exif >= 0:
+    first = exif + 16   # the big-endian IFD's first entry
+    count = struct.unpack('>H', data[first - 2:first])[0]
+    entry = first + 12 * int(rng.integers(max(count, 1)))
+    field = rng.integers(3)
+    if field == 0:
+      data[entry:entry + 2] = struct.pack('>H', rng.choice(_SOME_TAGS))
+    elif field == 1:
+      data[entry + 2:entry + 4] = struct.pack('>H', rng.integers(1, 13))
+    else:
+      data[entry + 4:entry + 8] = struct.pack('>I', rng.integers(0, 9))
+    return bytes(data)
+  kind = kind % 4
+  if kind in (0, 3):
+    for _ in range(rng.integers(1, 5)):
+      limit = min(len(data), 160) if rng.random() < 0.5 else len(data)
+      data[rng.integers(limit)] = rng.integers(256)
+  if kind in (1, 3):
+    del data[rng.integers(1, len(data)):]
+  if kind == 2:
+    at = int(rng.integers(len(data)))
+    if rng.random() < 0.5:
+      chunk = bytes(rng.integers(0, 256, rng.integers(1, 24), np.uint8))
+    else:
+      start = int(rng.integers(len(data)))
+      chunk = bytes(data[start:start + int(rng.integers(1, 64))])
+    data[at:at] = chunk
+  return bytes(data)
+
+
+def test_fuzzed_files_only_ever_raise_image_decode_error():
+  start = time.perf_counter()
+  outcomes = {'decoded': 0, 'refused': 0}
+  unexpected = []
+  for number, (suffix, seed) in enumerate(sorted(_seed_files().items())):
+    for trial in range(150):
+      data = _mutate(seed, np.random.default_rng([number, trial]))
+      try:
+        pixels, alpha = image_io.decode_image_and_alpha(
+            data, name=f'fuzz{trial}.{suffix}', max_pixels=1 << 16)
+      except image_io.ImageDecodeError as error:
+        assert '\n' not in str(error) and f'fuzz{trial}.{suffix}' in str(error)
+        outcomes['refused'] += 1
+        continue
+      except Exception as error:  # pylint: disable=broad-except
+        unexpected.append(f'{suffix} trial {trial}: {type(error).__name__}: '
+                          f'{error}')
+        continue
+      assert pixels.dtype == np.uint8 and pixels.ndim == 3
+      assert pixels.shape[-1] == 3
+      assert alpha is None or alpha.shape == pixels.shape[:2]
+      outcomes['decoded'] += 1
+  assert not unexpected, unexpected
+  # Both outcomes are common, so the mutations reach the decoders.
+  assert min(outcomes.values()) > 40, outcomes
+  assert time.perf_counter() - start < 20
+
+
+def _jpeg_whose_exif_breaks_exif_transpose():
+  """Found by the fuzzer above: tag 0x0116 (RowsPerStrip, a number) stored
+  as ASCII; Pillow reads it, but ``exif_transpose`` re-encodes the block and
+  ``struct.pack`` fails. Orientation 6 (rotate 90 degrees clockwise)."""
+  yy, xx = np.mgrid[0:8, 0:12]
+  pixels = np.stack([yy * 30, xx * 20, 255 - xx * 20], -1).astype(np.uint8)
+  exif = _exif_block([(0x0112, 3, 1, b'\0\6\0\0'), (0x0116, 2, 4, b'Cam\0')])
+  return pixels, _encoded(Image.fromarray(pixels), 'JPEG', exif=exif,
+                          quality=100, subsampling=0)
+
+
+def test_malformed_exif_is_ignored_and_orientation_still_applied(tmp_path):
+  pixels, data = _jpeg_whose_exif_breaks_exif_transpose()
+  with Image.open(io.BytesIO(data)) as image:   # the old code path
+    with pytest.raises(struct.error):
+      ImageOps.exif_transpose(image)
+  (tmp_path / 'phone.jpg').write_bytes(data)
+  for shown, alpha in [image_files.read_image_and_alpha(tmp_path / 'phone.jpg'),
+                       (image_io.read_image(tmp_path / 'phone.jpg'), None)]:
+    assert alpha is None and shown.shape == (12, 8, 3)
+    assert np.abs(shown.astype(int) - np.rot90(pixels, k=-1)).mean() < 8
+
+
+_EPS = (b'%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\n%%EndComments\n'
+        b'newpath 0 0 moveto 8 8 lineto stroke\nshowpage\n%%EOF\n')
+
+
+def test_postscript_named_jpg_never_reaches_ghostscript(tmp_path, monkeypatch):
+  from PIL import EpsImagePlugin
+  calls = []
+
+  def refuse(*args, **kwargs):
+    calls.append(args)
+    raise AssertionError('an external program was started')
+
+  monkeypatch.setattr(EpsImagePlugin, 'has_ghostscript', lambda: True)
+  monkeypatch.setattr(EpsImagePlugin, 'Ghostscript', refuse)
+  monkeypatch.setattr(subprocess, 'Popen', refuse)
+  monkeypatch.setattr(subprocess, 'check_call', refuse)
+  (tmp_path / 'photo.jpg').write_bytes(_EPS)
+  with pytest.raises(image_io.ImageDecodeError,
+                     match=r'photo\.jpg: cannot decode image \(not an allowed'):
+    image_files.read_image_and_alpha(tmp_path / 'photo.jpg')
+  with pytest.raises(image_io.ImageDecodeError):
+    image_io.decode_image(_EPS, name='photo.jpg')
+  assert not calls
