@@ -212,3 +212,114 @@ def test_postscript_named_jpg_never_reaches_ghostscript(tmp_path, monkeypatch):
   with pytest.raises(image_io.ImageDecodeError):
     image_io.decode_image(_EPS, name='photo.jpg')
   assert not calls
+
+
+# ------------------------------------------------------ odd modes, ICC ---
+def _gray3(levels):
+  """(H, W) expected levels -> the (H, W, 3) uint8 the decoder returns."""
+  return np.repeat(np.asarray(levels, np.uint8)[..., None], 3, axis=-1)
+
+
+def _stretched(values):
+  values = np.asarray(values, np.float64)
+  return np.round((values - values.min()) * 255 / np.ptp(values))
+
+
+@pytest.mark.parametrize('fmt', ['PNG', 'TIFF'])
+def test_16_bit_gray_is_divided_by_257(fmt):
+  wide = np.random.default_rng(5).integers(0, 65536, (9, 11), np.uint16)
+  data = _encoded(Image.fromarray(wide), fmt)
+  assert Image.open(io.BytesIO(data)).mode in ('I', 'I;16')
+  np.testing.assert_array_equal(image_io.decode_image(data),
+                                _gray3(np.round(wide / 257.0)))
+
+
+def test_32_bit_int_tiff_maps_by_its_real_range():
+  rng = np.random.default_rng(6)
+  # Values within 0..65535 are 16-bit data in a 32-bit container.
+  sixteen = rng.integers(0, 65536, (9, 11)).astype(np.int32)
+  image = Image.fromarray(sixteen)
+  assert image.mode == 'I'
+  np.testing.assert_array_equal(
+      image_io.decode_image(_encoded(image, 'TIFF')),
+      _gray3(np.round(sixteen / 257.0)))
+  # A genuine 32-bit range (was divided by 257 and clipped: white).
+  wide = rng.integers(-2**31, 2**31 - 1, (9, 11), dtype=np.int64)
+  wide[0, 0], wide[0, 1] = -2**31, 2**31 - 1
+  got = image_io.decode_image(_encoded(Image.fromarray(wide.astype(np.int32)),
+                                       'TIFF'))
+  np.testing.assert_allclose(got[..., 0], _stretched(wide), atol=1)
+  assert got[..., 0].std() > 50
+
+
+def test_float_images_are_scaled_not_clipped():
+  rng = np.random.default_rng(8)
+  unit = rng.random((9, 11)).astype(np.float32)
+  unit[0, 0], unit[0, 1] = 0.0, 1.0
+  np.testing.assert_allclose(
+      image_io.decode_image(_encoded(Image.fromarray(unit), 'TIFF'))[..., 0],
+      np.round(unit.astype(np.float64) * 255), atol=1)
+  wide = (rng.random((9, 11)) * 700 - 3).astype(np.float32)
+  wide[1, 1] = np.nan
+  got = image_io.decode_image(_encoded(Image.fromarray(wide), 'TIFF'))[..., 0]
+  finite = np.where(np.isnan(wide), np.nanmin(wide), wide)
+  np.testing.assert_allclose(got, _stretched(finite), atol=1)
+  assert got[1, 1] == 0
+
+
+def _s15(value):
+  return struct.pack('>i', int(round(value * 65536)))
+
+
+def _linear_rgb_icc():
+  """A minimal ICC v2 display profile: sRGB primaries (D50-adapted), but a
+  linear tone curve (gamma 1.0), so its values are linear light."""
+  def xyz(v):
+    return b'XYZ \0\0\0\0' + b''.join(_s15(c) for c in v)
+  curve = b'curv\0\0\0\0' + struct.pack('>IHH', 1, 256, 0)   # gamma 1.0
+  tags = [(b'wtpt', xyz((0.9642, 1.0, 0.8249))),
+          (b'rXYZ', xyz((0.4361, 0.2225, 0.0139))),
+          (b'gXYZ', xyz((0.3851, 0.7169, 0.0971))),
+          (b'bXYZ', xyz((0.1431, 0.0606, 0.7141))),
+          (b'rTRC', curve), (b'gTRC', curve), (b'bTRC', curve)]
+  table, body, offset = b'', b'', 128 + 4 + 12 * len(tags)
+  for signature, data in tags:
+    table += signature + struct.pack('>II', offset + len(body), len(data))
+    body += data + b'\0' * (-len(data) % 4)
+  header = (struct.pack('>I4sI', offset + len(body), b'\0' * 4, 0x02100000) +
+            b'mntrRGB XYZ ' + b'\0' * 12 + b'acsp' + b'\0' * 28 +
+            _s15(0.9642) + _s15(1.0) + _s15(0.8249) + b'\0' * 48)
+  return header + struct.pack('>I', len(tags)) + table + body
+
+
+def test_embedded_icc_profile_is_converted_to_srgb():
+  rng = np.random.default_rng(9)
+  pixels = rng.integers(0, 256, (6, 10, 3), np.uint8)
+  pixels[0, :, :] = np.arange(0, 250, 25, dtype=np.uint8)[:, None]   # grays
+  image = Image.fromarray(pixels)
+  icc = _linear_rgb_icc()
+  got = image_io.decode_image(_encoded(image, 'PNG', icc_profile=icc))
+  # ImageCms's own transform, applied independently ...
+  want = ImageCms.profileToProfile(
+      image, ImageCms.ImageCmsProfile(io.BytesIO(icc)),
+      ImageCms.createProfile('sRGB'), outputMode='RGB')
+  np.testing.assert_array_equal(got, np.asarray(want))
+  # ... and the sRGB encoding of linear gray values, re-derived with numpy.
+  linear = pixels[0, :, 0] / 255.0
+  encoded = np.where(linear <= 0.0031308, 12.92 * linear,
+                     1.055 * linear**(1 / 2.4) - 0.055) * 255
+  np.testing.assert_allclose(got[0].astype(float), encoded[:, None] *
+                             np.ones(3), atol=1.5)
+  assert np.abs(got.astype(int) - pixels).max() > 40   # not the raw values
+
+
+def test_srgb_profile_is_identity_and_a_broken_profile_is_ignored():
+  pixels = np.random.default_rng(10).integers(0, 256, (6, 10, 3), np.uint8)
+  image = Image.fromarray(pixels)
+  srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile('sRGB')).tobytes()
+  got = image_io.decode_image(_encoded(image, 'PNG', icc_profile=srgb))
+  assert np.abs(got.astype(int) - pixels).max() <= 1
+  for broken in (b'not a profile' * 20, _linear_rgb_icc()[:200]):
+    np.testing.assert_array_equal(
+        image_io.decode_image(_encoded(image, 'PNG', icc_profile=broken)),
+        pixels)
