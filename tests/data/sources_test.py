@@ -3,6 +3,7 @@
 import os
 import io
 import socket
+import struct
 
 import numpy as np
 import pytest
@@ -234,3 +235,63 @@ def test_files_sharing_a_name_are_split_independently(tmp_path):
   assert sorted(os.path.relpath(globbed.describe(i), tmp_path)
                 for i in range(len(globbed))) == sorted(
       r for r in names if data_sources.in_eval_split(r, 0.5))
+
+
+# ------------------------------------------ hostile files in a folder ---
+def _jpeg_with_malformed_exif(pixels):
+  """Orientation 6, and tag 0x0116 (a number) stored as ASCII: Pillow's
+  ``exif_transpose`` raises struct.error on it (tests/image_io_test.py)."""
+  ifd = (struct.pack('>2sHIH', b'MM', 42, 8, 2) +
+         struct.pack('>HHI4s', 0x0112, 3, 1, b'\0\6\0\0') +
+         struct.pack('>HHI4s', 0x0116, 2, 4, b'Cam\0') + struct.pack('>I', 0))
+  buffer = io.BytesIO()
+  Image.fromarray(pixels).save(buffer, format='JPEG', exif=b'Exif\0\0' + ifd)
+  return buffer.getvalue()
+
+
+@pytest.mark.skipif(not hasattr(os, 'mkfifo'), reason='needs FIFOs')
+def test_folder_listing_skips_devices_fifos_and_broken_links(tmp_path,
+                                                             monkeypatch):
+  skipped = []
+  monkeypatch.setattr(data_sources, 'note_skipped',
+                      lambda what, error: skipped.append(str(error)))
+  (tmp_path / 'sub').mkdir()
+  (tmp_path / 'sub' / 'good.png').write_bytes(b'x')
+  os.symlink('/dev/zero', tmp_path / 'zero.jpg')
+  os.mkfifo(tmp_path / 'sub' / 'pipe.png')
+  os.symlink(tmp_path / 'gone.png', tmp_path / 'dead.jpg')
+  os.symlink(tmp_path / 'sub' / 'good.png', tmp_path / 'link.png')
+  assert data_sources.list_image_files(str(tmp_path)) == ['link.png',
+                                                          'sub/good.png']
+  assert sorted(skipped) == sorted(
+      f'{tmp_path / name}: not a regular file (a device, FIFO, socket or '
+      'broken link)' for name in ('dead.jpg', 'sub/pipe.png', 'zero.jpg'))
+  pattern = data_sources.folder_source(str(tmp_path / '*.*'), 'train', 0.0)
+  assert pattern.relpaths == [str(tmp_path / 'link.png')]
+
+
+@pytest.mark.parametrize('short_side', [0, 40])
+def test_example_maker_skips_hostile_files_and_goes_on(tmp_path, monkeypatch,
+                                                       short_side):
+  from scsnet_jax.data import pipeline as input_pipeline
+  skipped = []
+  monkeypatch.setattr(data_sources, 'note_skipped',
+                      lambda what, error: skipped.append(what))
+  pixels = np.random.default_rng(1).integers(0, 256, (48, 64, 3), np.uint8)
+  (tmp_path / 'a_exif.jpg').write_bytes(_jpeg_with_malformed_exif(pixels))
+  (tmp_path / 'b_postscript.jpg').write_bytes(
+      b'%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 64 64\nshowpage\n')
+  (tmp_path / 'c_cut.png').write_bytes(_png_bytes(pixels)[:300])
+  (tmp_path / 'd_good.png').write_bytes(_png_bytes(pixels))
+  source = data_sources.folder_source(str(tmp_path), 'train', 0.0)
+  maker = input_pipeline.ExampleMaker(
+      source=source, shard_index=0, shard_count=1, shard_len=len(source),
+      batch_size=1, training=False, seed=0, crop_size=32, max_upscale=4.0,
+      scale=(4.0, 4.0), scale_choices=0, eval_scale=4.0, elastic_alpha=0.0,
+      elastic_sigma=1.0, other_reference_prob=0.0,
+      image_short_side=short_side)
+  counts = [int(maker.map_with_index(i, i)['skipped_images'])
+            for i in range(len(source))]
+  assert counts == [0, 2, 1, 0]   # b and c skipped, to the next usable one
+  assert sorted(set(skipped)) == [str(tmp_path / 'b_postscript.jpg'),
+                                  str(tmp_path / 'c_cut.png')]
