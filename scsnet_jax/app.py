@@ -24,6 +24,9 @@ from scsnet_jax import app_requests, image_io, predict
 from scsnet_jax.errors import UserError
 
 DEFAULT_PORT = 7860
+# Waiting requests beyond this are refused by gradio ("queue is full"):
+# each holds its upload, and one running request may hold ~0.5 GB.
+DEFAULT_MAX_QUEUE = 8
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,6 +35,15 @@ def build_parser() -> argparse.ArgumentParser:
       description='A local web page: gray photo -> colour photo at any size.')
   predict.add_model_arguments(
       parser, max_output_pixels=app_requests.DEFAULT_MAX_OUTPUT_PIXELS)
+  parser.add_argument('--max-input-pixels', type=int,
+                      default=app_requests.DEFAULT_MAX_INPUT_PIXELS,
+                      help='refuse uploads (photo or reference) with more '
+                           'pixels, read from the file header before '
+                           'decoding (default: %(default)s = 4096^2)')
+  parser.add_argument('--max-queue', type=int, default=DEFAULT_MAX_QUEUE,
+                      help='requests that may wait while one runs (one runs '
+                           'at a time, previews included); more are turned '
+                           'away (default: %(default)s)')
   parser.add_argument('--port', type=int, default=DEFAULT_PORT,
                       help='TCP port (default: %(default)s)')
   parser.add_argument('--host', default='127.0.0.1',
@@ -94,6 +106,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   args = parser.parse_args(argv)
   if not 0 < args.port < 65536:
     parser.error(f'port must be 1 to 65535, got {args.port}')
+  if args.max_input_pixels < 1:
+    parser.error(f'--max-input-pixels must be positive, got '
+                 f'{args.max_input_pixels}')
+  if args.max_queue < 1:
+    parser.error(f'--max-queue must be positive, got {args.max_queue}')
   predict.check_model_arguments(parser, args)
   if args.auth is not None:
     try:
@@ -180,14 +197,16 @@ def build_page(colouriser: app_requests.Colouriser, checkpoint: str):
       download = gr.File(label='Download the result (PNG)',
                          elem_id='download')
       summary = gr.Markdown(label='summary', elem_id='summary')
+    # One shared concurrency group: a preview and a colourisation never
+    # decode at the same time (memory is bounded by one request).
     image.change(preview, inputs=[image, scale],
                  outputs=[seen, summary, width, height],
-                 api_name='preview')
+                 api_name='preview', concurrency_id='decode')
     run.click(colourise,
               inputs=[image, reference, target, scale, width, height,
                       bfloat16],
               outputs=[result, bicubic, download, summary],
-              api_name='colourise')
+              api_name='colourise', concurrency_id='decode')
   return page
 
 
@@ -204,13 +223,16 @@ def serve(args: argparse.Namespace, *, block: bool = True):
   runner = predict.load_runner(args.checkpoint, dtype='float32',
                                tile=args.tile, tile_overlap=args.tile_overlap)
   colouriser = app_requests.Colouriser(
-      runner, max_output_pixels=args.max_output_pixels)
+      runner, max_output_pixels=args.max_output_pixels,
+      max_input_pixels=getattr(args, 'max_input_pixels',
+                               app_requests.DEFAULT_MAX_INPUT_PIXELS))
   if block:   # SIGTERM (``kill``, service managers) stops like Ctrl-C,
     # so the result folder is removed.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
   try:
     page = build_page(colouriser, args.checkpoint)
-    page.queue(default_concurrency_limit=1).launch(
+    page.queue(max_size=getattr(args, 'max_queue', DEFAULT_MAX_QUEUE),
+               default_concurrency_limit=1).launch(
         server_name=args.host, server_port=args.port, share=False,
         auth=getattr(args, 'auth_pairs', None),
         inbrowser=False, ssr_mode=False, mcp_server=False,

@@ -22,8 +22,9 @@ from typing import Optional
 
 import jax
 import numpy as np
+from PIL import Image
 
-from scsnet_jax import predict
+from scsnet_jax import color, image_io, predict
 from scsnet_jax.errors import UserError
 from scsnet_jax.inference import files as image_files
 from scsnet_jax.inference import tiling as inference
@@ -31,6 +32,13 @@ from scsnet_jax.inference import tiling as inference
 # The web app's default output limit: 16.8 MP (4096 x 4096). A browser tab
 # shows and downloads the result, and a CPU needs minutes for more.
 DEFAULT_MAX_OUTPUT_PIXELS = 1 << 24
+# The default input limit, checked from the file's header before decoding
+# (a small PNG can hold 25 MP of one colour): 16.8 MP, ~0.5 GB per request.
+DEFAULT_MAX_INPUT_PIXELS = 1 << 24
+# The "what the model sees" preview is at most this many pixels on its
+# longer side (a browser shows it in a 170 px box).
+PREVIEW_MAX_SIDE = 1024
+_ROWS_PER_BLOCK = 256
 # Result folders older than this are removed at the next request (the page
 # has already been sent its copy by then).
 KEEP_RESULTS_SECONDS = 600
@@ -56,6 +64,55 @@ class Result:
   bicubic: np.ndarray
   summary: str
   seconds: float
+
+
+def _srgb_to_linear_table() -> np.ndarray:
+  levels = np.arange(256, dtype=np.float64) / 255.0
+  return color.srgb_to_linear(levels, xp=np).astype(np.float32)
+
+
+_LINEAR = _srgb_to_linear_table()   # uint8 sRGB level -> linear light
+
+
+def gray_from_rgb(pixels: np.ndarray,
+                  rows_per_block: int = _ROWS_PER_BLOCK) -> np.ndarray:
+  """uint8 sRGB (H, W, 3) -> normalised L (H, W, 1) float32, as
+  ``inference.gray_from_rgb`` (same formulas, within 1e-5) but in float32
+  blocks of rows: L needs only the luminance Y, so per block it is three
+  table look-ups and a cube root, not float64 LAB of the whole image
+  (~7 float64 copies: 1.4 GB for 5000 x 5000)."""
+  if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[-1] != 3:
+    raise ValueError(f'expected uint8 (H, W, 3), got {pixels.dtype} '
+                     f'{pixels.shape}')
+  weights = (color.XYZ_FROM_RGB[1] / color.D65_WHITE[1]).astype(np.float32)
+  epsilon = np.float32(color._EPSILON)  # pylint: disable=protected-access
+  slope = np.float32(color._KAPPA_SLOPE)  # pylint: disable=protected-access
+  offset = np.float32(color._OFFSET)  # pylint: disable=protected-access
+  out = np.empty(pixels.shape[:2] + (1,), np.float32)
+  for top in range(0, pixels.shape[0], rows_per_block):
+    block = pixels[top:top + rows_per_block]
+    y = _LINEAR[block[..., 0]] * weights[0]
+    y += _LINEAR[block[..., 1]] * weights[1]
+    y += _LINEAR[block[..., 2]] * weights[2]
+    f = np.where(y > epsilon, np.cbrt(np.maximum(y, epsilon)),
+                 slope * y + offset)
+    lightness = np.float32(116.0) * f - np.float32(16.0)
+    out[top:top + rows_per_block, :, 0] = (
+        lightness / np.float32(color.L_SCALE) - np.float32(color.L_OFFSET))
+  return out
+
+
+def shrink_for_preview(pixels: np.ndarray,
+                       max_side: int = PREVIEW_MAX_SIDE) -> np.ndarray:
+  """(H, W, 3) uint8 -> the same, longer side at most ``max_side``
+  (antialiased, PIL's reducing box filter), aspect ratio kept."""
+  height, width = pixels.shape[:2]
+  if max(height, width) <= max_side:
+    return pixels
+  factor = max_side / max(height, width)
+  size = (max(1, round(width * factor)), max(1, round(height * factor)))
+  return np.asarray(Image.fromarray(pixels).resize(
+      size, Image.Resampling.BOX), np.uint8)
 
 
 def _short(error: BaseException, path: str) -> str:
@@ -94,12 +151,15 @@ class Colouriser:
   Args:
     runner: ``predict.Runner`` (float32); bfloat16 shares its weights.
     max_output_pixels: larger outputs are refused with a RequestError.
+    max_input_pixels: larger uploads (photo or reference) are refused from
+      their header, before decoding, with a RequestError.
     offer_bfloat16: whether requests may ask for bfloat16 (default: where it
       is fast, ``bfloat16_is_fast``).
   """
 
   def __init__(self, runner: predict.Runner, *,
                max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS,
+               max_input_pixels: int = DEFAULT_MAX_INPUT_PIXELS,
                offer_bfloat16: Optional[bool] = None):
     self.runners = {'float32': runner}
     self.offer_bfloat16 = (bfloat16_is_fast() if offer_bfloat16 is None
@@ -107,6 +167,7 @@ class Colouriser:
     if self.offer_bfloat16:
       self.runners['bfloat16'] = runner.with_dtype('bfloat16')
     self.max_output_pixels = max_output_pixels
+    self.max_input_pixels = max_input_pixels
     self.output_dir = tempfile.mkdtemp(prefix='scsnet_app-')
 
   @property
@@ -117,45 +178,64 @@ class Colouriser:
     shutil.rmtree(self.output_dir, ignore_errors=True)
 
   # ------------------------------------------------------------- reading ---
-  def read_gray(self, path: Optional[str]):
-    """Upload -> (normalised L (H, W, 1), alpha (H, W) or None, note).
+  def _decode(self, path: str, what: str = ''):
+    """Upload -> ((H, W, 3) uint8 sRGB, (H, W) alpha or None); too many
+    pixels (from the header, before decoding) and every decoding problem
+    are one RequestError line."""
+    try:
+      return image_files.read_image_and_alpha(
+          path, max_pixels=self.max_input_pixels)
+    except image_io.ImageTooLargeError as error:
+      width, height = error.size
+      raise RequestError(
+          f'{what}{os.path.basename(path)}: {width}x{height} = '
+          f'{width * height} pixels, more than this page accepts '
+          f'({self.max_input_pixels}; --max-input-pixels)') from None
+    except (OSError, UserError) as error:
+      raise RequestError(what + _short(error, path)) from None
 
-    The note says that a colour upload was converted to gray (empty else).
-    """
+  def _read_upload(self, path: Optional[str]):
+    """Upload -> (pixels (H, W, 3) uint8, alpha (H, W) or None, note)."""
     if not path:
       raise RequestError('upload a photo first')
-    try:
-      pixels, alpha = image_files.read_image_and_alpha(path)
-    except (OSError, UserError) as error:
-      raise RequestError(_short(error, path)) from None
+    pixels, alpha = self._decode(path)
     note = ''
     if not image_files.is_gray(pixels):
       note = (f'{os.path.basename(path)} is in colour: it was converted to '
               'gray (its CIE-LAB lightness) first; the model colourises gray '
               'photos.')
-    return inference.gray_from_rgb(pixels), alpha, note
+    return pixels, alpha, note
+
+  def read_gray(self, path: Optional[str]):
+    """Upload -> (normalised L (H, W, 1) float32, alpha (H, W) or None,
+    note).
+
+    The note says that a colour upload was converted to gray (empty else).
+    """
+    pixels, alpha, note = self._read_upload(path)
+    return gray_from_rgb(pixels), alpha, note
 
   def preview(self, path: Optional[str], scale=None):
-    """The gray image the model will see, (H, W, 3) uint8, the note, and
-    the output (width, height) at ``scale`` (the input's size without one)
-    to start the page's exact-size fields from."""
-    gray, _, note = self.read_gray(path)
-    height, width = gray.shape[:2]
+    """The gray image the model will see, (h, w, 3) uint8 with its longer
+    side at most ``PREVIEW_MAX_SIDE`` (shrunk before the conversion), the
+    note, and the output (width, height) at ``scale`` (the input's size
+    without one) to start the page's exact-size fields from."""
+    pixels, _, note = self._read_upload(path)
+    height, width = pixels.shape[:2]
     try:
       out_h, out_w = inference.resolve_output_size(height, width,
                                                    scale=float(scale))
     except (TypeError, ValueError):
       out_h, out_w = height, width
+    gray = gray_from_rgb(shrink_for_preview(pixels))
+    del pixels
     return _gray_rgb(gray), note, (out_w, out_h)
 
   def _read_reference(self, path: str):
     if not self.referential:
       raise RequestError('this model has no referential mode; remove the '
                          'reference image')
-    try:
-      pixels = image_files.read_image(path)
-    except (OSError, UserError) as error:
-      raise RequestError('reference ' + _short(error, path)) from None
+    pixels, _ = self._decode(path, what='reference ')
     note = ''
     if image_files.is_gray(pixels):
       note = ('The reference is gray, so it carries no colour to borrow; '

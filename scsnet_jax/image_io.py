@@ -77,7 +77,9 @@ class ImageDecodeError(UserError):
 
 
 class ImageTooLargeError(ImageDecodeError):
-  """More pixels than the caller's ``max_pixels`` (read from the header)."""
+  """More pixels than the caller's ``max_pixels`` (read from the header);
+  ``size`` is the header's (width, height)."""
+  size: tuple[int, int] = (0, 0)
 
 
 def _first_line(error: BaseException) -> str:
@@ -168,9 +170,11 @@ def _pillow_decode(data, name, max_pixels, draft_size, want_alpha):
   image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
   width, height = image.size
   if width < 1 or height < 1 or width * height > max_pixels:
-    raise ImageTooLargeError(
+    error = ImageTooLargeError(
         f'{name}: {width}x{height} pixels is outside the allowed range '
         f'(1 to {max_pixels} pixels; possible decompression bomb)')
+    error.size = (width, height)   # for callers' own wording (the app)
+    raise error
   if draft_size is not None and image.format in ('JPEG', 'MPO'):
     image.draft('RGB', draft_size)
   image.load()  # decodes now, so truncation is detected here
@@ -195,8 +199,11 @@ def _pillow_decode(data, name, max_pixels, draft_size, want_alpha):
   converted = None
   if icc and image.mode in ('RGB', 'L', 'CMYK'):
     converted = _to_srgb(image, icc)
-  rgb = converted if converted is not None else image.convert('RGB')
-  return np.asarray(rgb, np.uint8), 'RGB', alpha
+  if converted is not None:
+    image = converted
+  elif image.mode != 'RGB':   # (convert to the same mode would copy)
+    image = image.convert('RGB')
+  return np.asarray(image, np.uint8), 'RGB', alpha
 
 
 def _stretch(values: np.ndarray) -> np.ndarray:
@@ -275,8 +282,8 @@ def decode_image_and_alpha(
     raise
   except Image.UnidentifiedImageError:
     raise ImageDecodeError(
-        f'{name}: cannot decode image (not an allowed image format: '
-        f'{", ".join(ALLOWED_FORMATS)})') from None
+        f'{name}: cannot decode image (not a recognised image format; '
+        f'allowed: {", ".join(ALLOWED_FORMATS)})') from None
   except Exception as error:  # pylint: disable=broad-except
     # Pillow's plugins raise OSError, ValueError, SyntaxError, EOFError,
     # struct.error, IndexError, KeyError, TypeError, ... on crafted input.

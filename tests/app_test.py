@@ -262,3 +262,92 @@ def test_page_in_headless_chromium(server, photos, tmp_path):
   assert run.foreign_requests == []   # ... and fonts, scripts all from the app
   with Image.open(shot) as image:
     assert image.format == 'PNG' and image.width >= 1000
+
+
+# ------------------------------------- memory bounds (no browser needed) ---
+def test_float32_block_conversion_matches_the_float64_one():
+  from scsnet_jax.inference import tiling as inference
+  rng = np.random.default_rng(4)
+  pixels = rng.integers(0, 256, (37, 53, 3), np.uint8)
+  pixels[0, :3] = [[0, 0, 0], [255, 255, 255], [1, 2, 3]]   # ends, dark
+  want = inference.gray_from_rgb(pixels)   # float64 over the whole image
+  for rows in (7, 256):
+    got = app_requests.gray_from_rgb(pixels, rows_per_block=rows)
+    assert got.dtype == np.float32 and got.shape == (37, 53, 1)
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+
+
+def test_uploads_over_the_pixel_cap_are_refused_before_decoding(
+    checkpoint, photos, monkeypatch):
+  from PIL import ImageFile
+  runner = predict.load_runner(checkpoint, dtype='float32', tile=TILE,
+                               tile_overlap=32)
+  colouriser = app_requests.Colouriser(runner, offer_bfloat16=False,
+                                       max_input_pixels=559)   # 28x20 = 560
+
+  def no_decoding(self):
+    raise AssertionError('pixels were decoded')
+  monkeypatch.setattr(ImageFile.ImageFile, 'load', no_decoding)
+  try:
+    with pytest.raises(app_requests.RequestError) as error:
+      colouriser.colourise(photos['colour'])
+    assert str(error.value) == (
+        'colour.png: 28x20 = 560 pixels, more than this page accepts (559; '
+        '--max-input-pixels)')
+    with pytest.raises(app_requests.RequestError, match='^colour.png: 28x20'):
+      colouriser.preview(photos['colour'])
+    colouriser.max_input_pixels = 255
+    with pytest.raises(app_requests.RequestError,
+                       match='^reference reference.png: 16x16 = 256 pixels'):
+      colouriser._read_reference(photos['reference'])
+  finally:
+    colouriser.close()
+
+
+def test_preview_is_shrunk_before_the_conversion(checkpoint, tmp_path,
+                                                 monkeypatch):
+  runner = predict.load_runner(checkpoint, dtype='float32', tile=TILE,
+                               tile_overlap=32)
+  colouriser = app_requests.Colouriser(runner, offer_bfloat16=False)
+  yy, xx = np.mgrid[0:600, 0:1500]
+  gray = ((xx // 30 + yy // 30) % 2 * 180 + 40).astype(np.uint8)
+  Image.fromarray(gray).save(tmp_path / 'wide.png')
+  converted = []
+  convert = app_requests.gray_from_rgb
+  monkeypatch.setattr(app_requests, 'gray_from_rgb',
+                      lambda pixels: converted.append(pixels.shape) or
+                      convert(pixels))
+  try:
+    seen, _, (out_width, out_height) = colouriser.preview(
+        str(tmp_path / 'wide.png'), 2.0)
+  finally:
+    colouriser.close()
+  assert converted == [(410, 1024, 3)] and seen.shape == (410, 1024, 3)
+  assert (out_width, out_height) == (3000, 1200)   # from the full size
+  want = np.asarray(Image.fromarray(gray).resize((1024, 410),
+                                                 Image.Resampling.BOX))
+  assert np.abs(seen[..., 0].astype(int) - want).max() <= 1
+
+
+def test_queue_is_bounded_and_one_request_decodes_at_a_time(checkpoint,
+                                                            monkeypatch):
+  import gradio
+  calls = {}
+  original_queue = gradio.Blocks.queue
+
+  def queue(self, *args, **kwargs):
+    calls['queue'] = kwargs
+    return original_queue(self, *args, **kwargs)
+  monkeypatch.setattr(gradio.Blocks, 'queue', queue)
+  monkeypatch.setattr(gradio.Blocks, 'launch',
+                      lambda self, **kwargs: calls.setdefault('page', self))
+  args = app.parse_args(['--checkpoint', checkpoint, '--max-queue', '3',
+                         '--max-input-pixels', '1000'])
+  page, colouriser = app.serve(args, block=False)
+  colouriser.close()
+  assert calls['queue'] == {'max_size': 3, 'default_concurrency_limit': 1}
+  assert colouriser.max_input_pixels == 1000
+  groups = {fn.api_name: fn.concurrency_id for fn in page.fns.values()}
+  assert groups['preview'] == groups['colourise'] is not None
+  with pytest.raises(SystemExit):
+    app.parse_args(['--checkpoint', checkpoint, '--max-queue', '0'])

@@ -206,8 +206,8 @@ def test_postscript_named_jpg_never_reaches_ghostscript(tmp_path, monkeypatch):
   monkeypatch.setattr(subprocess, 'Popen', refuse)
   monkeypatch.setattr(subprocess, 'check_call', refuse)
   (tmp_path / 'photo.jpg').write_bytes(_EPS)
-  with pytest.raises(image_io.ImageDecodeError,
-                     match=r'photo\.jpg: cannot decode image \(not an allowed'):
+  with pytest.raises(image_io.ImageDecodeError, match=r'photo\.jpg: cannot '
+                     r'decode image \(not a recognised image format; allowed'):
     image_files.read_image_and_alpha(tmp_path / 'photo.jpg')
   with pytest.raises(image_io.ImageDecodeError):
     image_io.decode_image(_EPS, name='photo.jpg')
