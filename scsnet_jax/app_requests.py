@@ -187,10 +187,11 @@ class Colouriser:
           path, max_pixels=self.max_input_pixels)
     except image_io.ImageTooLargeError as error:
       width, height = error.size
+      size = (f'{width}x{height} = {width * height} pixels' if width * height
+              else 'too many pixels')
       raise RequestError(
-          f'{what}{os.path.basename(path)}: {width}x{height} = '
-          f'{width * height} pixels, more than this page accepts '
-          f'({self.max_input_pixels}; --max-input-pixels)') from None
+          f'{what}{os.path.basename(path)}: {size}, more than this page '
+          f'accepts ({self.max_input_pixels}; --max-input-pixels)') from None
     except (OSError, UserError) as error:
       raise RequestError(what + _short(error, path)) from None
 

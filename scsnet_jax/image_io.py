@@ -77,8 +77,9 @@ class ImageDecodeError(UserError):
 
 
 class ImageTooLargeError(ImageDecodeError):
-  """More pixels than the caller's ``max_pixels`` (read from the header);
-  ``size`` is the header's (width, height)."""
+  """More pixels than the caller's ``max_pixels`` or PIL's own limit (read
+  from the header); ``size`` is the header's (width, height), or (0, 0)
+  where PIL refused it first."""
   size: tuple[int, int] = (0, 0)
 
 
@@ -280,6 +281,8 @@ def decode_image_and_alpha(
                                            want_alpha)
   except (ImageDecodeError, MemoryError):
     raise
+  except Image.DecompressionBombError as error:   # PIL's own, above ~179 MP
+    raise ImageTooLargeError(f'{name}: {_first_line(error)}') from None
   except Image.UnidentifiedImageError:
     raise ImageDecodeError(
         f'{name}: cannot decode image (not a recognised image format; '

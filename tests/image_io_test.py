@@ -79,8 +79,9 @@ def _exif_block(entries):
 
 
 def _seed_files():
-  """Small valid files of every allowed format, with the parts crafted
-  files attack: EXIF (with orientation), an ICC profile, alpha, palette."""
+  """Small valid files of every allowed format (JPEG, PNG, WebP, TIFF, GIF,
+  BMP), with the parts crafted files attack: EXIF (with orientation), an
+  ICC profile, alpha, palette, LZW."""
   rng = np.random.default_rng(7)
   rgb = Image.fromarray(rng.integers(0, 256, (12, 16, 3), np.uint8))
   srgb_icc = ImageCms.ImageCmsProfile(ImageCms.createProfile('sRGB')).tobytes()
@@ -95,6 +96,7 @@ def _seed_files():
       'webp': _encoded(rgba, 'WEBP', quality=80),
       'tif': _encoded(rgb, 'TIFF', compression='tiff_lzw', exif=exif),
       'gif': _encoded(rgb.convert('P'), 'GIF', transparency=3),
+      'bmp': _encoded(rgb, 'BMP'),
   }
 
 

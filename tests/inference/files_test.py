@@ -142,3 +142,28 @@ def test_concurrent_umask_reads_never_loosen_new_folders(tmp_path):
     os.umask(old_umask)
   modes = {stat.S_IMODE(entry.stat().st_mode) for entry in os.scandir(tmp_path)}
   assert modes == {0o755}, sorted(oct(mode) for mode in modes)
+
+
+def test_huge_header_is_refused_before_any_pixel(tmp_path):
+  """A 100-byte PNG claiming 20000 x 10000 pixels (PIL's own limit) and one
+  claiming 9000 x 9000 (ours, lowered here): both ImageTooLargeError."""
+  import struct
+  import zlib
+
+  def png(width, height):
+    def chunk(kind, body):
+      return (struct.pack('>I', len(body)) + kind + body +
+              struct.pack('>I', zlib.crc32(kind + body)))
+    return (b'\x89PNG\r\n\x1a\n' +
+            chunk(b'IHDR', struct.pack('>IIBBBBB', width, height, 8, 2, 0, 0,
+                                       0)) +
+            chunk(b'IDAT', zlib.compress(b'\0' * 64)) + chunk(b'IEND', b''))
+  (tmp_path / 'pil.png').write_bytes(png(20000, 10000))
+  (tmp_path / 'ours.png').write_bytes(png(9000, 9000))
+  with pytest.raises(image_io.ImageTooLargeError, match='^.*pil.png: Image '
+                     'size'):
+    image_files.read_image_and_alpha(tmp_path / 'pil.png')
+  with pytest.raises(image_io.ImageTooLargeError,
+                     match=r'ours.png: 9000x9000 pixels .*decompression bomb'):
+    image_files.read_image_and_alpha(tmp_path / 'ours.png',
+                                     max_pixels=80_000_000)
