@@ -20,7 +20,8 @@ Output is always (H, W, 3) uint8 sRGB, plus the (H, W) uint8 alpha where the
 file has one. Conversions:
 - EXIF orientation is applied (to colour and alpha alike);
 - an embedded ICC profile is converted to sRGB (``PIL.ImageCms``); a profile
-  that cannot be used leaves the stored values as they are;
+  that cannot be used leaves the stored values as they are, and so does an
+  sRGB one (named sRGB, sRGB primaries: the conversion would be identity);
 - 16-bit gray ('I;16*'): / 257;
 - 32-bit integer gray ('I'): values within 0..65535 are 16-bit data (16-bit
   PNGs and TIFFs often open as 'I'): / 257; any other range (negative values
@@ -34,6 +35,7 @@ file has one. Conversions:
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import stat
@@ -149,10 +151,34 @@ def is_regular_file(path: str | os.PathLike) -> bool:
 _SRGB_PROFILE = None
 
 
+def _colorants(profile) -> np.ndarray:
+  return np.array([c[0] for c in (profile.red_colorant, profile.green_colorant,
+                                  profile.blue_colorant)], np.float64)
+
+
+@functools.lru_cache(maxsize=64)
+def _is_srgb(icc: bytes) -> bool:
+  """True for the many "sRGB IEC61966-2.1"-like profiles cameras and
+  editors embed: named sRGB, with sRGB's primaries. Converting with them
+  would change nothing (within a level) and triple a JPEG's decode time."""
+  try:
+    from PIL import ImageCms  # pylint: disable=g-import-not-at-top
+    profile = ImageCms.ImageCmsProfile(io.BytesIO(icc)).profile
+    name = profile.profile_description or ''
+    return ('srgb' in name.lower() and profile.xcolor_space.strip() == 'RGB'
+            and np.abs(_colorants(profile) - _colorants(
+                ImageCms.createProfile('sRGB'))).max() < 0.003)
+  except Exception:  # pylint: disable=broad-except
+    return False
+
+
 def _to_srgb(image: Image.Image, icc: bytes) -> Optional[Image.Image]:
   """RGB / L / CMYK ``image`` with embedded profile ``icc`` -> RGB sRGB, or
-  None when the profile cannot be used (corrupt, wrong colour space)."""
+  None when the profile cannot be used (corrupt, wrong colour space) or is
+  sRGB already."""
   global _SRGB_PROFILE
+  if _is_srgb(icc):
+    return None
   try:
     from PIL import ImageCms  # pylint: disable=g-import-not-at-top
     if _SRGB_PROFILE is None:
@@ -209,8 +235,7 @@ def _pillow_decode(data, name, max_pixels, draft_size, want_alpha):
 
 def _stretch(values: np.ndarray) -> np.ndarray:
   """Any real (H, W) -> float32 in [0, 255] by its own finite min..max."""
-  values = values.astype(np.float64 if values.dtype.itemsize > 4
-                         else np.float32)
+  values = values.astype(np.float32)
   finite = np.isfinite(values)
   if not finite.any():
     return np.zeros(values.shape, np.float32)
@@ -227,12 +252,11 @@ def wide_gray_to_uint8(values: np.ndarray, mode: str) -> np.ndarray:
   rules in the module docstring (rounded, never clipped)."""
   if mode.startswith('I;16'):
     scaled = values.astype(np.float32) / np.float32(257.0)
-  elif mode == 'I':
-    wide = values.astype(np.int64)
-    if wide.size and wide.min() >= 0 and wide.max() <= 65535:
-      scaled = wide.astype(np.float32) / np.float32(257.0)
+  elif mode == 'I':   # int32; float32 keeps 1e-5 of a level of its range
+    if values.size and values.min() >= 0 and values.max() <= 65535:
+      scaled = values.astype(np.float32) / np.float32(257.0)
     else:
-      scaled = _stretch(wide)
+      scaled = _stretch(values)
   elif mode == 'F':
     floats = values.astype(np.float32)
     if (floats.size and np.isfinite(floats).all() and floats.min() >= 0 and

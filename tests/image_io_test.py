@@ -321,6 +321,12 @@ def test_srgb_profile_is_identity_and_a_broken_profile_is_ignored():
   srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile('sRGB')).tobytes()
   got = image_io.decode_image(_encoded(image, 'PNG', icc_profile=srgb))
   assert np.abs(got.astype(int) - pixels).max() <= 1
+  # (an sRGB profile is recognised and not converted: identity, and fast)
+  assert image_io._is_srgb(srgb) and not image_io._is_srgb(_linear_rgb_icc())
+  converted = ImageCms.profileToProfile(
+      image, ImageCms.ImageCmsProfile(io.BytesIO(srgb)),
+      ImageCms.createProfile('sRGB'), outputMode='RGB')
+  assert np.abs(np.asarray(converted, int) - pixels).max() <= 1
   for broken in (b'not a profile' * 20, _linear_rgb_icc()[:200]):
     np.testing.assert_array_equal(
         image_io.decode_image(_encoded(image, 'PNG', icc_profile=broken)),
