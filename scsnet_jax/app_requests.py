@@ -1,11 +1,13 @@
 """What one web-app request does, without the web framework.
 
 The page (``scsnet_jax.app``) hands uploaded file paths and form values to
-``Colouriser.colourise``; it decodes them with the CLI's safe readers
-(``image_files``: decompression bombs, truncation, wrong types are one
-``RequestError`` line), runs the predict CLI's ``Runner`` (same tiling, same
-dtype fallback) and writes the result PNG. Nothing here imports gradio, so
-the logic is testable and reusable on its own.
+``Colouriser.colourise``; it decodes them with the package's one safe
+decoder (``image_io``: too many pixels for ``max_input_pixels`` is refused
+from the header; bombs, truncation, wrong types are one ``RequestError``
+line), converts to the model's gray input in float32 blocks (a preview is
+shrunk first), runs the predict CLI's ``Runner`` (same tiling, same dtype
+fallback) and writes the result PNG. Nothing here imports gradio, so the
+logic is testable and reusable on its own.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ file has one. Conversions:
   or above 65535) is stretched linearly from the image's min..max to 0..255;
 - float gray ('F'): values within [0, 1] are scaled by 255; any other range
   is stretched from the image's min..max (NaN -> min, +-inf -> max/min);
-  a constant image outside [0, 1] is white if positive, else black;
+- a stretched image of one value is white if that is positive, else black;
 - palette, gray, CMYK, YCbCr, alpha images: Pillow's conversion to RGB
   (alpha dropped, not composited).
 """
