@@ -101,8 +101,8 @@ def _as_int_tuple(value, what: str) -> tuple[int, ...]:
   if not isinstance(value, (tuple, list)) or not all(
       isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**62
       for v in value):
-    raise CheckpointFormatError(f'tensor {what} is not a tuple of ints in [0, 2**62): '
-                                f'{short_repr(value)}')
+    raise CheckpointFormatError(f'tensor {what} is not a tuple of ints in '
+                                f'[0, 2**62): {short_repr(value)}')
   return tuple(value)
 
 
@@ -112,7 +112,8 @@ def _rebuild_tensor(storage, storage_offset, size, stride, *unused):
     raise CheckpointFormatError('tensor rebuilt from something not a storage')
   if (not isinstance(storage_offset, int) or isinstance(storage_offset, bool)
       or storage_offset < 0):
-    raise CheckpointFormatError(f'bad storage offset {short_repr(storage_offset)}')
+    raise CheckpointFormatError(
+        f'bad storage offset {short_repr(storage_offset)}')
   shape, stride = _as_int_tuple(size, 'size'), _as_int_tuple(stride, 'stride')
   if len(shape) != len(stride):
     raise CheckpointFormatError(f'size {shape} and stride {stride} differ in '
@@ -199,7 +200,8 @@ class _AllowListUnpickler(pickle.Unpickler):
     storage_type, key, unused_location, numel = fields[:4]
     view = fields[4] if len(fields) == 5 else None
     if not isinstance(storage_type, _StorageType):
-      raise CheckpointFormatError(f'bad storage type {short_repr(storage_type)}')
+      raise CheckpointFormatError(
+          f'bad storage type {short_repr(storage_type)}')
     if not isinstance(numel, int) or numel < 0:
       raise CheckpointFormatError(f'bad storage size {short_repr(numel)}')
     if numel * storage_type.dtype.itemsize > self._max_bytes:
@@ -260,7 +262,8 @@ def _collect_tensors(obj, prefix: str, out: dict[str, _TensorRef],
     for key, value in obj.items():
       key = _decode(key)
       if not isinstance(key, str):
-        raise CheckpointFormatError(f'state dict key {short_repr(key)} is not a str')
+        raise CheckpointFormatError(
+            f'state dict key {short_repr(key)} is not a str')
       _collect_tensors(value, f'{prefix}.{key}' if prefix else key, out,
                        depth + 1)
 
