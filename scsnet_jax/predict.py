@@ -256,7 +256,8 @@ class _Report:
     self.failed += 1
 
 
-def _run_batch(runner: Runner, items: list, out_size, report: _Report):
+def _run_batch(runner: Runner, items: list, out_size, report: _Report,
+               overwrite: bool):
   gray = np.stack([item['gray'] for item in items])
   refs = [item['reference'] for item in items]
   reference = None if refs[0] is None else np.stack(refs)
@@ -276,6 +277,10 @@ def _run_batch(runner: Runner, items: list, out_size, report: _Report):
     if item['alpha'] is not None:   # RGBA/LA in: alpha resized, RGBA out
       alpha = image_files.resize_alpha(item['alpha'], out_size)
       pixels = np.concatenate([pixels, alpha[..., None]], axis=-1)
+    if not overwrite and os.path.lexists(item['dest']):  # appeared meanwhile
+      report.fail(item['path'], f'output {item["dest"]} appeared during the '
+                  'run; refusing to replace it (pass --overwrite)')
+      continue
     try:
       image_files.write_png_atomic(item['dest'], pixels)
       report.written += 1
@@ -344,10 +349,10 @@ def run(args: argparse.Namespace) -> int:
       for line in matcher.take_warnings():
         report.say(line)
     for ready_key, items in batcher.add(key, item, pixels):
-      _run_batch(runner, items, ready_key[2], report)
+      _run_batch(runner, items, ready_key[2], report, args.overwrite)
     bar.update(1)
   for key, items in batcher.drain():
-    _run_batch(runner, items, key[2], report)
+    _run_batch(runner, items, key[2], report, args.overwrite)
   bar.close()
   failed = report.failed + len(input_errors) + len(refused)
   extra = (f'; {report.recomputed} recomputed in float32'

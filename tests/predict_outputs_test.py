@@ -79,7 +79,8 @@ def test_same_output_name_and_references_are_refused(workdir, tmp_path,
   assert f'is the reference {refs / "b.png"}' in err, err
 
 
-def test_existing_output_needs_overwrite(workdir, tmp_path, capsys):
+def test_existing_output_needs_overwrite(workdir, tmp_path, capsys,
+                                         monkeypatch):
   Image.fromarray(_rgb(12, 16, 4)).save(tmp_path / 'a.png')
   args = ['--checkpoint', workdir, '--input', tmp_path / 'a.png',
           '--output', tmp_path / 'out', '--scale', 2]
@@ -95,6 +96,18 @@ def test_existing_output_needs_overwrite(workdir, tmp_path, capsys):
   code, _, err = _run(capsys, *args, '--overwrite')
   assert code == 0, err
   np.testing.assert_array_equal(np.asarray(Image.open(result)), first)
+  # An output that appears after the check (another program) is kept too.
+  real_read = image_files.read_image_and_alpha
+
+  def read_and_race(path):
+    (tmp_path / 'out2').mkdir(exist_ok=True)
+    (tmp_path / 'out2' / 'a.png').write_bytes(b'racing')
+    return real_read(path)
+
+  monkeypatch.setattr(image_files, 'read_image_and_alpha', read_and_race)
+  code, _, err = _run(capsys, *args[:-3], tmp_path / 'out2', '--scale', 2)
+  assert code == 1 and 'appeared during the run' in err, err
+  assert (tmp_path / 'out2' / 'a.png').read_bytes() == b'racing'
 
 
 SHAPES = {'a': (12, 16), 'b': (12, 16), 'c': (10, 14), 'd': (14, 12),

@@ -207,7 +207,7 @@ class _AllowListUnpickler(pickle.Unpickler):
     if numel * storage_type.dtype.itemsize > self._max_bytes:
       raise CheckpointFormatError(
           f'storage of {numel} elements exceeds the {self._max_bytes}-byte '
-          'limit (raise max_bytes if the file is trusted)')
+          'limit (a few times the file size, at most max_bytes)')
     key = _key(key)
     root = self.storages.setdefault(
         key, _StorageRef(key, storage_type.dtype, numel))
