@@ -10,8 +10,8 @@ limits stop it from costing much more memory or time than its size:
 - ``scan_pickle``: before the C unpickler sees a pickle, a pure opcode scan
   (``pickletools.genops``, which builds no containers) refuses pickles over
   ``MAX_PICKLE_BYTES`` or ``MAX_PICKLE_OPS`` opcodes (each builds at most one
-  object of ~100 bytes: an 8 KB deflated pickle of 8M empty dicts would
-  otherwise cost 600 MiB) and memo indices beyond the opcode count (the C
+  object of ~100 bytes, so ~50 MB at most: an 8 KB deflated pickle of 8M
+  empty dicts would otherwise cost 680 MiB) and memo indices beyond the opcode count (the C
   unpickler grows its memo table to twice the index: a 6-byte
   ``LONG_BINPUT 2**31`` would allocate 32 GiB).
 - ``check_view``: a tensor may not read more elements than its storage holds,
@@ -34,7 +34,7 @@ from scsnet_jax.errors import UserError
 BUDGET_FACTOR = 4
 BUDGET_SLACK = 1 << 20          # 1 MiB: tiny files, shared-storage views
 MAX_PICKLE_BYTES = 16 << 20     # VGG16's pickle is ~5 KB, Inception's ~60 KB
-MAX_PICKLE_OPS = 200_000        # ~15 opcodes per tensor: >10k tensors
+MAX_PICKLE_OPS = 500_000        # ~32 opcodes per tensor: ~15k tensors
 _MEMO_PUTS = ('PUT', 'BINPUT', 'LONG_BINPUT')
 
 
@@ -118,7 +118,7 @@ def scan_pickle(data: bytes, where: str) -> int:
       if ops > MAX_PICKLE_OPS:
         raise CheckpointFormatError(
             f'{where}: the pickle has more than {MAX_PICKLE_OPS} opcodes '
-            '(a state dict needs ~15 per tensor): refused, not built')
+            '(a state dict needs ~32 per tensor): refused, not built')
       if opcode.name in _MEMO_PUTS and (not isinstance(arg, int)
                                         or arg > MAX_PICKLE_OPS):
         raise CheckpointFormatError(
