@@ -11,9 +11,9 @@ limits stop it from costing much more memory or time than its size:
   (``pickletools.genops``, which builds no containers) refuses pickles over
   ``MAX_PICKLE_BYTES`` or ``MAX_PICKLE_OPS`` opcodes (each builds at most one
   object of ~100 bytes, so ~50 MB at most: an 8 KB deflated pickle of 8M
-  empty dicts would otherwise cost 680 MiB) and memo indices beyond the opcode count (the C
-  unpickler grows its memo table to twice the index: a 6-byte
-  ``LONG_BINPUT 2**31`` would allocate 32 GiB).
+  empty dicts would otherwise cost 680 MiB) and memo indices beyond the
+  opcode cap (the C unpickler grows its memo table to twice the index: a
+  6-byte ``LONG_BINPUT 2**31`` would allocate 32 GiB).
 - ``check_view``: a tensor may not read more elements than its storage holds,
   so a stride-0 broadcast (772 bytes declaring 2**27 copies of one float) is
   refused, not copied.
