@@ -23,7 +23,6 @@ shape), and each batch is written before the next inputs are read.
 from __future__ import annotations
 
 import argparse
-import collections
 import copy
 import math
 import os

@@ -5,6 +5,7 @@ Each crafted file must give one ``CheckpointFormatError`` quickly while the
 traced Python/numpy memory (tracemalloc peak) stays under ``PEAK_LIMIT``.
 """
 
+import hashlib
 import pickle
 import time
 import tracemalloc
@@ -114,7 +115,6 @@ def test_many_objects_and_memo_bombs_are_refused_before_building(tmp_path):
 def test_sha256_is_checked_before_parsing(tmp_path, monkeypatch):
   path = tmp_path / 'w.pth'
   writer.save_torch_state_dict({'w': np.ones(3, np.float32)}, path)
-  import hashlib
   digest = hashlib.sha256(path.read_bytes()).hexdigest()
   assert set(load_torch_state_dict(path, expected_sha256=digest[:8])) == {'w'}
   assert set(load_torch_state_dict(path, expected_sha256=digest.upper())) == {
