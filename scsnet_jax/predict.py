@@ -3,19 +3,26 @@
   python -m scsnet_jax.predict --checkpoint WORKDIR_OR_EXPORT \\
       --input old_photos/ scan.tif --output out/ --scale 4 \\
       [--size 1920x1080] [--reference ref.jpg | refs/] [--tile 256] \\
-      [--tile-overlap 32] [--dtype bfloat16] [--batch-size 4]
+      [--tile-overlap 32] [--dtype bfloat16] [--batch-size 4] [--overwrite]
 
 One ``OUTPUT/<input stem>.png`` (8-bit sRGB) per input; RGBA and LA inputs
 keep their alpha channel (resized bicubically) in an RGBA PNG. A bad file
 gets one ``error: PATH: problem`` line on stderr and the others are still
 processed; the exit code is 1 if anything failed. Outputs are written under a
 temporary name and renamed, so an output file is complete or absent.
+
+Before anything is decoded, every output path is checked
+(``inference.planning.plan_outputs``): an output that is an input or a
+reference, two inputs with the same output name, and (without
+``--overwrite``) an existing output are refused, one line per input, and the
+other inputs still run. Inputs are streamed: at most ``--batch-size``
+decoded images and ``--max-batch-pixels`` pixels are held (a batch is of one
+shape), and each batch is written before the next inputs are read.
 """
 
 from __future__ import annotations
 
 import argparse
-import collections
 import copy
 import math
 import os
@@ -26,6 +33,7 @@ import numpy as np
 
 from scsnet_jax.errors import UserError
 from scsnet_jax.inference import files as image_files
+from scsnet_jax.inference import planning
 from scsnet_jax.inference import tiling as inference
 from scsnet_jax.models.generator import DTYPES
 
@@ -119,6 +127,15 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument('--batch-size', type=positive_int, default=1,
                       help='inputs of the same size run together '
                            '(default: %(default)s)')
+  parser.add_argument('--max-batch-pixels', type=positive_int,
+                      default=planning.DEFAULT_MAX_BATCH_PIXELS,
+                      help='at most this many pixels (per image the larger '
+                           'of its input and output) are held waiting for '
+                           'a batch; a larger image runs alone (default: '
+                           '%(default)s)')
+  parser.add_argument('--overwrite', action='store_true',
+                      help='replace existing outputs (an output that is an '
+                           'input or a reference is always refused)')
   return parser
 
 
@@ -238,7 +255,8 @@ class _Report:
     self.failed += 1
 
 
-def _run_batch(runner: Runner, items: list, out_size, report: _Report):
+def _run_batch(runner: Runner, items: list, out_size, report: _Report,
+               overwrite: bool):
   gray = np.stack([item['gray'] for item in items])
   refs = [item['reference'] for item in items]
   reference = None if refs[0] is None else np.stack(refs)
@@ -258,6 +276,10 @@ def _run_batch(runner: Runner, items: list, out_size, report: _Report):
     if item['alpha'] is not None:   # RGBA/LA in: alpha resized, RGBA out
       alpha = image_files.resize_alpha(item['alpha'], out_size)
       pixels = np.concatenate([pixels, alpha[..., None]], axis=-1)
+    if not overwrite and os.path.lexists(item['dest']):  # appeared meanwhile
+      report.fail(item['path'], f'output {item["dest"]} appeared during the '
+                  'run; refusing to replace it (pass --overwrite)')
+      continue
     try:
       image_files.write_png_atomic(item['dest'], pixels)
       report.written += 1
@@ -266,20 +288,43 @@ def _run_batch(runner: Runner, items: list, out_size, report: _Report):
                   f'({error.strerror or error})')
 
 
+def _prepare(path: str, dest: str, args, matcher) -> tuple:
+  """Decodes one input: (batch key, item, pixels held); raises OSError or
+  UserError (ImageDecodeError is one) for a bad input."""
+  pixels, alpha = image_files.read_image_and_alpha(path)
+  height, width = pixels.shape[:2]
+  out_size = inference.resolve_output_size(
+      height, width, scale=args.scale, size=args.size,
+      max_pixels=args.max_output_pixels)
+  ref_pixels = matcher.load(path)
+  reference = None if ref_pixels is None else reference_nlab(ref_pixels)
+  item = {'path': path, 'dest': dest, 'reference': reference,
+          'alpha': alpha, 'gray': inference.gray_from_rgb(pixels)}
+  key = (height, width, out_size,
+         None if reference is None else reference.shape)
+  return key, item, max(height * width, out_size[0] * out_size[1])
+
+
 def run(args: argparse.Namespace) -> int:
   files, input_errors = image_files.collect_inputs(args.input)
   for message in input_errors:
     print(f'error: {message}', file=sys.stderr)
   try:
     image_files.check_output_dir(args.output)
+    plan, refused = planning.plan_outputs(
+        files, args.output, overwrite=args.overwrite,
+        protected=planning.protected_references(args.reference))
+    for message in refused:   # before the model loads: fix, then rerun
+      print(f'error: {message}', file=sys.stderr)
     matcher = image_files.ReferenceMatcher(args.reference)  # reads a file
     for line in matcher.take_warnings():
       print(line, file=sys.stderr)
-    runner = load_runner(args.checkpoint, dtype=args.dtype, tile=args.tile,
-                         tile_overlap=args.tile_overlap)
-    if args.reference is not None and not runner.referential:
-      raise UserError(f'{args.checkpoint}: model has no referential mode; '
-                       'run without --reference')
+    if plan:
+      runner = load_runner(args.checkpoint, dtype=args.dtype, tile=args.tile,
+                           tile_overlap=args.tile_overlap)
+      if args.reference is not None and not runner.referential:
+        raise UserError(f'{args.checkpoint}: model has no referential mode; '
+                         'run without --reference')
   except (OSError, UserError) as error:
     print(f'error: {first_line(error)}', file=sys.stderr)
     return 1
@@ -288,24 +333,13 @@ def run(args: argparse.Namespace) -> int:
     return 1
 
   from tqdm import tqdm
-  bar = tqdm(total=len(files), unit='img', file=sys.stderr,
-             disable=len(files) <= 1)
-  report = _Report(bar if len(files) > 1 else None)
-  pending = collections.defaultdict(list)
-  destinations = set()
-  for path in files:
+  bar = tqdm(total=len(plan), unit='img', file=sys.stderr,
+             disable=len(plan) <= 1)
+  report = _Report(bar if len(plan) > 1 else None)
+  batcher = planning.Batcher(args.batch_size, args.max_batch_pixels)
+  for path, dest in plan:
     try:
-      pixels, alpha = image_files.read_image_and_alpha(path)
-      height, width = pixels.shape[:2]
-      out_size = inference.resolve_output_size(
-          height, width, scale=args.scale, size=args.size,
-          max_pixels=args.max_output_pixels)
-      dest = image_files.output_path(args.output, path)
-      if dest in destinations:
-        raise UserError(f'output name {os.path.basename(dest)} is already '
-                         'taken by another input')
-      ref_pixels = matcher.load(path)
-      reference = None if ref_pixels is None else reference_nlab(ref_pixels)
+      key, item, pixels = _prepare(path, dest, args, matcher)
     except (OSError, UserError) as error:  # ImageDecodeError is one
       report.fail(path, error)
       bar.update(1)
@@ -313,19 +347,13 @@ def run(args: argparse.Namespace) -> int:
     finally:
       for line in matcher.take_warnings():
         report.say(line)
-    destinations.add(dest)
-    item = {'path': path, 'dest': dest, 'reference': reference,
-            'alpha': alpha, 'gray': inference.gray_from_rgb(pixels)}
-    key = (height, width, out_size,
-           None if reference is None else reference.shape)
-    pending[key].append(item)
-    if len(pending[key]) >= args.batch_size:
-      _run_batch(runner, pending.pop(key), out_size, report)
+    for ready_key, items in batcher.add(key, item, pixels):
+      _run_batch(runner, items, ready_key[2], report, args.overwrite)
     bar.update(1)
-  for key, items in pending.items():
-    _run_batch(runner, items, key[2], report)
+  for key, items in batcher.drain():
+    _run_batch(runner, items, key[2], report, args.overwrite)
   bar.close()
-  failed = report.failed + len(input_errors)
+  failed = report.failed + len(input_errors) + len(refused)
   extra = (f'; {report.recomputed} recomputed in float32'
            if report.recomputed else '')
   print(f'done: {report.written} written to {args.output}, {failed} failed'

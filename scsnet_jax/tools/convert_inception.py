@@ -82,10 +82,13 @@ def convert_state_dict(state_dict: dict[str, np.ndarray],
   return converted
 
 
-def convert_file(input_path, output_path) -> dict[str, np.ndarray]:
-  """Reads a .pth safely, converts it, writes an uncompressed npz."""
+def convert_file(input_path, output_path,
+                 sha256: str | None = None) -> dict[str, np.ndarray]:
+  """Reads a .pth safely (after checking ``sha256``, a hex prefix, if
+  given), converts it, writes an uncompressed npz."""
   from scsnet_jax.tools import torch_reader  # pylint: disable=g-import-not-at-top
-  state_dict = torch_reader.load_torch_state_dict(input_path)
+  state_dict = torch_reader.load_torch_state_dict(input_path,
+                                                  expected_sha256=sha256)
   converted = convert_state_dict(state_dict)
   output_dir = os.path.dirname(os.path.abspath(output_path))
   os.makedirs(output_dir, exist_ok=True)
@@ -108,11 +111,15 @@ def main(argv=None):
   parser.add_argument('--input', required=True,
                       help=f'pytorch-fid weights, {PYTORCH_FID_FILENAME}')
   parser.add_argument('--output', required=True, help='npz to write')
+  parser.add_argument('--sha256', default=None,
+                      help='refuse the input unless its SHA-256 starts with '
+                           'this hex (8+ digits; pytorch-fid\'s file is '
+                           '6726825d...); checked before parsing')
   args = parser.parse_args(argv)
   if not os.path.isfile(args.input):
     parser.error(f'no such file: {args.input}')
   try:
-    converted = convert_file(args.input, args.output)
+    converted = convert_file(args.input, args.output, args.sha256)
   except (UserError, OSError) as error:  # bad, unsafe or mismatched file
     print(f'convert_inception: error: {error}', file=sys.stderr)
     return 1

@@ -51,9 +51,12 @@ def convert_state_dict(state: dict[str, np.ndarray]
   return params
 
 
-def convert_file(input_path: str, output_path: str) -> None:
-  """Reads the .pth, converts, and writes the .npz atomically."""
-  params = convert_state_dict(torch_reader.load_torch_state_dict(input_path))
+def convert_file(input_path: str, output_path: str,
+                 sha256: str | None = None) -> None:
+  """Reads the .pth (after checking ``sha256``, a hex prefix, if given),
+  converts, and writes the .npz atomically."""
+  params = convert_state_dict(torch_reader.load_torch_state_dict(
+      input_path, expected_sha256=sha256))
   out_dir = os.path.dirname(os.path.abspath(output_path))
   os.makedirs(out_dir, exist_ok=True)
   vgg.save_vgg16_params(params, output_path)   # atomic
@@ -66,9 +69,13 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument('--input', required=True,
                       help="torchvision's vgg16-397923af.pth")
   parser.add_argument('--output', required=True, help='the .npz to write')
+  parser.add_argument('--sha256', default=None,
+                      help='refuse the input unless its SHA-256 starts with '
+                           'this hex (8+ digits; torchvision names carry 8, '
+                           'e.g. 397923af); checked before parsing')
   args = parser.parse_args(argv)
   try:
-    convert_file(args.input, args.output)
+    convert_file(args.input, args.output, args.sha256)
   except (OSError, UserError) as e:  # the reader's errors are UserErrors
     print(f'convert_vgg16: error: {e}', file=sys.stderr)
     return 1

@@ -23,20 +23,38 @@ from scsnet_jax import writers
 
 def read_scalars(path: str) -> dict[str, list[tuple[int, float]]]:
   """metrics.jsonl -> {name: [(step, value), ...]} sorted by step; a step
-  written twice (a resumed run) keeps its last value."""
+  written twice (a resumed run) keeps its last value.
+
+  A line that is not a JSON object with an integer step (a run killed
+  mid-write leaves a truncated line, and the resumed run appends after it) is
+  skipped; one warning on stderr names the file and the skipped line numbers.
+  """
   series: dict[str, dict[int, float]] = {}
-  with open(path) as f:
-    for line in f:
+  skipped = []
+  with open(path, encoding='utf-8', errors='replace') as f:
+    for number, line in enumerate(f, start=1):
       line = line.strip()
       if not line:
         continue
-      record = json.loads(line)
-      if record.get('kind') != 'scalars':
+      try:
+        record = json.loads(line)
+        if not isinstance(record, dict):
+          raise ValueError('not an object')
+        if record.get('kind') != 'scalars':
+          continue
+        step = int(record['step'])
+      except (ValueError, KeyError, TypeError, OverflowError):
+        skipped.append(number)
         continue
-      step = int(record['step'])
       for key, value in record.items():
         if key not in ('step', 'kind') and isinstance(value, (int, float)):
           series.setdefault(key, {})[step] = float(value)
+  if skipped:
+    shown = ', '.join(map(str, skipped[:10]))
+    more = f' and {len(skipped) - 10} more' if len(skipped) > 10 else ''
+    print(f'warning: {path}: skipped {len(skipped)} unparsable line(s) '
+          f'(line {shown}{more}); a run stopped mid-write leaves one',
+          file=sys.stderr)
   return {k: sorted(v.items()) for k, v in series.items()}
 
 

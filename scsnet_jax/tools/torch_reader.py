@@ -14,8 +14,13 @@ Both of torch's on-disk formats are read:
   stream of pickles (magic number, protocol 1001, sys info, the object, the
   sorted storage keys) followed, per storage, by an int64 element count and
   its raw bytes.
-Sizes are checked against ``max_bytes`` before anything is allocated, so zip
-bombs and absurd shapes are refused.
+Sizes are checked before anything is allocated, so zip bombs and absurd
+shapes are refused: storages and tensors must fit a byte budget of at most
+``torch_limits.BUDGET_FACTOR`` x the file size (+1 MiB, and never more than
+``max_bytes``), a tensor may not read more elements than its storage holds
+(no stride-0 broadcasts), and pickles are opcode-scanned for size, object
+count and memo indices first (``torch_limits``). Every problem is one
+``CheckpointFormatError`` line naming the file.
 """
 
 from __future__ import annotations
@@ -27,14 +32,17 @@ import math
 import os
 import pickle
 import zipfile
+import zlib
 
 import ml_dtypes
 import numpy as np
 
-from scsnet_jax.errors import UserError
+from scsnet_jax.tools import torch_limits
+from scsnet_jax.tools.torch_limits import (CheckpointFormatError,
+                                           UnsafeCheckpointError, short_repr)
 
 DEFAULT_MAX_BYTES = 4 << 30  # 4 GiB: VGG16 is 0.55 GB, pytorch-fid's 0.1 GB.
-_MAX_PICKLE_BYTES = 64 << 20  # The pickle holds only names and shapes.
+_MAX_PICKLE_BYTES = torch_limits.MAX_PICKLE_BYTES
 LEGACY_MAGIC_NUMBER = 0x1950a86a20f9469cfc6c
 LEGACY_PROTOCOL_VERSION = 1001
 
@@ -53,14 +61,6 @@ STORAGE_DTYPES = {
     'ComplexFloatStorage': np.dtype('<c8'),
     'ComplexDoubleStorage': np.dtype('<c16'),
 }
-
-
-class CheckpointFormatError(UserError):
-  """The file is not a readable PyTorch checkpoint (or breaks a size limit)."""
-
-
-class UnsafeCheckpointError(CheckpointFormatError):
-  """The pickle names a global outside the allow-list; nothing was run."""
 
 
 class _Sealed:
@@ -99,10 +99,10 @@ class _TensorRef(_Sealed):
 
 def _as_int_tuple(value, what: str) -> tuple[int, ...]:
   if not isinstance(value, (tuple, list)) or not all(
-      isinstance(v, int) and not isinstance(v, bool) and v >= 0
+      isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**62
       for v in value):
-    raise CheckpointFormatError(f'tensor {what} is not a tuple of ints >= 0: '
-                                f'{value!r:.80}')
+    raise CheckpointFormatError(f'tensor {what} is not a tuple of ints in '
+                                f'[0, 2**62): {short_repr(value)}')
   return tuple(value)
 
 
@@ -112,7 +112,8 @@ def _rebuild_tensor(storage, storage_offset, size, stride, *unused):
     raise CheckpointFormatError('tensor rebuilt from something not a storage')
   if (not isinstance(storage_offset, int) or isinstance(storage_offset, bool)
       or storage_offset < 0):
-    raise CheckpointFormatError(f'bad storage offset {storage_offset!r:.40}')
+    raise CheckpointFormatError(
+        f'bad storage offset {short_repr(storage_offset)}')
   shape, stride = _as_int_tuple(size, 'size'), _as_int_tuple(stride, 'stride')
   if len(shape) != len(stride):
     raise CheckpointFormatError(f'size {shape} and stride {stride} differ in '
@@ -152,7 +153,23 @@ _ALLOWED_GLOBALS.update({('torch', name): _StorageType(name, dtype)
 
 
 def _decode(value):
-  return value.decode('ascii') if isinstance(value, bytes) else value
+  if not isinstance(value, bytes):
+    return value
+  try:
+    return value.decode('ascii')
+  except UnicodeDecodeError:
+    raise CheckpointFormatError(f'name {short_repr(value)} is not ASCII'
+                                ) from None
+
+
+def _key(value) -> str:
+  """A storage key (str, or bytes from Python 2), never ``str()`` of an
+  arbitrary object (that could be a huge repr)."""
+  value = _decode(value)
+  if not isinstance(value, str):
+    raise CheckpointFormatError(f'storage key {short_repr(value)} is not a '
+                                'str')
+  return value
 
 
 class _AllowListUnpickler(pickle.Unpickler):
@@ -176,21 +193,22 @@ class _AllowListUnpickler(pickle.Unpickler):
     if not isinstance(saved_id, tuple) or not saved_id or _decode(
         saved_id[0]) != 'storage':
       raise UnsafeCheckpointError(
-          f'refusing to load: unknown persistent id {saved_id!r:.80}')
+          f'refusing to load: unknown persistent id {short_repr(saved_id)}')
     fields = saved_id[1:]
     if len(fields) not in (4, 5):
-      raise CheckpointFormatError(f'bad storage record {saved_id!r:.80}')
+      raise CheckpointFormatError(f'bad storage record {short_repr(saved_id)}')
     storage_type, key, unused_location, numel = fields[:4]
     view = fields[4] if len(fields) == 5 else None
     if not isinstance(storage_type, _StorageType):
-      raise CheckpointFormatError(f'bad storage type {storage_type!r:.80}')
+      raise CheckpointFormatError(
+          f'bad storage type {short_repr(storage_type)}')
     if not isinstance(numel, int) or numel < 0:
-      raise CheckpointFormatError(f'bad storage size {numel!r:.40}')
+      raise CheckpointFormatError(f'bad storage size {short_repr(numel)}')
     if numel * storage_type.dtype.itemsize > self._max_bytes:
       raise CheckpointFormatError(
           f'storage of {numel} elements exceeds the {self._max_bytes}-byte '
-          'limit (raise max_bytes if the file is trusted)')
-    key = str(_decode(key))
+          'limit (a few times the file size, at most max_bytes)')
+    key = _key(key)
     root = self.storages.setdefault(
         key, _StorageRef(key, storage_type.dtype, numel))
     if root.numel != numel or root.dtype != storage_type.dtype:
@@ -198,33 +216,30 @@ class _AllowListUnpickler(pickle.Unpickler):
     if view is None:
       return root
     # Legacy storage views: (view_key, element offset, element count).
+    if not isinstance(view, tuple) or len(view) != 3:
+      raise CheckpointFormatError(f'bad storage view {short_repr(view)}')
     _, view_offset, view_size = view
     if not (isinstance(view_offset, int) and isinstance(view_size, int) and
             0 <= view_offset and view_offset + view_size <= numel):
-      raise CheckpointFormatError(f'bad storage view {view!r:.80}')
+      raise CheckpointFormatError(f'bad storage view {short_repr(view)}')
     return _StorageRef(key, root.dtype, view_size, view_offset)
 
 
 def _materialise(tensor: _TensorRef, buffers: dict[str, np.ndarray],
-                 max_bytes: int) -> np.ndarray:
-  """Copies the strided view out of its (bounds-checked) storage buffer."""
+                 budget: list[int]) -> np.ndarray:
+  """Copies the strided view out of its storage buffer, after
+  ``torch_limits.check_view`` (bounds, no broadcasts, ``budget`` = [bytes
+  left], shared by all tensors of the file)."""
   tensor = _rebuild_tensor(tensor.storage, tensor.offset, tensor.shape,
                            tensor.stride)  # Validated again, to be sure.
   storage = tensor.storage
   buffer = buffers[storage.key][storage.view_offset:storage.view_offset +
                                 storage.numel]
   numel = math.prod(tensor.shape)
-  if numel * buffer.dtype.itemsize > max_bytes:
-    raise CheckpointFormatError(f'tensor of shape {tensor.shape} exceeds the '
-                                f'{max_bytes}-byte limit')
   if numel == 0:
     return np.zeros(tensor.shape, buffer.dtype)
-  last = tensor.offset + sum((n - 1) * s
-                             for n, s in zip(tensor.shape, tensor.stride))
-  if last >= buffer.size:
-    raise CheckpointFormatError(
-        f'tensor of shape {tensor.shape}, stride {tensor.stride} and offset '
-        f'{tensor.offset} reads past its storage of {buffer.size} elements')
+  torch_limits.check_view(tensor.shape, tensor.stride, tensor.offset,
+                          buffer.size, buffer.dtype.itemsize, budget)
   view = np.lib.stride_tricks.as_strided(
       buffer[tensor.offset:],
       shape=tensor.shape,
@@ -247,110 +262,149 @@ def _collect_tensors(obj, prefix: str, out: dict[str, _TensorRef],
     for key, value in obj.items():
       key = _decode(key)
       if not isinstance(key, str):
-        raise CheckpointFormatError(f'state dict key {key!r:.40} is not a str')
+        raise CheckpointFormatError(
+            f'state dict key {short_repr(key)} is not a str')
       _collect_tensors(value, f'{prefix}.{key}' if prefix else key, out,
                        depth + 1)
 
 
-def _unpickle(data: bytes | io.BufferedIOBase, max_bytes: int):
-  file = io.BytesIO(data) if isinstance(data, bytes) else data
-  unpickler = _AllowListUnpickler(file, max_bytes=max_bytes)
+def _unpickle(data: bytes, max_bytes: int, where: str):
+  """One pickle (opcode-scanned first) -> (object, root storages)."""
+  end = torch_limits.scan_pickle(data, where)
+  unpickler = _AllowListUnpickler(io.BytesIO(data[:end]), max_bytes=max_bytes)
   try:
     obj = unpickler.load()
-  except CheckpointFormatError:
-    raise
+  except CheckpointFormatError as e:  # Ours: name the file, keep the class.
+    raise type(e)(f'{where}: {e}') from None
   except Exception as e:  # Truncated/garbled pickles raise many types.
-    raise CheckpointFormatError(f'corrupt pickle: {type(e).__name__}: {e}'
-                                ) from e
-  return obj, unpickler.storages
+    raise CheckpointFormatError(
+        f'{where}: corrupt pickle: {type(e).__name__}: {str(e)[:200]}'
+    ) from None
+  return obj, unpickler.storages, end
+
+
+# What zipfile raises for a damaged archive: bad CRC or headers
+# (BadZipFile), bad deflate data (zlib.error, EOFError), an encrypted or
+# unknown-method entry (RuntimeError, NotImplementedError).
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError,
+               NotImplementedError)
 
 
 def _read_zip(path: str, max_bytes: int):
-  with zipfile.ZipFile(path) as archive:
-    infos = archive.infolist()
-    total = sum(info.file_size for info in infos)
-    if total > max_bytes:
+  try:
+    with zipfile.ZipFile(path) as archive:
+      return _read_zip_archive(path, archive, max_bytes)
+  except _ZIP_ERRORS as error:
+    raise CheckpointFormatError(
+        f'{path}: damaged zip archive ({type(error).__name__}: '
+        f'{str(error)[:200]})') from None
+
+
+def _read_zip_archive(path: str, archive: zipfile.ZipFile, max_bytes: int):
+  infos = archive.infolist()
+  total = sum(info.file_size for info in infos)
+  if total > max_bytes:
+    raise CheckpointFormatError(
+        f'{path}: archive expands to {total} bytes, over the {max_bytes}-byte '
+        'limit (a zip bomb, or raise max_bytes if the file is trusted)')
+  pickles = [i.filename for i in infos if i.filename.endswith('data.pkl')
+             and i.filename.count('/') == 1]
+  if len(pickles) != 1:
+    raise CheckpointFormatError(f'{path}: expected one <name>/data.pkl in '
+                                f'the archive, found {short_repr(pickles)}')
+  root = pickles[0][:-len('data.pkl')]
+  if archive.getinfo(pickles[0]).file_size > _MAX_PICKLE_BYTES:
+    raise CheckpointFormatError(f'{path}: data.pkl is implausibly large')
+  names = set(archive.namelist())
+  byteorder = 'little'
+  if root + 'byteorder' in names:
+    raw = archive.read(root + 'byteorder')
+    byteorder = raw.decode('ascii', 'replace').strip()
+    if byteorder not in ('little', 'big'):
       raise CheckpointFormatError(
-          f'{path}: archive expands to {total} bytes, over the {max_bytes}-byte '
-          'limit (a zip bomb, or raise max_bytes if the file is trusted)')
-    pickles = [i.filename for i in infos if i.filename.endswith('data.pkl')
-               and i.filename.count('/') == 1]
-    if len(pickles) != 1:
-      raise CheckpointFormatError(f'{path}: expected one <name>/data.pkl in '
-                                  f'the archive, found {pickles}')
-    root = pickles[0][:-len('data.pkl')]
-    if archive.getinfo(pickles[0]).file_size > _MAX_PICKLE_BYTES:
-      raise CheckpointFormatError(f'{path}: data.pkl is implausibly large')
-    names = set(archive.namelist())
-    byteorder = 'little'
-    if root + 'byteorder' in names:
-      byteorder = archive.read(root + 'byteorder').decode().strip()
-    obj, storages = _unpickle(archive.read(pickles[0]), max_bytes)
-    buffers = {}
-    for key, storage in storages.items():
-      entry = f'{root}data/{key}'
-      if entry not in names:
-        raise CheckpointFormatError(f'{path}: missing storage entry {entry}')
-      raw = archive.read(entry)
-      nbytes = storage.numel * storage.dtype.itemsize
-      if len(raw) != nbytes:
-        raise CheckpointFormatError(
-            f'{path}: storage {key} has {len(raw)} bytes, expected {nbytes}')
-      dtype = storage.dtype if byteorder == 'little' else (
-          storage.dtype.newbyteorder('>'))
-      buffers[key] = np.frombuffer(raw, dtype)
+          f'{path}: byteorder entry is {short_repr(raw)}, not little or big')
+  obj, storages, _ = _unpickle(archive.read(pickles[0]), max_bytes, path)
+  buffers = {}
+  for key, storage in storages.items():
+    entry = f'{root}data/{key}'
+    if entry not in names:
+      raise CheckpointFormatError(f'{path}: missing storage entry '
+                                  f'{short_repr(entry)}')
+    nbytes = storage.numel * storage.dtype.itemsize
+    if archive.getinfo(entry).file_size != nbytes:
+      raise CheckpointFormatError(
+          f'{path}: storage {short_repr(key)} has '
+          f'{archive.getinfo(entry).file_size} bytes, expected {nbytes}')
+    dtype = storage.dtype if byteorder == 'little' else (
+        storage.dtype.newbyteorder('>'))
+    buffers[key] = np.frombuffer(archive.read(entry), dtype)
   return obj, buffers
 
 
 def _read_legacy(path: str, max_bytes: int):
   file_size = os.path.getsize(path)
   with open(path, 'rb') as f:
+
+    def next_pickle():
+      start = f.tell()
+      data = f.read(min(_MAX_PICKLE_BYTES + 1, file_size - start))
+      obj, storages, end = _unpickle(data, max_bytes, path)
+      f.seek(start + end)
+      return obj, storages
+
     header = []
     for _ in range(3):  # Plain data (ints, a dict of ints): still allow-listed.
-      header.append(_unpickle(f, max_bytes)[0])
+      header.append(next_pickle()[0])
     magic, protocol, sys_info = header
     if magic != LEGACY_MAGIC_NUMBER or protocol != LEGACY_PROTOCOL_VERSION:
       raise CheckpointFormatError(f'{path}: not a PyTorch checkpoint (bad '
                                   'magic number or protocol version)')
     little = not isinstance(sys_info, dict) or sys_info.get(
-        'little_endian', True)
-    obj, storages = _unpickle(f, max_bytes)
-    keys, _ = _unpickle(f, max_bytes)
-    if not isinstance(keys, list) or {str(_decode(k)) for k in keys} != set(
-        storages):
+        'little_endian', True) is not False
+    obj, storages = next_pickle()
+    keys, _ = next_pickle()
+    if not isinstance(keys, list) or {_key(k) for k in keys} != set(storages):
       raise CheckpointFormatError(f'{path}: storage key list does not match '
                                   'the storages the pickle names')
     buffers = {}
-    for key in (str(_decode(k)) for k in keys):
+    for key in (_key(k) for k in keys):
       storage = storages[key]
       count = np.frombuffer(f.read(8), '<i8' if little else '>i8')
       if count.size != 1 or int(count[0]) != storage.numel:
-        raise CheckpointFormatError(f'{path}: storage {key} header does not '
-                                    'match its declared size')
+        raise CheckpointFormatError(f'{path}: storage {short_repr(key)} '
+                                    'header does not match its declared size')
       nbytes = storage.numel * storage.dtype.itemsize
       if nbytes > file_size - f.tell():
-        raise CheckpointFormatError(f'{path}: truncated (storage {key} needs '
-                                    f'{nbytes} bytes)')
+        raise CheckpointFormatError(f'{path}: truncated (storage '
+                                    f'{short_repr(key)} needs {nbytes} bytes)')
       dtype = storage.dtype if little else storage.dtype.newbyteorder('>')
       buffers[key] = np.frombuffer(f.read(nbytes), dtype)
   return obj, buffers
 
 
 def load_torch_state_dict(path: str | os.PathLike, *,
-                          max_bytes: int = DEFAULT_MAX_BYTES
+                          max_bytes: int = DEFAULT_MAX_BYTES,
+                          expected_sha256: str | None = None
                           ) -> dict[str, np.ndarray]:
   """Loads a ``torch.save``'d state dict as ``{name: np.ndarray}``.
 
   Nested dicts are flattened with '.'; non-tensor values are dropped. Arrays
-  keep torch's layout (conv kernels OIHW). Raises ``FileNotFoundError``,
-  ``UnsafeCheckpointError`` (disallowed global, nothing executed) or
-  ``CheckpointFormatError`` (corrupt, old tar format, or over ``max_bytes``).
+  keep torch's layout (conv kernels OIHW). ``expected_sha256`` (hex, the
+  whole digest or a prefix of at least 8 digits) is checked before anything
+  is parsed. Storages and tensors together may use at most
+  ``torch_limits.byte_budget(file size, max_bytes)`` bytes. Raises
+  ``FileNotFoundError``, ``UnsafeCheckpointError`` (disallowed global,
+  nothing executed) or ``CheckpointFormatError`` (corrupt, old tar format,
+  wrong digest, or over a limit).
   """
   path = os.fspath(path)
   if not os.path.isfile(path):
     raise FileNotFoundError(f'no such checkpoint file: {path}')
+  if expected_sha256 is not None:
+    torch_limits.check_sha256(path, expected_sha256)
+  budget = torch_limits.byte_budget(os.path.getsize(path), max_bytes)
   if zipfile.is_zipfile(path):
-    obj, buffers = _read_zip(path, max_bytes)
+    obj, buffers = _read_zip(path, budget)
   else:
     with open(path, 'rb') as f:
       start = f.read(263)
@@ -360,11 +414,18 @@ def load_torch_state_dict(path: str | os.PathLike, *,
     if not start.startswith(b'\x80'):
       raise CheckpointFormatError(f'{path}: neither a zip nor a legacy pickle '
                                   'PyTorch checkpoint')
-    obj, buffers = _read_legacy(path, max_bytes)
+    obj, buffers = _read_legacy(path, budget)
   tensors: dict[str, _TensorRef] = {}
-  _collect_tensors(obj, '', tensors)
+  try:
+    _collect_tensors(obj, '', tensors)
+  except CheckpointFormatError as error:
+    raise CheckpointFormatError(f'{path}: {error}') from None
   if not tensors and not isinstance(obj, dict):
     raise CheckpointFormatError(f'{path}: holds a {type(obj).__name__}, not a '
                                 'state dict')
-  return {name: _materialise(t, buffers, max_bytes)
-          for name, t in tensors.items()}
+  left = [budget - sum(b.nbytes for b in buffers.values())]
+  try:
+    return {name: _materialise(t, buffers, left)
+            for name, t in tensors.items()}
+  except CheckpointFormatError as error:
+    raise CheckpointFormatError(f'{path}: {error}') from None

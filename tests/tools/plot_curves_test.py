@@ -37,3 +37,24 @@ def test_curves_from_metrics_jsonl(tmp_path):
   image = np.asarray(Image.open(output))
   assert image.shape[0] > 400 and image.shape[1] > 600
   assert image.std() > 10   # not a blank canvas
+
+
+def test_truncated_line_is_skipped_with_one_warning(tmp_path, capsys):
+  """A crash mid-write leaves half a line; the resumed run appends after it.
+  main() still draws, and one warning names the file and the line numbers."""
+  path = tmp_path / 'metrics.jsonl'
+  good = [json.dumps({'step': s, 'kind': 'scalars',
+                      'automatic/content_loss': 1.0 / s}) for s in (1, 2, 3)]
+  cut = good[1][:len(good[1]) // 2]
+  lines = [good[0], cut, good[1], good[2], '[1, 2]',
+           json.dumps({'kind': 'scalars', 'step': 'x'})]
+  path.write_text('\n'.join(lines) + '\n')
+  output = tmp_path / 'c.png'
+  plot_curves.main(['--workdir', str(tmp_path), '--output', str(output)])
+  err = capsys.readouterr().err
+  warnings = [l for l in err.splitlines() if l.startswith('warning:')]
+  assert len(warnings) == 1, err
+  assert str(path) in warnings[0] and 'line 2, 5, 6' in warnings[0]
+  assert plot_curves.read_scalars(str(path))['automatic/content_loss'] == [
+      (1, 1.0), (2, 0.5), (3, 1.0 / 3)]
+  assert output.exists()

@@ -1,0 +1,177 @@
+"""predict never overwrites what it reads, and streams its inputs
+(issue 19, items 2 and 3). The CLI runs in-process on the tiny referential
+generator of ``predict_test``.
+"""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from scsnet_jax import predict
+from scsnet_jax.inference import files as image_files
+from scsnet_jax.inference import planning
+from tests.predict_test import _outputs, _rgb, _run
+from tests.predict_test import workdir  # noqa: F401 (a fixture)
+
+
+def _errors(stderr):
+  return [line for line in stderr.splitlines() if line.startswith('error:')]
+
+
+def _spy_reads(monkeypatch):
+  read, real = [], image_files.read_image_and_alpha
+  monkeypatch.setattr(image_files, 'read_image_and_alpha',
+                      lambda path: read.append(str(path)) or real(path))
+  return read
+
+
+def test_output_that_is_an_input_is_refused(workdir, tmp_path, capsys,
+                                            monkeypatch):
+  """--input d --output d with a.jpg and a.png: a.jpg's output would be the
+  input a.png, a.png's its own file; both are refused before anything is
+  decoded, a.png stays byte-identical, c.jpg is still processed."""
+  folder = tmp_path / 'd'
+  folder.mkdir()
+  Image.fromarray(_rgb(12, 16, 1)).save(folder / 'a.jpg')
+  Image.fromarray(_rgb(12, 16, 2)).save(folder / 'a.png')
+  Image.fromarray(_rgb(12, 16, 3)).save(folder / 'c.jpg')
+  original = (folder / 'a.png').read_bytes()
+  read = _spy_reads(monkeypatch)
+  code, stdout, err = _run(capsys, '--checkpoint', workdir, '--input', folder,
+                           '--output', folder, '--scale', 2)
+  assert code == 1
+  assert (folder / 'a.png').read_bytes() == original
+  assert _outputs(folder) == ['a.jpg', 'a.png', 'c.jpg', 'c.png']
+  errors = _errors(err)
+  assert len(errors) == 2, err
+  assert errors[0].startswith(f'error: {folder / "a.jpg"}: output ')
+  assert f'is the input {folder / "a.png"}' in errors[0]
+  assert errors[1].startswith(f'error: {folder / "a.png"}: output ')
+  assert 'is this input itself' in errors[1]
+  assert read == [str(folder / 'c.jpg')]
+  assert 'done: 1 written' in stdout and '2 failed' in stdout
+  assert 'Traceback' not in err
+
+
+def test_same_output_name_and_references_are_refused(workdir, tmp_path,
+                                                     capsys):
+  for name in ('x', 'y'):
+    (tmp_path / name).mkdir()
+    Image.fromarray(_rgb(12, 16)).save(tmp_path / name / 'a.png')
+  code, _, err = _run(capsys, '--checkpoint', workdir, '--input',
+                      tmp_path / 'x' / 'a.png', tmp_path / 'y' / 'a.png',
+                      '--output', tmp_path / 'out', '--scale', 2)
+  assert code == 1 and _outputs(tmp_path / 'out') == []
+  errors = _errors(err)
+  assert len(errors) == 2 and all('would also be written' in e
+                                  for e in errors), err
+  # The output folder is the reference folder: b.png's output is its
+  # reference b.png (refused even with --overwrite).
+  refs = tmp_path / 'refs'
+  refs.mkdir()
+  Image.fromarray(_rgb(12, 16, 5)).save(refs / 'b.png')
+  Image.fromarray(_rgb(12, 16, 6)).save(tmp_path / 'b.jpg')
+  original = (refs / 'b.png').read_bytes()
+  code, _, err = _run(capsys, '--checkpoint', workdir, '--input',
+                      tmp_path / 'b.jpg', '--output', refs, '--scale', 2,
+                      '--reference', refs, '--overwrite')
+  assert code == 1 and (refs / 'b.png').read_bytes() == original
+  assert f'is the reference {refs / "b.png"}' in err, err
+
+
+def test_existing_output_needs_overwrite(workdir, tmp_path, capsys,
+                                         monkeypatch):
+  Image.fromarray(_rgb(12, 16, 4)).save(tmp_path / 'a.png')
+  args = ['--checkpoint', workdir, '--input', tmp_path / 'a.png',
+          '--output', tmp_path / 'out', '--scale', 2]
+  assert _run(capsys, *args)[0] == 0
+  result = tmp_path / 'out' / 'a.png'
+  first = np.asarray(Image.open(result))
+  result.write_bytes(b'an earlier result')
+  code, _, err = _run(capsys, *args)
+  assert code == 1 and result.read_bytes() == b'an earlier result'
+  (line,) = _errors(err)
+  assert str(tmp_path / 'a.png') in line and 'already exists' in line
+  assert '--overwrite' in line
+  code, _, err = _run(capsys, *args, '--overwrite')
+  assert code == 0, err
+  np.testing.assert_array_equal(np.asarray(Image.open(result)), first)
+  # An output that appears after the check (another program) is kept too.
+  real_read = image_files.read_image_and_alpha
+
+  def read_and_race(path):
+    (tmp_path / 'out2').mkdir(exist_ok=True)
+    (tmp_path / 'out2' / 'a.png').write_bytes(b'racing')
+    return real_read(path)
+
+  monkeypatch.setattr(image_files, 'read_image_and_alpha', read_and_race)
+  code, _, err = _run(capsys, *args[:-3], tmp_path / 'out2', '--scale', 2)
+  assert code == 1 and 'appeared during the run' in err, err
+  assert (tmp_path / 'out2' / 'a.png').read_bytes() == b'racing'
+
+
+SHAPES = {'a': (10, 14), 'b': (14, 12), 'c': (12, 16), 'd': (12, 16)}
+
+
+def test_batches_stream_reads_and_writes(workdir, tmp_path, capsys,
+                                         monkeypatch):
+  """Four inputs (c and d of one shape), --batch-size 2: c and d run as one
+  batch; at most 2 decoded inputs are held at any time (the old code held
+  a, b and c, and would hold any number of distinct shapes until the end);
+  the pixels equal those of --batch-size 1."""
+  (tmp_path / 'in').mkdir()
+  for seed, (name, shape) in enumerate(SHAPES.items()):
+    Image.fromarray(_rgb(*shape, seed)).save(tmp_path / 'in' / f'{name}.png')
+  events, batches = [], []
+  real_read = image_files.read_image_and_alpha
+  real_write = image_files.write_png_atomic
+  real_predict = predict.Runner.predict_nlab
+  monkeypatch.setattr(image_files, 'read_image_and_alpha', lambda path: (
+      events.append('read') or real_read(path)))
+  monkeypatch.setattr(image_files, 'write_png_atomic', lambda path, pixels: (
+      events.append('write') or real_write(path, pixels)))
+
+  def spy_predict(self, gray, *args):
+    batches.append(gray.shape[0])
+    return real_predict(self, gray, *args)
+
+  monkeypatch.setattr(predict.Runner, 'predict_nlab', spy_predict)
+  code, _, err = _run(capsys, '--checkpoint', workdir, '--input',
+                      tmp_path / 'in', '--output', tmp_path / 'batched',
+                      '--scale', 2, '--batch-size', 2)
+  assert code == 0, err
+  assert events.count('read') == 4 and events.count('write') == 4
+  held = np.cumsum([1 if e == 'read' else -1 for e in events])
+  assert held.max() <= 2, events
+  assert events.index('write') < len(events) - 1 - events[::-1].index('read')
+  assert sorted(batches) == [1, 1, 2]
+  code, _, err = _run(capsys, '--checkpoint', workdir, '--input',
+                      tmp_path / 'in', '--output', tmp_path / 'single',
+                      '--scale', 2)
+  assert code == 0, err
+  for name in SHAPES:
+    np.testing.assert_array_equal(
+        np.asarray(Image.open(tmp_path / 'batched' / f'{name}.png')),
+        np.asarray(Image.open(tmp_path / 'single' / f'{name}.png')))
+
+
+@pytest.mark.parametrize('batch_size,max_pixels', [(1, 100), (3, 1000),
+                                                   (4, 250), (8, 10**9)])
+def test_batcher_bounds_what_it_holds(batch_size, max_pixels):
+  rng = np.random.default_rng(batch_size)
+  batcher = planning.Batcher(batch_size, max_pixels)
+  keys = rng.integers(0, 3, 60)
+  out = []
+  for index, key in enumerate(keys):
+    out += batcher.add(int(key), index, 50 * (int(key) + 1))
+    assert batcher.held_items < batch_size
+    assert batcher.held_pixels <= max_pixels
+  out += batcher.drain()
+  assert sorted(i for _, items in out for i in items) == list(range(60))
+  for key, items in out:
+    assert 1 <= len(items) <= batch_size
+    assert all(keys[i] == key for i in items)
+  same = planning.Batcher(batch_size, 10**9)   # one shape: full batches
+  full = [len(items) for i in range(2 * batch_size)
+          for _, items in same.add('k', i, 50)]
+  assert full == [batch_size, batch_size] and same.drain() == []
