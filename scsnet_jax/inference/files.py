@@ -117,8 +117,10 @@ class ReferenceMatcher:
   matched by file name (same name, or same stem with any image suffix).
 
   A single reference file is read when the matcher is made, so a bad one is
-  one error before any input is processed. Each reference is read once; a
-  gray one adds a line to ``warnings`` (drain it with ``take_warnings``).
+  one error before any input is processed, and it is kept for every input. A
+  folder's references are read as their inputs come and not kept (holding
+  them would grow with the folder). A gray reference adds a line to
+  ``warnings`` (drain it with ``take_warnings``).
   """
 
   def __init__(self, spec: Optional[str]):
@@ -160,6 +162,8 @@ class ReferenceMatcher:
             f'warning: {path}: the reference is gray, so it carries no '
             'colour to borrow; give a colour reference, or omit --reference '
             'for automatic colours')
+      if path != self.spec:   # a folder's references are used once each:
+        return pixels         # holding them all would grow with the folder
       self._cache[path] = pixels
     return self._cache[path]
 

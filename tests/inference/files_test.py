@@ -167,3 +167,18 @@ def test_huge_header_is_refused_before_any_pixel(tmp_path):
                      match=r'ours.png: 9000x9000 pixels .*decompression bomb'):
     image_files.read_image_and_alpha(tmp_path / 'ours.png',
                                      max_pixels=80_000_000)
+
+
+def test_folder_references_are_not_held_between_inputs(tmp_path):
+  """A folder of references is read per input (memory does not grow with
+  the folder); a single reference file is read once and kept."""
+  folder = tmp_path / 'refs'
+  folder.mkdir()
+  for name, value in (('a.png', 10), ('b.png', 200)):
+    Image.fromarray(np.full((4, 5, 3), value, np.uint8)).save(folder / name)
+  matcher = image_files.ReferenceMatcher(str(folder))
+  np.testing.assert_array_equal(matcher.load('x/a.jpg'), 10)
+  np.testing.assert_array_equal(matcher.load('x/b.jpg'), 200)
+  assert not matcher._cache
+  single = image_files.ReferenceMatcher(str(folder / 'a.png'))
+  assert single.load('x/q.jpg') is single.load('x/r.jpg')
