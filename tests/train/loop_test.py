@@ -51,11 +51,15 @@ def first_run(workdir):
   config = _config(2)
   config.train.eval_every_steps = 2
   handler = _Collect(level=logging.INFO)
-  logging.getLogger().addHandler(handler)
+  root = logging.getLogger()
+  level = root.level
+  root.addHandler(handler)
+  root.setLevel(logging.INFO)   # as absl's app.run sets it (verbosity 0)
   try:
     return trainer.train_and_evaluate(config, workdir)
   finally:
-    logging.getLogger().removeHandler(handler)
+    root.removeHandler(handler)
+    root.setLevel(level)
 
 
 def test_a_run_logs_losses_validation_and_a_summary(workdir, first_run):
@@ -162,7 +166,7 @@ def test_summary_names_the_samples_folder_only_when_it_has_grids(
   with caplog.at_level(logging.INFO):
     trainer._log_summary(str(tmp_path), 7, 10, stopped=True)
   assert 'stopped at step 7 of 10 (checkpoint saved' in caplog.text
-  assert 'samples' not in caplog.text
+  assert 'sample grids' not in caplog.text
   (tmp_path / 'samples').mkdir()
   (tmp_path / 'samples' / 'step_5.png').write_bytes(b'png')
   caplog.clear()
