@@ -310,3 +310,15 @@ def test_documented_snippet_runs(snippet_folder, where, code, monkeypatch,
       assert image.size in ((120, 88), (75, 55)) and image.mode == 'RGB'
   if 'print(' in code:
     assert printed.strip(), where
+
+
+def test_code_map_names_every_module():
+  with open(os.path.join(REPO_ROOT, 'README.md')) as f:
+    text = f.read()
+  code_map = text.split('## Code map', 1)[1].split('\n### ', 1)[0]
+  package = os.path.join(REPO_ROOT, 'scsnet_jax')
+  missing = [os.path.relpath(os.path.join(root, name), package)
+             for root, _, names in os.walk(package) for name in names
+             if name.endswith('.py') and name != '__init__.py'
+             and name not in code_map]
+  assert not missing, f'README Code map lacks {missing}'
