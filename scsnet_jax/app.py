@@ -237,12 +237,16 @@ def serve(args: argparse.Namespace, *, block: bool = True):
         auth=getattr(args, 'auth_pairs', None),
         inbrowser=False, ssr_mode=False, mcp_server=False,
         enable_monitoring=False, max_file_size=image_io.MAX_FILE_BYTES,
-        prevent_thread_lock=not block, quiet=not block)
+        prevent_thread_lock=True, quiet=True)
   except BaseException:
     colouriser.close()
     raise
-  if block:
-    colouriser.close()
+  if block:   # gradio's own lines would offer `share=True`: never here
+    print(f'* Running on {page.local_url} (Ctrl-C stops)', flush=True)
+    try:
+      page.block_thread()
+    finally:
+      colouriser.close()
   return page, colouriser
 
 

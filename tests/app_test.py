@@ -4,6 +4,7 @@ model and one server for the module (in this process, so the compiled
 shapes are shared with the in-process checks)."""
 
 import os
+import re
 import socket
 import struct
 import zlib
@@ -351,3 +352,58 @@ def test_queue_is_bounded_and_one_request_decodes_at_a_time(checkpoint,
   assert groups['preview'] == groups['colourise'] is not None
   with pytest.raises(SystemExit):
     app.parse_args(['--checkpoint', checkpoint, '--max-queue', '0'])
+
+
+# ------------------------------------------------------------ issue 22 ---
+def test_start_up_names_the_address_and_offers_no_share_link(
+    checkpoint, monkeypatch, capsys):
+  """A blocking start (as ``python -m scsnet_jax.app``): our own line, not
+  gradio's "To create a public link, set `share=True`"."""
+  import gradio  # pylint: disable=g-import-not-at-top
+  import signal  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(gradio.Blocks, 'block_thread', lambda page: page.close())
+  monkeypatch.setattr(signal, 'signal', lambda *a: None)  # keep pytest's
+  port = _free_port()
+  app.serve(app.parse_args(['--checkpoint', checkpoint, '--port', str(port)]))
+  out = capsys.readouterr().out
+  assert f'Running on http://127.0.0.1:{port}/' in out
+  assert 'share' not in out and 'public link' not in out
+
+
+def readme_client_snippet() -> str:
+  with open(os.path.join(ROOT, 'README.md')) as f:
+    text = f.read()
+  (block,) = re.findall(r'<!-- app-client-snippet:start -->\n```python\n'
+                        r'(.*?)```\n<!-- app-client-snippet:end -->', text,
+                        flags=re.S)
+  return block
+
+
+def test_readme_gradio_client_snippet_and_documented_api(server, monkeypatch,
+                                                         capsys):
+  """The README's gradio_client snippet, run against the live server, and
+  the endpoints and optional inputs it documents, as the server reports
+  them (``Client.view_api``)."""
+  code = readme_client_snippet()
+  assert 'http://127.0.0.1:7860/' in code
+  monkeypatch.chdir(ROOT)   # the snippet names docs/images/chelsea_gray_lr.png
+  namespace = {}
+  exec(compile(code.replace('http://127.0.0.1:7860/', server), 'README.md',
+               'exec'), namespace)
+  # The 112x75 sample at x2, the result also downloaded as a PNG.
+  assert _pixels(namespace['result']).shape == (150, 224, 3)
+  assert '112x75 -> 224x150' in namespace['summary']
+  np.testing.assert_array_equal(_pixels(namespace['download']),
+                                _pixels(namespace['result']))
+  api = namespace['client'].view_api(print_info=False, return_format='dict')
+  endpoints = api['named_endpoints']
+  assert set(endpoints) == {'/colourise', '/preview'}
+  params = {p['parameter_name']: p['parameter_has_default']
+            for p in endpoints['/colourise']['parameters']}
+  assert list(params) == ['image', 'reference', 'target', 'scale', 'width',
+                          'height', 'bfloat16']
+  required = [name for name, has_default in params.items() if not has_default]
+  assert required == ['image', 'reference', 'width', 'height']  # as README
+  preview = [(p['parameter_name'], p['parameter_has_default'])
+             for p in endpoints['/preview']['parameters']]
+  assert preview == [('image', False), ('scale', True)]

@@ -136,3 +136,75 @@ def test_sigkill_then_restart_continues_like_an_uninterrupted_run(tmp_path):
   # state would be off by far more than 1e-4.
   for step, loss in got.items():
     assert loss == pytest.approx(expected[step], rel=1e-4), step
+
+
+# ---------------------------------------------- launch/photos_cpu.sh ---
+# A fake PYTHON stands in for every step of the recipe: the corpus check
+# (``python - CONFIG``) finds the corpus, ``-m scsnet_jax.main`` behaves as
+# FAKE_TRAINER says, and every call is logged, so the launcher's own logic
+# (signals, stop on 75 or failure) is tested in well under a second a case.
+_FAKE_PYTHON = r'''#!/usr/bin/env bash
+if [[ "$1" == "-" ]]; then cat > /dev/null; exit 0; fi  # corpus check: present
+echo "$2" >> "$FAKE_DIR/calls"
+if [[ "$2" != scsnet_jax.main ]]; then exit 0; fi
+case "$FAKE_TRAINER" in
+  exit*) exit "${FAKE_TRAINER#exit}" ;;
+  wait)  # like main: SIGTERM -> save -> exit 75
+    trap 'echo TERM >> "$FAKE_DIR/signals"; exit 75' TERM
+    echo $$ > "$FAKE_DIR/trainer.pid"
+    for _ in $(seq 600); do sleep 0.1; done
+    exit 0 ;;
+esac
+'''
+PHOTOS_CPU = os.path.join(REPO_ROOT, 'launch', 'photos_cpu.sh')
+
+
+def _photos_cpu(tmp_path, trainer):
+  fake = tmp_path / 'python'
+  fake.write_text(_FAKE_PYTHON)
+  fake.chmod(0o755)
+  env = dict(os.environ, PYTHON=str(fake), FAKE_DIR=str(tmp_path),
+             FAKE_TRAINER=trainer)
+  return subprocess.Popen(['bash', PHOTOS_CPU, str(tmp_path / 'run')],
+                          cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+
+
+def _calls(tmp_path):
+  path = tmp_path / 'calls'
+  return path.read_text().split() if path.exists() else []
+
+
+@pytest.mark.parametrize('status', [0, 1, 75])
+def test_photos_cpu_evaluates_only_a_finished_run(tmp_path, status):
+  proc = _photos_cpu(tmp_path, f'exit{status}')
+  _, err = proc.communicate(timeout=60)
+  assert proc.returncode == status, err
+  if status == 0:
+    assert _calls(tmp_path) == ['scsnet_jax.main',
+                                'scsnet_jax.tools.evaluate_photos',
+                                'scsnet_jax.tools.plot_curves']
+  else:
+    assert _calls(tmp_path) == ['scsnet_jax.main']   # nothing evaluated
+    assert ('stopped early' if status == 75 else 'failed') in err
+
+
+@pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGINT])
+def test_photos_cpu_passes_signals_on_and_stops(tmp_path, sig):
+  """The trainer gets SIGTERM (it saves and exits 75), the launcher waits
+  for it, evaluates nothing, exits 75, and leaves no trainer behind."""
+  proc = _photos_cpu(tmp_path, 'wait')
+  pid_file = tmp_path / 'trainer.pid'
+  deadline = time.time() + 30
+  while not pid_file.exists() and time.time() < deadline:
+    time.sleep(0.05)
+  time.sleep(0.2)  # the fake trainer's trap is set before its pid is written
+  trainer_pid = int(pid_file.read_text())
+  proc.send_signal(sig)
+  _, err = proc.communicate(timeout=30)
+  assert proc.returncode == 75, err
+  assert (tmp_path / 'signals').read_text().split() == ['TERM']
+  assert _calls(tmp_path) == ['scsnet_jax.main']
+  assert 'stopped early' in err
+  with pytest.raises(ProcessLookupError):   # not orphaned, still training
+    os.kill(trainer_pid, 0)

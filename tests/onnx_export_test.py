@@ -1,11 +1,10 @@
 """ONNX export: onnxruntime equals the live JAX model (two sizes, both
-modes), the CLI path, refusals, and the README's no-JAX snippet in a venv
-that has only onnxruntime, numpy and Pillow."""
+modes), the CLI path, refusals, and examples/onnx_colorize.py (the README's
+no-JAX script) in a venv that has only onnxruntime, numpy and Pillow."""
 
 import dataclasses
 import json
 import os
-import re
 import subprocess
 import sys
 import venv
@@ -129,16 +128,12 @@ def test_refuses_a_model_that_differs(exported, tmp_path, monkeypatch):
   assert os.listdir(tmp_path) == []
 
 
-def readme_snippet() -> str:
-  with open(os.path.join(REPO_ROOT, 'README.md')) as f:
-    text = f.read()
-  (block,) = re.findall(r'<!-- onnx-snippet:start -->\n```python\n(.*?)```\n'
-                        r'<!-- onnx-snippet:end -->', text, flags=re.S)
-  return block
+# The shipped no-JAX script (README, "ONNX"): run as a user runs it.
+COLORIZE = os.path.join(REPO_ROOT, 'examples', 'onnx_colorize.py')
 
 
 @pytest.mark.slow
-def test_readme_snippet_runs_without_jax(exported, tmp_path):
+def test_shipped_onnx_colorize_runs_without_jax(exported, tmp_path):
   gen, path, _ = exported
   env_dir = tmp_path / 'venv'
   venv.create(env_dir, with_pip=False, system_site_packages=False)
@@ -150,8 +145,7 @@ def test_readme_snippet_runs_without_jax(exported, tmp_path):
   if install.returncode:
     pytest.skip('pip could not install onnxruntime, numpy, pillow into a '
                 f'fresh venv: {install.stderr.strip()[-300:]}')
-  script = tmp_path / 'onnx_colorize.py'
-  script.write_text(readme_snippet())
+  script = COLORIZE
   # A colour photo-like input whose sides are not multiples of 4.
   yy, xx = np.mgrid[0:18, 0:22]
   pixels = np.stack([xx * 11, yy * 13, (xx + yy) * 6], -1).astype(np.uint8)

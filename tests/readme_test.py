@@ -1,4 +1,5 @@
-"""The README walkthrough: its commands, in order, as a new user runs them.
+"""The README walkthrough: its commands, in order, as a new user runs them;
+and every python snippet of README.md and docs/*.md (the end of this file).
 
 main job on the demo -> predict on the shipped sample -> eval on the demo
 workdir -> export -> predict on the export. The commands are read from
@@ -14,6 +15,7 @@ import re
 import shlex
 import subprocess
 import sys
+from typing import Optional
 
 import numpy as np
 import pytest
@@ -126,6 +128,12 @@ def test_readme_walkthrough(tmp_path):
   # Library chatter is hidden at the default verbosity (issue 12, item 14).
   for noise in ('checkpoint_manager.py', 'oneDNN', 'jax_array_handlers.py'):
     assert noise not in result.stderr, noise
+  # Progress is shown by default, at INFO (absl's "I" prefix), not WARNING
+  # (issue 22, item 11).
+  assert re.search(r'^I\d{4} .*step 4/4  loss G', result.stderr, re.M), (
+      result.stderr[-3000:])
+  assert not re.search(r'^W\d{4} .*step \d+/4', result.stderr, re.M)
+  assert re.search(r'^I\d{4} .*finished at step 4\.', result.stderr, re.M)
 
   # 2. Predict on the shipped sample (or a photo made the same way).
   candidates = [c for c in commands if c[2] == 'scsnet_jax.predict'
@@ -155,7 +163,10 @@ def test_readme_walkthrough(tmp_path):
   evaluate = _find(commands, 'main', '--mode=eval', 'demo_workdir')
   assert evaluate is not None, 'README lost its eval command for the demo'
   assert _flag(evaluate, '--config') is None
-  _run(_replace(evaluate, 'demo_workdir', workdir))
+  result = _run(_replace(evaluate, 'demo_workdir', workdir))
+  # The table it wrote, and what it lacked, said plainly (issue 22, item 8).
+  assert '| scsnet |' in result.stderr and 'images per mode:' in result.stderr
+  assert 'FID is not computed' in result.stderr
   with open(os.path.join(workdir, 'eval', 'metrics_4.json')) as f:
     report = json.load(f)
   counts = {m: e['num_images'] for m, e in report['results'].items()}
@@ -188,3 +199,126 @@ def test_readme_walkthrough(tmp_path):
   assert len(outputs) == 1
   exported_image = np.asarray(Image.open(tmp_path / 'out2' / outputs[0]))
   assert exported_image.ndim == 3 and exported_image.shape[2] == 3
+
+
+# ------------------------------------------------ every documented snippet ---
+# Each ```python block of README.md and docs/*.md runs here, in a folder laid
+# out with the names the docs use: runs/x4 (a training workdir at step 0),
+# deploy/x4 (its export at x4), old.jpg/old.png (a photo), inception.npz
+# (right shapes, zero weights: this tests the calls, not FID values). A block
+# that needs something else says so by its marker and is run where that is:
+RUN_ELSEWHERE = {
+    'app-client-snippet': 'tests/app_test.py',   # needs a live web app
+}
+_SNIPPET = re.compile(r'(?:<!-- (?P<marker>[a-z-]+):start -->\n)?'
+                      r'```python\n(?P<code>.*?)```', flags=re.S)
+
+
+def doc_snippets() -> list[tuple[str, str, Optional[str]]]:
+  """(where 'FILE:LINE', code, marker or None) of every python block."""
+  docs = ['README.md'] + sorted(
+      os.path.join('docs', name) for name in os.listdir(
+          os.path.join(REPO_ROOT, 'docs')) if name.endswith('.md'))
+  found = []
+  for doc in docs:
+    with open(os.path.join(REPO_ROOT, doc)) as f:
+      text = f.read()
+    for match in _SNIPPET.finditer(text):
+      line = text.count('\n', 0, match.start('code'))
+      found.append((f'{doc}:{line}', match.group('code'),
+                    match.group('marker')))
+  return found
+
+
+def test_every_documented_snippet_is_run_by_a_test():
+  snippets = doc_snippets()
+  here = [where for where, _, marker in snippets if marker is None]
+  # The docs that show library code (a regex gone wrong would find none).
+  for doc in ('docs/evaluation.md', 'docs/inference.md', 'docs/training.md'):
+    assert any(w.startswith(doc + ':') for w in here), (doc, snippets)
+  for where, _, marker in snippets:
+    if marker is not None:
+      assert marker in RUN_ELSEWHERE, f'{where}: unknown marker {marker}'
+      with open(os.path.join(REPO_ROOT, RUN_ELSEWHERE[marker])) as f:
+        assert f'{marker}:start' in f.read(), (where, RUN_ELSEWHERE[marker])
+
+
+def _zero_inception(path):
+  """An npz with pytorch-fid InceptionV3's converted names and shapes."""
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from scsnet_jax.models import inception  # pylint: disable=g-import-not-at-top
+  model = nnx.eval_shape(lambda: inception.FIDInceptionV3(rngs=nnx.Rngs(0)))
+  weights = {}
+  for node_path, node in nnx.iter_graph(model):
+    if isinstance(node, inception.FoldedConv):
+      prefix = '.'.join(str(p) for p in node_path)
+      weights[f'{prefix}.kernel'] = np.zeros(node.kernel.shape, np.float32)
+      weights[f'{prefix}.bias'] = np.zeros(node.bias.shape, np.float32)
+  np.savez(path, **weights)
+
+
+@pytest.fixture(scope='module')
+def snippet_folder(tmp_path_factory):
+  """The files the snippets name, made once for all of them: the shallow
+  test model (configs/test.py widths, one block per stack) at step 0."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from scsnet_jax import config_lib, export, sharding  # pylint: disable=g-import-not-at-top
+  from scsnet_jax.train import checkpointing  # pylint: disable=g-import-not-at-top
+  from scsnet_jax.train import state as train_state  # pylint: disable=g-import-not-at-top
+  folder = tmp_path_factory.mktemp('snippets')
+  config = config_lib.with_shallow_model(config_lib.load_sibling_config(
+      os.path.join(REPO_ROOT, 'configs', 'test.py'), 'test'))
+  workdir = str(folder / 'runs' / 'x4')
+  networks = train_state.build_networks(config)
+  # Numpy leaves of the right shapes (He-normal kernels, small vectors):
+  # nothing to compile, unlike create_train_state's initialisers.
+  rng = np.random.default_rng(0)
+  def leaf(spec):
+    if not np.issubdtype(spec.dtype, np.floating):
+      return np.zeros(spec.shape, spec.dtype)
+    scale = np.prod(spec.shape[:-1]) ** -0.5 if len(spec.shape) >= 2 else 0.01
+    return rng.normal(0, scale, spec.shape).astype(spec.dtype)
+  state = jax.tree.map(leaf, train_state.abstract_train_state(
+      networks, config, sharding.create_mesh()))
+  checkpointing.save_train_state(workdir, state, config)
+  with open(os.path.join(workdir, 'config.json'), 'w') as f:
+    f.write(config.to_json(indent=2))   # as training writes it
+  assert export.main(['--checkpoint', workdir, '--output',
+                      str(folder / 'deploy' / 'x4'), '--scales', '4',
+                      '--modes', 'automatic']) == 0
+  from skimage import data  # pylint: disable=g-import-not-at-top
+  photo = Image.fromarray(data.chelsea()).resize((30, 22), Image.BICUBIC)
+  photo.save(folder / 'old.jpg')
+  photo.save(folder / 'old.png')
+  _zero_inception(folder / 'inception.npz')
+  return folder
+
+
+@pytest.mark.parametrize(
+    'where,code', [(w, c) for w, c, marker in doc_snippets() if marker is None],
+    ids=[w for w, _, marker in doc_snippets() if marker is None])
+def test_documented_snippet_runs(snippet_folder, where, code, monkeypatch,
+                                 capsys):
+  monkeypatch.chdir(snippet_folder)
+  for name in ('colour.png',):
+    if os.path.exists(name):
+      os.remove(name)
+  exec(compile(code, where, 'exec'), {'__name__': '__snippet__'})  # pylint: disable=exec-used
+  printed = capsys.readouterr().out
+  if "save('colour.png')" in code or "'colour.png'," in code:
+    with Image.open('colour.png') as image:   # 30x22 at x4 or x2.5
+      assert image.size in ((120, 88), (75, 55)) and image.mode == 'RGB'
+  if 'print(' in code:
+    assert printed.strip(), where
+
+
+def test_code_map_names_every_module():
+  with open(os.path.join(REPO_ROOT, 'README.md')) as f:
+    text = f.read()
+  code_map = text.split('## Code map', 1)[1].split('\n### ', 1)[0]
+  package = os.path.join(REPO_ROOT, 'scsnet_jax')
+  missing = [os.path.relpath(os.path.join(root, name), package)
+             for root, _, names in os.walk(package) for name in names
+             if name.endswith('.py') and name != '__init__.py'
+             and name not in code_map]
+  assert not missing, f'README Code map lacks {missing}'

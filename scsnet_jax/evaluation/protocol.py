@@ -210,8 +210,9 @@ def split_into_modes(batches: Iterable[dict], counts: dict[str, int]):
       return
   short = {m: n for m, n in remaining.items() if n}
   if short:
-    logging.warning('eval split ran out of images; missing per mode: %s',
-                    short)
+    logging.warning('the eval split ran out of images before the counts of '
+                    'config.eval.num_*; missing per mode: %s (the scores '
+                    'use the images there were)', short)
 
 
 def _next_mode(counts: dict[str, int], taken: dict[str, int]):
@@ -347,7 +348,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   }
   if jax.process_index() == 0:
     path = eval_report.write_report(workdir, report)
-    logging.info('eval results written to %s', path)
+    logging.info('eval results:\n%s', eval_report.console_summary(report,
+                                                                   path))
     if eval_config.write_tensorboard:
       eval_report.write_tensorboard(workdir, report['step'],
                                     eval_report.flat_scalars(results))

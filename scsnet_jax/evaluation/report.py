@@ -109,6 +109,28 @@ def markdown_table(report: dict[str, Any]) -> str:
   return '\n'.join(lines)
 
 
+def console_summary(report: dict[str, Any], json_path: str) -> str:
+  """What ``--mode=eval`` prints: the table it wrote, then in plain words
+  how many images each mode had (of how many asked for), whether FID is
+  there, and where the files are."""
+  requested = report.get('requested_images', {})
+  counts = [f"{mode} {entry['num_images']}" + (
+      f" of {requested[mode]}" if mode in requested else '')
+            for mode, entry in report['results'].items()]
+  lines = [markdown_table(report), f"images per mode: {', '.join(counts)}."]
+  if any(entry['num_images'] < requested.get(mode, 0)
+         for mode, entry in report['results'].items()):
+    lines.append('The eval split has fewer images than config.eval asks for '
+                 "(the demo's has 2: 1 automatic, 1 self-reference), so "
+                 'these scores are a smoke test, not a measurement.')
+  if not report.get('inception_weights'):
+    lines.append('FID is not computed: it needs the Inception weights you '
+                 'convert yourself (--config.eval.inception_weights=FILE, '
+                 'docs/evaluation.md).')
+  lines.append(f'written: {json_path} and {json_path[:-len(".json")]}.md')
+  return '\n'.join(lines)
+
+
 def conventions(eval_config) -> dict[str, str]:
   """One line per metric saying how it was computed (kept in the JSON)."""
   crop = eval_config.crop_border

@@ -1,13 +1,14 @@
 """Drive the web app in headless Chromium, as a person would, and screenshot.
 
   python -m scsnet_jax.tools.app_screenshot --url http://127.0.0.1:7860 \\
-      --input docs/images/chelsea_gray_lr.png --scale 4 \\
-      --output docs/images/app.png
+      --input docs/images/chelsea_gray_lr.png --scale 4 [--output FILE]
 
 Opens the page, uploads the photo, sets the magnification, clicks
-Colourise, waits for the result image and saves a screenshot. Uses the
-system's Chromium and chromedriver (Debian: ``apt-get install chromium
-chromium-driver``) through selenium (``pip install -e .[app]``); no browser
+Colourise, waits for the result image and saves a screenshot
+(``app_screenshot.png`` in the current folder unless ``--output`` says
+otherwise: the tracked docs/images/app.png is overwritten only on purpose).
+Uses the system's Chromium and chromedriver (Debian: ``apt-get install
+chromium chromium-driver``) through selenium (``pip install -e .[app]``); no browser
 is downloaded. It also reports every request the page made to a host other
 than the app's, so a test can prove the page needs no network.
 """
@@ -32,6 +33,7 @@ CHROMIUM_FLAGS = ('--headless=new', '--no-sandbox', '--disable-gpu',
                   '--disable-component-update', '--disable-sync',
                   '--disable-dev-shm-usage', '--window-size=1400,1250')
 BROWSERS = ('chromium', 'chromium-browser')
+DEFAULT_OUTPUT = 'app_screenshot.png'
 DRIVERS = ('chromedriver',)
 
 
@@ -142,7 +144,8 @@ def main(argv=None) -> int:
   parser.add_argument('--input', required=True, help='photo to upload')
   parser.add_argument('--scale', type=float, default=None,
                       help='magnification to type in (default: the page\'s)')
-  parser.add_argument('--output', required=True, help='screenshot PNG')
+  parser.add_argument('--output', default=DEFAULT_OUTPUT,
+                      help='screenshot PNG (default: %(default)s)')
   args = parser.parse_args(argv)
   try:
     run = run_page(args.url, args.input, args.output, scale=args.scale)

@@ -119,7 +119,7 @@ class _LogLine:
     now = time.time()
     rate = (step - self.last_step) / max(now - self.last_time, 1e-9)
     eta_min = (self.num_steps - step) / rate / 60 if rate > 0 else float('inf')
-    logging.warning(
+    logging.info(
         'step %d/%d  loss G %.6g (L1 %.4f, L1 of L %.4f, VGG %.4f, adv %.4f) '
         'D %.4f  %.2f steps/s  ETA %.1f min', step, self.num_steps,
         scalars['generator_loss'], scalars['content_loss'],
@@ -275,8 +275,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     manager.wait_until_finished()
     manager.close()
     preemption.close()
-  _log_summary(workdir, step)
-  logging.info('finished at step %d', step)
+  _log_summary(workdir, step, num_steps, stopped and step < num_steps)
   if stopped and step < num_steps:
     raise StoppedEarly(state, step)
   return state
@@ -312,14 +311,17 @@ def _validate(validator, config, workdir, step, last, state, writer,
   if evaluate:
     scores, outputs = validator.run(params)
     writer.write_scalars(step, validation.flat_scalars(scores))
-    logging.warning('validation at step %d:\n%s', step,
+    logging.info('validation at step %d:\n%s', step,
                     validation.summary_table(scores))
     # The training weights' CPM (not the EMA's): is the head alive?
     cpm_scalars, lines = monitor.probe_cpm(state.generator_params,
                                            validator.data.gray)
     writer.write_scalars(step, cpm_scalars)
-    for line in lines + [health.summary(cpm_scalars)]:
+    for line in lines:          # dead or collapsed layers: warnings
       logging.warning(line)
+    summary = health.summary(cpm_scalars)
+    if summary:
+      logging.info(summary)
   else:
     outputs = {mode: validator.render(params, mode)
                for mode in validator.modes if mode != 'self_reference'}
@@ -329,14 +331,25 @@ def _validate(validator, config, workdir, step, last, state, writer,
     validation.write_sample_grid(workdir, step, grid, writer)
 
 
-def _log_summary(workdir: str, step: int):
-  """Where the results are and what to run next."""
-  logging.warning(
-      'finished at step %d.\n  checkpoints:  %s\n  sample grids: %s\n'
-      '  metrics:      %s (TensorBoard events and metrics.jsonl)\n'
-      'next:\n  python -m scsnet_jax.predict --checkpoint %s --input GRAY.png '
-      '--output out/ --scale 4\n  python -m scsnet_jax.main --mode=eval '
-      '--workdir=%s\n  tensorboard --logdir %s', step,
-      loading.checkpoint_dir(workdir),
-      f'{workdir}/{validation.SAMPLES_SUBDIR}', workdir, workdir, workdir,
-      workdir)
+def _log_summary(workdir: str, step: int, num_steps: int, stopped: bool):
+  """Where the results are and what to run next (INFO, like the progress).
+
+  "stopped at step N of M (checkpoint saved)" when SIGTERM cut the run
+  short, "finished at step M" otherwise; the sample folder is named only if
+  the run (or an earlier one) wrote grids into it.
+  """
+  samples = epath.Path(workdir) / validation.SAMPLES_SUBDIR
+  lines = [f'stopped at step {step} of {num_steps} (checkpoint saved; run '
+           'the same command again to continue).' if stopped else
+           f'finished at step {step}.',
+           f'  checkpoints:  {loading.checkpoint_dir(workdir)}']
+  if samples.is_dir() and any(samples.iterdir()):
+    lines.append(f'  sample grids: {samples}')
+  lines += [f'  metrics:      {workdir} (TensorBoard events and '
+            'metrics.jsonl)',
+            'next:',
+            f'  python -m scsnet_jax.predict --checkpoint {workdir} '
+            '--input GRAY.png --output out/ --scale 4',
+            f'  python -m scsnet_jax.main --mode=eval --workdir={workdir}',
+            f'  tensorboard --logdir {workdir}']
+  logging.info('\n'.join(lines))

@@ -283,3 +283,39 @@ def test_baselines_on_closed_form_inputs():
                              atol=1e-5)
   want = color.nlab_to_rgb(flat[0, 0, 0].astype(np.float64), np)
   np.testing.assert_allclose(up[0, 0, 0], want, atol=1e-4)
+
+
+def test_eval_prints_its_table_and_says_what_it_lacks(caplog):
+  """--mode=eval on the demo: the table, 1 image per mode said plainly, FID
+  needing the user's Inception weights (issue 22, item 8)."""
+  import logging  # pylint: disable=g-import-not-at-top
+  accumulator = evaluate.EvalAccumulator(None, y_channel=False, crop_border=0)
+  images = np.random.default_rng(0).integers(0, 256, (1, 12, 12, 3), np.uint8)
+  for mode in ('automatic', 'self_reference'):
+    accumulator.add(mode, 'real', images)
+    accumulator.add(mode, 'scsnet', images, images)
+  report = {'step': 100, 'inception_weights': None,
+            'fid_null_reason': 'no Inception weights',
+            'requested_images': {'automatic': 2500, 'self_reference': 500,
+                                 'other_reference': 2000},
+            'results': eval_report.summarize(accumulator.all_reduce(), 'no'),
+            'conventions': {'psnr_ssim': 'p', 'colorfulness': 'c',
+                            'fid': 'f'}}
+  text = eval_report.console_summary(report, '/w/eval/metrics_100.json')
+  assert text.startswith(eval_report.markdown_table(report))
+  assert ('images per mode: automatic 1 of 2500, self_reference 1 of 500, '
+          'other_reference 0 of 2000.') in text
+  assert 'smoke test, not a measurement' in text
+  assert '--config.eval.inception_weights=FILE' in text
+  assert text.endswith('written: /w/eval/metrics_100.json and '
+                       '/w/eval/metrics_100.md')
+  report['inception_weights'] = 'inception.npz'
+  report['requested_images'] = {'automatic': 1, 'self_reference': 1,
+                                'other_reference': 0}
+  text = eval_report.console_summary(report, '/w/eval/metrics_100.json')
+  assert 'smoke test' not in text and 'inception_weights' not in text
+  with caplog.at_level(logging.WARNING):
+    list(evaluate.split_into_modes(_numbered_batches([2]), {
+        'automatic': 3, 'self_reference': 0, 'other_reference': 0}))
+  assert "missing per mode: {'automatic': 1}" in caplog.text
+  assert 'the scores use the images there were' in caplog.text

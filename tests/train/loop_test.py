@@ -36,11 +36,13 @@ def workdir(tmp_path_factory):
 
 
 FIRST_RUN_LOG: list[str] = []
+FIRST_RUN_LEVELS: dict[str, int] = {}
 
 
 class _Collect(logging.Handler):
   def emit(self, record):
     FIRST_RUN_LOG.append(record.getMessage())
+    FIRST_RUN_LEVELS[record.getMessage()] = record.levelno
 
 
 @pytest.fixture(scope='module')
@@ -49,11 +51,15 @@ def first_run(workdir):
   config = _config(2)
   config.train.eval_every_steps = 2
   handler = _Collect(level=logging.INFO)
-  logging.getLogger().addHandler(handler)
+  root = logging.getLogger()
+  level = root.level
+  root.addHandler(handler)
+  root.setLevel(logging.INFO)   # as absl's app.run sets it (verbosity 0)
   try:
     return trainer.train_and_evaluate(config, workdir)
   finally:
-    logging.getLogger().removeHandler(handler)
+    root.removeHandler(handler)
+    root.setLevel(level)
 
 
 def test_a_run_logs_losses_validation_and_a_summary(workdir, first_run):
@@ -72,6 +78,13 @@ def test_a_run_logs_losses_validation_and_a_summary(workdir, first_run):
   assert 'step 2/2  loss G' in text and 'steps/s  ETA' in text
   assert 'validation at step 2:' in text and '| automatic | model |' in text
   assert 'finished at step 2.' in text and 'scsnet_jax.predict' in text
+  assert 'stopped at step' not in text
+  # Progress is INFO, not WARNING (issue 22, item 11): a healthy run shows
+  # no warnings.
+  progress = [m for m in FIRST_RUN_LOG if m.startswith(
+      ('step 2/2  loss G', 'validation at step 2:', 'finished at step 2.'))]
+  assert len(progress) == 3, progress
+  assert {FIRST_RUN_LEVELS[m] for m in progress} == {logging.INFO}
   from PIL import Image
   grid = np.asarray(Image.open(os.path.join(workdir, 'samples',
                                             'step_2.png')))
@@ -143,7 +156,24 @@ def test_sigterm_saves_the_current_step_and_stops_early(workdir, first_run,
   assert stopped.value.step == step
   assert 5 <= step <= 6
   assert 'preempted: saved step' in caplog.text
+  assert f'stopped at step {step} of 100 (checkpoint saved' in caplog.text
+  assert 'finished at step' not in caplog.text
   assert checkpointing.create_manager(workdir).latest_step() == step
+
+
+def test_summary_names_the_samples_folder_only_when_it_has_grids(
+    tmp_path, caplog):
+  with caplog.at_level(logging.INFO):
+    trainer._log_summary(str(tmp_path), 7, 10, stopped=True)
+  assert 'stopped at step 7 of 10 (checkpoint saved' in caplog.text
+  assert 'sample grids' not in caplog.text
+  (tmp_path / 'samples').mkdir()
+  (tmp_path / 'samples' / 'step_5.png').write_bytes(b'png')
+  caplog.clear()
+  with caplog.at_level(logging.INFO):
+    trainer._log_summary(str(tmp_path), 10, 10, stopped=False)
+  assert 'finished at step 10.' in caplog.text
+  assert f'sample grids: {tmp_path / "samples"}' in caplog.text
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(workdir,
