@@ -47,7 +47,9 @@ fi
 # Each step runs in the background so that this shell can pass signals on:
 # a foreground child would keep running, orphaned, if this script is killed.
 child=""
+stopping=""
 forward() {  # the signal arrived here: the child saves and stops
+  stopping=1
   if [[ -n "$child" ]]; then kill -TERM "$child" 2>/dev/null || true; fi
 }
 trap forward TERM INT
@@ -55,6 +57,8 @@ run_step() {  # run_step NAME COMMAND...: the command's status, or stop
   local name=$1 status; shift
   "$@" &
   child=$!
+  # A signal between the fork and the line above found no child to pass on.
+  if [[ -n "$stopping" ]]; then kill -TERM "$child" 2>/dev/null || true; fi
   while true; do
     status=0
     wait "$child" || status=$?
