@@ -16,6 +16,7 @@ import ml_collections
 
 from scsnet_jax.errors import UserError
 from scsnet_jax.config_lib import get_base_config
+from scsnet_jax import workdir as workdir_lib
 
 
 # --------------------------------------------------------------- validation ---
@@ -176,12 +177,9 @@ def config_from_dict(values: dict) -> ml_collections.ConfigDict:
   return config
 
 
-WORKDIR_CONFIG = 'config.json'
-
-
 def load_workdir_config(workdir: str) -> ml_collections.ConfigDict:
   """``WORKDIR/config.json`` (written by training) as a ConfigDict."""
-  path = os.path.join(workdir, WORKDIR_CONFIG)
+  path = workdir_lib.config_path(workdir)
   if not os.path.isfile(path):
     raise FileNotFoundError(
         f'{path} does not exist: --workdir is not a training workdir; give '

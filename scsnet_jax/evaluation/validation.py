@@ -33,11 +33,10 @@ import numpy as np
 
 from scsnet_jax.errors import UserError
 from scsnet_jax import color, image_io, sharding
+from scsnet_jax import workdir as workdir_lib
 from scsnet_jax.data import degradations
 from scsnet_jax.data import sources as data_sources
 from scsnet_jax.evaluation import baselines, metrics
-
-SAMPLES_SUBDIR = 'samples'   # WORKDIR/samples/step_<N>.png
 
 # scikit-image's natural colour photographs (bundled in its wheel).
 SKIMAGE_PHOTOS = ('astronaut', 'chelsea', 'coffee', 'rocket',
@@ -289,9 +288,8 @@ def write_sample_grid(workdir: str, step: int, grid: np.ndarray,
     return None
   from etils import epath
   from PIL import Image
-  directory = epath.Path(workdir) / SAMPLES_SUBDIR
-  directory.mkdir(parents=True, exist_ok=True)
-  path = directory / f'step_{step}.png'
+  path = epath.Path(workdir_lib.sample_path(workdir, step))
+  path.parent.mkdir(parents=True, exist_ok=True)
   from scsnet_jax import atomic
   with atomic.open_atomic(path) as f:     # local paths and gs:// alike
     Image.fromarray(grid).save(f, format='PNG')

@@ -23,8 +23,8 @@ from etils import epath
 from jax.experimental import multihost_utils
 
 from scsnet_jax import atomic, config_lib, sharding, writers
+from scsnet_jax import workdir as workdir_lib
 from scsnet_jax.evaluation import validation
-from scsnet_jax.inference import loading
 from scsnet_jax.train import checkpointing, health, resume
 from scsnet_jax.train import state as train_state
 from scsnet_jax.train import step as train_step
@@ -143,7 +143,7 @@ def _write_config(workdir: str, config: ml_collections.ConfigDict):
   """``WORKDIR/config.json``, atomically: eval and predict read it, and a
   crash mid-write must not leave them half a config."""
   if jax.process_index() == 0:
-    atomic.write_text(str(epath.Path(workdir) / 'config.json'),
+    atomic.write_text(workdir_lib.config_path(workdir),
                       config.to_json(indent=2, sort_keys=True))
 
 
@@ -185,7 +185,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   Returns the final state; raises ``StoppedEarly`` (after saving) on SIGTERM.
   """
   from scsnet_jax.data import pipeline as input_pipeline
-  workdir = loading.resolve_workdir(workdir)
+  workdir = workdir_lib.resolve(workdir)
   epath.Path(workdir).mkdir(parents=True, exist_ok=True)
   mesh = sharding.create_mesh()
   sharding.check_batch_size(config.data.global_batch_size, mesh)
@@ -206,7 +206,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   start_step = int(jax.device_get(state.step))
   if restored:
     logging.info('restored step %d from %s', start_step,
-                 loading.checkpoint_dir(workdir))
+                 workdir_lib.checkpoint_dir(workdir))
   _write_config(workdir, config)
 
   writer = writers.create_writer(workdir)
@@ -337,6 +337,6 @@ def _log_summary(workdir: str, step: int):
       'next:\n  python -m scsnet_jax.predict --checkpoint %s --input GRAY.png '
       '--output out/ --scale 4\n  python -m scsnet_jax.main --mode=eval '
       '--workdir=%s\n  tensorboard --logdir %s', step,
-      loading.checkpoint_dir(workdir),
-      f'{workdir}/{validation.SAMPLES_SUBDIR}', workdir, workdir, workdir,
+      workdir_lib.checkpoint_dir(workdir),
+      workdir_lib.samples_dir(workdir), workdir, workdir, workdir,
       workdir)
