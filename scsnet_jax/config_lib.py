@@ -182,15 +182,17 @@ def total_steps(config: ml_collections.ConfigDict) -> int:
                        config.data.global_batch_size))
 
 
+# config.train.mode_schedule: even steps automatic and odd referential, or
+# one mode throughout (checked by config_overrides.validate_config).
+MODE_SCHEDULES = ('alternate', 'automatic', 'referential')
+
+
 def mode_for_step(config: ml_collections.ConfigDict, step: int) -> bool:
   """True for a referential step, False for an automatic one."""
   schedule = config.train.mode_schedule
   if schedule == 'alternate':
     return step % 2 == 1
-  if schedule in ('automatic', 'referential'):
-    return schedule == 'referential'
-  raise UserError(f'config.train.mode_schedule must be alternate, automatic '
-                   f'or referential, got {schedule!r}')
+  return schedule == 'referential'
 
 
 def gan_active(config: ml_collections.ConfigDict, step: int) -> bool:
@@ -201,7 +203,7 @@ def gan_active(config: ml_collections.ConfigDict, step: int) -> bool:
   then the discriminator is not run at all.
   """
   return (bool(config.loss.adversarial_weight) and
-          step >= int(config.loss.get('gan_start_step', 0)))
+          step >= int(config.loss.gan_start_step))
 
 
 def load_sibling_config(this_file: str, name: str) -> ml_collections.ConfigDict:

@@ -2,7 +2,7 @@
 
 ``--config.a.b=VALUE`` flags are parsed by ml_collections for ``--config=FILE``
 runs; for runs configured by ``WORKDIR/config.json`` (eval, predict) they are
-parsed here. Every check raises a one-line ``ValueError`` that names the key.
+parsed here. Every check raises a one-line ``UserError`` that names the key.
 """
 
 from __future__ import annotations
@@ -20,22 +20,34 @@ from scsnet_jax import workdir as workdir_lib
 
 
 # --------------------------------------------------------------- validation ---
-# Fields whose values are a closed set. Flags give strings, so a choice that
-# is also a Python value (True, None) has a spelled-out string instead.
-CHOICES = {
-    'dtype': ('float32', 'bfloat16'),
-    'model.dtype': ('float32', 'bfloat16'),
-    'loss.vgg_dtype': ('float32', 'bfloat16'),
-    'model.cpm_project_first': ('auto', 'always', 'never'),
-    'model.attention_impl': (None, 'xla', 'cudnn'),
-    'model.cpm_sampling': ('corners', 'centres'),
-    'train.mode_schedule': ('alternate', 'automatic', 'referential'),
-    'optimizer.schedule': ('constant', 'cosine'),
-    'optimizer.weight_decay_mode': ('l2', 'decoupled'),
-    'loss.luminance_loss': ('l1', 'l2', 'charbonnier'),
-    'data.source': ('tfds', 'folder', 'demo'),
-    'validation.source': ('demo', 'folder'),
-}
+def choices() -> dict[str, tuple]:
+  """Fields whose values are a closed set -> the set, read from the module
+  that owns it (so that each set is written once). Flags give strings, so a
+  choice that is also a Python value (True, None) has a spelled-out string.
+  """
+  from scsnet_jax import config_lib
+  from scsnet_jax.evaluation import validation
+  from scsnet_jax.models import cpm, generator
+  from scsnet_jax.train import losses
+  from scsnet_jax.train import state as train_state
+  dtypes = tuple(generator.DTYPES)
+  return {
+      'dtype': dtypes,
+      'model.dtype': dtypes,
+      'loss.vgg_dtype': dtypes,
+      'model.cpm_project_first': generator.PROJECT_FIRST,
+      'model.attention_impl': generator.ATTENTION_IMPLS,
+      'model.cpm_sampling': cpm.SAMPLINGS,
+      'train.mode_schedule': config_lib.MODE_SCHEDULES,
+      'optimizer.schedule': train_state.LR_SCHEDULES,
+      'optimizer.weight_decay_mode': train_state.WEIGHT_DECAY_MODES,
+      'loss.luminance_loss': losses.LUMINANCE_LOSSES,
+      # data/sources.make_source branches on these.
+      'data.source': ('tfds', 'folder', 'demo'),
+      'validation.source': validation.SOURCES,
+  }
+
+
 # Fields that also take a Python bool (GeneratorConfig, ignore_type()).
 ALSO_BOOL = ('model.cpm_project_first',)
 _HINTS = {
@@ -88,7 +100,9 @@ def unknown_key(config, dotted: str) -> Optional[str]:
   return f'unknown config key {dotted!r}{hint}'
 
 
-def _get(config, dotted: str, default: Any = KeyError) -> Any:
+def get(config, dotted: str, default: Any = KeyError) -> Any:
+  """``config['a']['b']`` for ``'a.b'``; ``default`` (else KeyError) when a
+  part is missing."""
   node = config
   for part in dotted.split('.'):
     if not isinstance(node, (ml_collections.ConfigDict, dict)) or (
@@ -104,30 +118,33 @@ _MISSING = object()
 
 
 def validate_config(config) -> None:
-  """Raises ValueError (one line) for a choice or type a flag got wrong.
+  """Raises UserError (one line) for a choice or type a flag got wrong.
 
-  Checks every field of ``CHOICES`` and that each field of the base config
+  Run where every config is built (``main.resolve_config``, for
+  ``--config=FILE`` and workdir configs alike). Checks every field of
+  ``choices()`` and that each field of the base config
   still has its default's type (ints are fine where floats are expected).
   """
   errors = []
-  for dotted, choices in CHOICES.items():
-    value = _get(config, dotted, _MISSING)
+  closed_sets = choices()
+  for dotted, allowed in closed_sets.items():
+    value = get(config, dotted, _MISSING)
     if value is _MISSING:
       continue
     if dotted in ALSO_BOOL and isinstance(value, bool):
       continue
     if any(value is c or (isinstance(value, str) and value == c)
-           for c in choices):
+           for c in allowed):
       continue
-    shown = ', '.join(repr(c) for c in choices)
+    shown = ', '.join(repr(c) for c in allowed)
     also = ' (or a bool, from Python)' if dotted in ALSO_BOOL else ''
     hint = _HINTS.get((dotted, str(value).lower()))
     errors.append(f'config.{dotted} must be one of {shown}{also}, got '
                   f'{value!r}' + (f' (did you mean {hint}?)' if hint else ''))
   base = _base_types()
   for dotted, want in base.items():
-    value = _get(config, dotted, _MISSING)
-    if value is _MISSING or dotted in CHOICES or value is None:
+    value = get(config, dotted, _MISSING)
+    if value is _MISSING or dotted in closed_sets or value is None:
       continue
     if want is float and isinstance(value, int) and not isinstance(value,
                                                                    bool):
@@ -143,11 +160,15 @@ def validate_config(config) -> None:
 
 
 def _base_types() -> dict[str, type]:
+  """Dotted key -> the type of its default; fields declared with
+  ``field_type=object`` (``data.scale``: a number or [min, max]) take any."""
   config = get_base_config()
   types = {}
   for dotted in leaf_paths(config):
-    value = _get(config, dotted)
-    if value is not None:
+    parent, _, leaf = dotted.rpartition('.')
+    node = get(config, parent) if parent else config
+    value = node[leaf]
+    if value is not None and node.get_ref(leaf).get_type() is not object:
       types[dotted] = type(value)
   return types
 
@@ -227,7 +248,7 @@ def apply_overrides(config: ml_collections.ConfigDict,
   """``[('eval.batch_size', '2'), ...]`` (dotted key, text) into ``config``.
 
   For configs that do not come from ``--config=FILE`` (the workdir's
-  ``config.json``); one-line ValueErrors for unknown keys and bad values.
+  ``config.json``); one-line UserErrors for unknown keys and bad values.
   A key without a value (``--config.eval.y_channel``) sets a bool to True.
   """
   for dotted, text in overrides:
@@ -235,7 +256,7 @@ def apply_overrides(config: ml_collections.ConfigDict,
     if message:
       raise UserError(message)
     parent, _, leaf = dotted.rpartition('.')
-    node = _get(config, parent) if parent else config
+    node = get(config, parent) if parent else config
     current = node[leaf]
     if text is None:
       if not isinstance(current, bool):

@@ -179,7 +179,7 @@ def _flag_error_message(argv, error: Exception) -> str:
     value = rest.split(': ', 1)[0]
     try:
       from scsnet_jax import config_overrides
-      current = config_overrides._get(  # pylint: disable=protected-access
+      current = config_overrides.get(
           _load_config_file(_config_file_from_argv(argv)), dotted)
       kind = {bool: 'true or false', int: 'an integer',
               float: 'a number'}.get(type(current), type(current).__name__)

@@ -42,6 +42,7 @@ from scsnet_jax.evaluation import baselines, metrics
 SKIMAGE_PHOTOS = ('astronaut', 'chelsea', 'coffee', 'rocket',
                   'motorcycle_left', 'motorcycle_right')
 MODES = ('automatic', 'self_reference', 'mirrored_reference')
+SOURCES = ('demo', 'folder')   # config.validation.source
 BASELINE_OF_MODE = {'automatic': 'bicubic_gray',
                     'self_reference': 'color_copy',
                     'mirrored_reference': 'global_transfer'}
@@ -85,8 +86,8 @@ def _photo_source(validation: ml_collections.ConfigDict):
     # The eval split of the folder(s): all files with eval_fraction 1.
     return data_sources.folder_source(validation.folder_path, 'eval',
                                       validation.get('eval_fraction', 1.0))
-  raise UserError("config.validation.source must be 'demo' or 'folder', "
-                   f'got {validation.source!r}')
+  raise UserError(f'config.validation.source must be one of {SOURCES}, '
+                  f'got {validation.source!r}')
 
 
 def load_validation_set(validation: ml_collections.ConfigDict

@@ -288,7 +288,7 @@ def _make_validator(config, networks, mesh
   grids are switched on (``train.eval_every_steps``,
   ``train.sample_every_steps``)."""
   train = config.train
-  if not (train.get('eval_every_steps', 0) or train.sample_every_steps):
+  if not (train.eval_every_steps or train.sample_every_steps):
     return None
   data = validation.load_validation_set(config.validation)
   return validation.Validator(data, networks.generator, mesh,
@@ -302,7 +302,7 @@ def _validate(validator, config, workdir, step, last, state, writer,
   if validator is None:
     return
   train = config.train
-  every_eval = train.get('eval_every_steps', 0)
+  every_eval = train.eval_every_steps
   evaluate = bool(every_eval) and (step % every_eval == 0 or last)
   sample = bool(train.sample_every_steps) and (
       step % train.sample_every_steps == 0 or last)

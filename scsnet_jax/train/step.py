@@ -271,9 +271,9 @@ def make_train_step(config: ml_collections.ConfigDict, mesh: Mesh,
     return train_step(networks, state, batch, perceptual_params,
                       referential=referential, loss_config=config.loss,
                       ema_decay=config.train.ema_decay,
-                      ema_warmup=config.train.get('ema_warmup', True),
+                      ema_warmup=config.train.ema_warmup,
                       gan_active=gan_active,
-                      content_points=config.train.get('content_points', 0))
+                      content_points=config.train.content_points)
 
   replicated = sharding.replicated(mesh)
   jitted = jax.jit(
