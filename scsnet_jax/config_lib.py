@@ -206,20 +206,29 @@ def gan_active(config: ml_collections.ConfigDict, step: int) -> bool:
           step >= int(config.loss.gan_start_step))
 
 
-def load_sibling_config(this_file: str, name: str) -> ml_collections.ConfigDict:
-  """``get_config()`` of ``configs/<name>.py`` next to ``this_file``.
+def load_config_file(path: str) -> ml_collections.ConfigDict:
+  """``get_config()`` of a config file, named as ``--config`` names it:
+  ``PATH`` or ``PATH:ARGUMENT`` (then ``get_config(ARGUMENT)``).
 
-  Lets one config extend another without ``configs`` being importable
-  (config files are loaded by path, from any working directory).
+  Config files are loaded by path, so ``configs`` need not be importable
+  and any working directory will do.
   """
   import importlib.util
   import os
-  path = os.path.join(os.path.dirname(os.path.abspath(this_file)),
-                      f'{name}.py')
+  path, _, argument = path.partition(':')
+  name = os.path.splitext(os.path.basename(path))[0]
   spec = importlib.util.spec_from_file_location(f'_scsnet_config_{name}', path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  return module.get_config()
+  return module.get_config(argument) if argument else module.get_config()
+
+
+def load_sibling_config(this_file: str, name: str) -> ml_collections.ConfigDict:
+  """``get_config()`` of ``configs/<name>.py`` next to ``this_file``: lets
+  one config extend another."""
+  import os
+  return load_config_file(os.path.join(
+      os.path.dirname(os.path.abspath(this_file)), f'{name}.py'))
 
 
 # Unit tests of the training machinery (not of the model) compile the step

@@ -2,7 +2,9 @@
 
 ``--config.a.b=VALUE`` flags are parsed by ml_collections for ``--config=FILE``
 runs; for runs configured by ``WORKDIR/config.json`` (eval, predict) they are
-parsed here. Every check raises a one-line ``UserError`` that names the key.
+parsed here. Every check raises a one-line ``UserError`` that names the key,
+and ``explain_flag_error`` turns a flag that ml_collections refused into such
+a line.
 """
 
 from __future__ import annotations
@@ -10,11 +12,12 @@ from __future__ import annotations
 import difflib
 import json
 import os
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Optional, Sequence
 
 import ml_collections
 
 from scsnet_jax.errors import UserError
+from scsnet_jax import config_lib
 from scsnet_jax.config_lib import get_base_config
 from scsnet_jax import workdir as workdir_lib
 
@@ -269,3 +272,66 @@ def apply_overrides(config: ml_collections.ConfigDict,
         raise UserError(f'--config.{dotted}: {error}') from None
     with node.ignore_type():
       node[leaf] = value
+
+
+# ------------------------------------------------- --config flags on argv ---
+def config_file_from_argv(argv: Sequence[str]) -> Optional[str]:
+  """The ``--config=FILE`` (or ``--config FILE``) of a command line."""
+  for index, arg in enumerate(argv[1:], start=1):
+    if arg.startswith('--config='):
+      return arg[len('--config='):]
+    if arg == '--config' and index + 1 < len(argv):
+      return argv[index + 1]
+  return None
+
+
+def take_workdir_overrides(argv: Sequence[str]
+                           ) -> tuple[list[str], list[tuple[str, Optional[str]]]]:
+  """Without ``--config=FILE``, ``--config.KEY=VALUE`` flags are meant for the
+  workdir's config.json: -> (argv without them, [(KEY, VALUE or None)]), to
+  apply (``apply_overrides``) once it is loaded. With a file: (argv, [])."""
+  argv = list(argv)
+  if any(a == '--config' or a.startswith('--config=') for a in argv[1:]):
+    return argv, []
+  kept, overrides = argv[:1], []
+  for arg in argv[1:]:
+    if arg.startswith('--config.'):
+      key, eq, value = arg[len('--config.'):].partition('=')
+      overrides.append((key, value if eq else None))
+    else:
+      kept.append(arg)
+  return kept, overrides
+
+
+def explain_flag_error(argv: Sequence[str], error: Exception) -> str:
+  """One line for a command line whose ``--config`` flags absl refused.
+
+  Each ``--config.KEY[=VALUE]`` is held against the config file itself:
+  an unknown key (with the closest valid ones), a value of the wrong type,
+  a list field (flags cannot set those). When none of them is the cause
+  (a missing flag, a broken file), absl's own message, on one line.
+  """
+  path = config_file_from_argv(argv)
+  try:
+    config = config_lib.load_config_file(path) if path else None
+  except Exception:  # pylint: disable=broad-except
+    config = None    # the file itself is broken: absl said what
+  for arg in argv[1:] if config is not None else ():
+    if not arg.startswith(('--config.', '--noconfig.')):
+      continue
+    name, eq, text = arg.partition('=')
+    dotted = name.split('config.', 1)[1]
+    message = unknown_key(config, dotted)
+    if message:
+      return message
+    current = get(config, dotted)
+    if isinstance(current, list):
+      return (f'config.{dotted} cannot be set from the command line (a list '
+              'field); set it in a config file (configs/*.py)')
+    if eq and current is not None:
+      try:
+        parse_value(text, current)
+      except ValueError as bad:
+        return (f'--config.{dotted}={text}: {bad} (the config file has '
+                f'{current!r})')
+  return ' '.join(str(error).replace('\\n', ' ').split()).strip('"\'')

@@ -14,12 +14,14 @@ writer put down::
   WORKDIR/eval/metrics_<step>.{json,md}  the eval report (evaluation.report),
                                        with its own metrics.jsonl / events
 
-Paths may be local or URLs (``gs://...``); nothing here touches the disk.
+Paths may be local or URLs (``gs://...``); only the clean-up after a failed
+run (``existing_dirs``, ``remove_new_empty_dirs``) touches the disk.
 """
 
 from __future__ import annotations
 
 import os
+from typing import NamedTuple, Optional
 
 CONFIG_FILE = 'config.json'
 CHECKPOINTS_DIR = 'checkpoints'
@@ -74,3 +76,48 @@ def eval_report_paths(workdir, step: int) -> tuple[str, str]:
   """(``WORKDIR/eval/metrics_<step>.json``, the same ``.md``)."""
   stem = _join(eval_dir(workdir), f'metrics_{int(step)}')
   return stem + '.json', stem + '.md'
+
+
+# -------------------------------------------------- a failed run's leftovers ---
+class ExistingDirs(NamedTuple):
+  """What stood of a local workdir before a run."""
+  inside: frozenset[str]      # the workdir's directories
+  missing: tuple[str, ...]    # the workdir and parents not there, deepest first
+
+
+def existing_dirs(workdir) -> Optional[ExistingDirs]:
+  """The directories of a local ``workdir`` now (None for a URL or None)."""
+  if workdir is None or '://' in os.fspath(workdir):
+    return None
+  path = os.path.abspath(workdir)
+  inside = frozenset(root for root, _, _ in os.walk(path))
+  missing = []
+  while path and not os.path.exists(path):
+    missing.append(path)
+    parent = os.path.dirname(path)
+    if parent == path:
+      break
+    path = parent
+  return ExistingDirs(inside, tuple(missing))
+
+
+def remove_new_empty_dirs(workdir, before: Optional[ExistingDirs]) -> None:
+  """Removes directories created since ``before`` that are empty (deepest
+  first), then the workdir and its parents if they were created too: a run
+  that failed at once leaves no empty folders behind."""
+  if before is None:
+    return
+  workdir = os.path.abspath(workdir)
+  if os.path.isdir(workdir):
+    for root, _, _ in sorted(os.walk(workdir, topdown=False),
+                             key=lambda w: -len(w[0])):
+      if root not in before.inside and root != workdir:
+        try:
+          os.rmdir(root)   # only succeeds when empty
+        except OSError:
+          pass
+  for path in before.missing:   # deepest first
+    try:
+      os.rmdir(path)
+    except OSError:
+      break

@@ -94,3 +94,40 @@ def test_overrides_take_the_fields_type_and_refuse_unknown_keys():
   with pytest.raises(UserError, match='--config.eval.batch_size: expected an '
                      "integer, got 'two'"):
     config_overrides.apply_overrides(config, [('eval.batch_size', 'two')])
+
+
+_TEST_CONFIG_FLAG = '--config=' + os.path.join(REPO_ROOT, 'configs', 'test.py')
+
+
+@pytest.mark.parametrize('flag, expected', [
+    ('--config.train.stepz=5', "unknown config key 'train.stepz'; closest "
+     'valid keys: train.steps'),
+    ('--config.train.steps=abc', "--config.train.steps=abc: expected an "
+     "integer, got 'abc' (the config file has "),
+    ('--config.model.cpm_hidden=[1]', 'config.model.cpm_hidden cannot be set '
+     'from the command line (a list field); set it in a config file'),
+])
+def test_a_refused_flag_is_explained_from_the_config_file(flag, expected):
+  message = config_overrides.explain_flag_error(
+      ['main', _TEST_CONFIG_FLAG, '--workdir=w', flag],
+      ValueError('absl says\nsomething'))
+  assert message.startswith(expected), message
+
+
+def test_without_a_cause_in_the_flags_absls_message_is_kept_on_one_line():
+  message = config_overrides.explain_flag_error(
+      ['main', '--config=configs/no_such.py', '--config.train.steps=2'],
+      ValueError('"Flag --config: no_such.py\n not found"'))
+  assert message == 'Flag --config: no_such.py not found'
+
+
+def test_workdir_overrides_are_taken_only_without_a_config_file():
+  argv = ['main', '--workdir=w', '--config.eval.batch_size=2',
+          '--config.eval.y_channel']
+  assert config_overrides.take_workdir_overrides(argv) == (
+      ['main', '--workdir=w'],
+      [('eval.batch_size', '2'), ('eval.y_channel', None)])
+  with_file = ['main', _TEST_CONFIG_FLAG, '--config.eval.batch_size=2']
+  assert config_overrides.take_workdir_overrides(with_file) == (with_file, [])
+  assert config_overrides.config_file_from_argv(
+      ['main', '--config', 'c.py:x']) == 'c.py:x'

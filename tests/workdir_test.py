@@ -83,3 +83,22 @@ def test_the_eval_report_lands_where_docs_say(tmp_path, monkeypatch):
   assert sorted(os.listdir(tmp_path / 'eval')) == ['metrics_4.json',
                                                    'metrics_4.md']
   assert open(tmp_path / 'eval' / 'metrics_4.md').read() == 'table\n'
+
+
+def test_a_failed_run_leaves_no_new_empty_dirs(tmp_path):
+  (tmp_path / 'old' / 'kept').mkdir(parents=True)
+  workdir = tmp_path / 'old'
+  before = workdir_lib.existing_dirs(workdir)
+  (workdir / 'checkpoints' / 'tmp').mkdir(parents=True)
+  (workdir / 'samples').mkdir()
+  (workdir / 'samples' / 'step_1.png').write_bytes(b'png')
+  workdir_lib.remove_new_empty_dirs(workdir, before)
+  assert sorted(os.listdir(workdir)) == ['kept', 'samples']
+
+  fresh = tmp_path / 'new' / 'run'
+  before = workdir_lib.existing_dirs(fresh)
+  assert before.missing == (str(fresh), str(tmp_path / 'new'))
+  (fresh / 'checkpoints').mkdir(parents=True)
+  workdir_lib.remove_new_empty_dirs(fresh, before)
+  assert os.listdir(tmp_path) == ['old']
+  assert workdir_lib.existing_dirs('gs://bucket/run') is None
