@@ -47,7 +47,7 @@ def resolve_checkpoint(path, step: Optional[int] = None
   (the checkpoints folder, the step: the one in the path, else ``step``).
 
   Raises FileNotFoundError (one line naming what was expected) for anything
-  else, and ValueError if the path's step and ``step`` disagree.
+  else, and UserError if the path's step and ``step`` disagree.
   """
   given = os.fspath(path)
   root = epath.Path(workdir_lib.resolve(given))

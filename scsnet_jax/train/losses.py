@@ -124,7 +124,7 @@ def load_perceptual_params(loss_config):
   """VGG16 params for ``perceptual_loss`` from ``loss_config.vgg_weights``.
 
   With no file configured: random weights if ``allow_random_vgg`` (with one
-  loud warning per process), else a ValueError explaining the conversion.
+  loud warning per process), else a UserError explaining the conversion.
   A configured path that does not exist is always an error.
   """
   global _warned_random_vgg

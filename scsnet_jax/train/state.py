@@ -22,7 +22,6 @@ from scsnet_jax import sharding
 from scsnet_jax.models import generator as generator_lib
 
 
-
 @struct.dataclass
 class TrainState:
   """Everything a training step reads and writes: arrays only.
