@@ -10,7 +10,7 @@ returns normalised LAB (1, s*H, s*W, 3), (L/50 - 1, a/110, b/110), at the
 file's integer scale s. This script converts sRGB -> L (D65), pads the sides
 to multiples of 4 by reflection, runs the model, crops the padding off and
 converts LAB -> sRGB, as the project's own ``predict`` does (tested to within
-one 8-bit level in tests/onnx_export_test.py). Automatic files only: a
+one 8-bit level in tests/export/onnx_writer_test.py). Automatic files only: a
 referential file also needs ``reference`` (1, Hr, Wr, 3), normalised LAB.
 """
 

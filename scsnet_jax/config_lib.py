@@ -182,15 +182,17 @@ def total_steps(config: ml_collections.ConfigDict) -> int:
                        config.data.global_batch_size))
 
 
+# config.train.mode_schedule: even steps automatic and odd referential, or
+# one mode throughout (checked by config_overrides.validate_config).
+MODE_SCHEDULES = ('alternate', 'automatic', 'referential')
+
+
 def mode_for_step(config: ml_collections.ConfigDict, step: int) -> bool:
   """True for a referential step, False for an automatic one."""
   schedule = config.train.mode_schedule
   if schedule == 'alternate':
     return step % 2 == 1
-  if schedule in ('automatic', 'referential'):
-    return schedule == 'referential'
-  raise UserError(f'config.train.mode_schedule must be alternate, automatic '
-                   f'or referential, got {schedule!r}')
+  return schedule == 'referential'
 
 
 def gan_active(config: ml_collections.ConfigDict, step: int) -> bool:
@@ -201,23 +203,32 @@ def gan_active(config: ml_collections.ConfigDict, step: int) -> bool:
   then the discriminator is not run at all.
   """
   return (bool(config.loss.adversarial_weight) and
-          step >= int(config.loss.get('gan_start_step', 0)))
+          step >= int(config.loss.gan_start_step))
 
 
-def load_sibling_config(this_file: str, name: str) -> ml_collections.ConfigDict:
-  """``get_config()`` of ``configs/<name>.py`` next to ``this_file``.
+def load_config_file(path: str) -> ml_collections.ConfigDict:
+  """``get_config()`` of a config file, named as ``--config`` names it:
+  ``PATH`` or ``PATH:ARGUMENT`` (then ``get_config(ARGUMENT)``).
 
-  Lets one config extend another without ``configs`` being importable
-  (config files are loaded by path, from any working directory).
+  Config files are loaded by path, so ``configs`` need not be importable
+  and any working directory will do.
   """
   import importlib.util
   import os
-  path = os.path.join(os.path.dirname(os.path.abspath(this_file)),
-                      f'{name}.py')
+  path, _, argument = path.partition(':')
+  name = os.path.splitext(os.path.basename(path))[0]
   spec = importlib.util.spec_from_file_location(f'_scsnet_config_{name}', path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  return module.get_config()
+  return module.get_config(argument) if argument else module.get_config()
+
+
+def load_sibling_config(this_file: str, name: str) -> ml_collections.ConfigDict:
+  """``get_config()`` of ``configs/<name>.py`` next to ``this_file``: lets
+  one config extend another."""
+  import os
+  return load_config_file(os.path.join(
+      os.path.dirname(os.path.abspath(this_file)), f'{name}.py'))
 
 
 # Unit tests of the training machinery (not of the model) compile the step

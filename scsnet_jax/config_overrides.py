@@ -2,7 +2,9 @@
 
 ``--config.a.b=VALUE`` flags are parsed by ml_collections for ``--config=FILE``
 runs; for runs configured by ``WORKDIR/config.json`` (eval, predict) they are
-parsed here. Every check raises a one-line ``ValueError`` that names the key.
+parsed here. Every check raises a one-line ``UserError`` that names the key,
+and ``explain_flag_error`` turns a flag that ml_collections refused into such
+a line.
 """
 
 from __future__ import annotations
@@ -10,31 +12,45 @@ from __future__ import annotations
 import difflib
 import json
 import os
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Optional, Sequence
 
 import ml_collections
 
 from scsnet_jax.errors import UserError
+from scsnet_jax import config_lib
 from scsnet_jax.config_lib import get_base_config
+from scsnet_jax import workdir as workdir_lib
 
 
 # --------------------------------------------------------------- validation ---
-# Fields whose values are a closed set. Flags give strings, so a choice that
-# is also a Python value (True, None) has a spelled-out string instead.
-CHOICES = {
-    'dtype': ('float32', 'bfloat16'),
-    'model.dtype': ('float32', 'bfloat16'),
-    'loss.vgg_dtype': ('float32', 'bfloat16'),
-    'model.cpm_project_first': ('auto', 'always', 'never'),
-    'model.attention_impl': (None, 'xla', 'cudnn'),
-    'model.cpm_sampling': ('corners', 'centres'),
-    'train.mode_schedule': ('alternate', 'automatic', 'referential'),
-    'optimizer.schedule': ('constant', 'cosine'),
-    'optimizer.weight_decay_mode': ('l2', 'decoupled'),
-    'loss.luminance_loss': ('l1', 'l2', 'charbonnier'),
-    'data.source': ('tfds', 'folder', 'demo'),
-    'validation.source': ('demo', 'folder'),
-}
+def choices() -> dict[str, tuple]:
+  """Fields whose values are a closed set -> the set, read from the module
+  that owns it (so that each set is written once). Flags give strings, so a
+  choice that is also a Python value (True, None) has a spelled-out string.
+  """
+  from scsnet_jax import config_lib
+  from scsnet_jax.evaluation import validation
+  from scsnet_jax.models import cpm, generator
+  from scsnet_jax.train import losses
+  from scsnet_jax.train import state as train_state
+  dtypes = tuple(generator.DTYPES)
+  return {
+      'dtype': dtypes,
+      'model.dtype': dtypes,
+      'loss.vgg_dtype': dtypes,
+      'model.cpm_project_first': generator.PROJECT_FIRST,
+      'model.attention_impl': generator.ATTENTION_IMPLS,
+      'model.cpm_sampling': cpm.SAMPLINGS,
+      'train.mode_schedule': config_lib.MODE_SCHEDULES,
+      'optimizer.schedule': train_state.LR_SCHEDULES,
+      'optimizer.weight_decay_mode': train_state.WEIGHT_DECAY_MODES,
+      'loss.luminance_loss': losses.LUMINANCE_LOSSES,
+      # data/sources.make_source branches on these.
+      'data.source': ('tfds', 'folder', 'demo'),
+      'validation.source': validation.SOURCES,
+  }
+
+
 # Fields that also take a Python bool (GeneratorConfig, ignore_type()).
 ALSO_BOOL = ('model.cpm_project_first',)
 _HINTS = {
@@ -87,7 +103,9 @@ def unknown_key(config, dotted: str) -> Optional[str]:
   return f'unknown config key {dotted!r}{hint}'
 
 
-def _get(config, dotted: str, default: Any = KeyError) -> Any:
+def get(config, dotted: str, default: Any = KeyError) -> Any:
+  """``config['a']['b']`` for ``'a.b'``; ``default`` (else KeyError) when a
+  part is missing."""
   node = config
   for part in dotted.split('.'):
     if not isinstance(node, (ml_collections.ConfigDict, dict)) or (
@@ -103,30 +121,33 @@ _MISSING = object()
 
 
 def validate_config(config) -> None:
-  """Raises ValueError (one line) for a choice or type a flag got wrong.
+  """Raises UserError (one line) for a choice or type a flag got wrong.
 
-  Checks every field of ``CHOICES`` and that each field of the base config
+  Run where every config is built (``main.resolve_config``, for
+  ``--config=FILE`` and workdir configs alike). Checks every field of
+  ``choices()`` and that each field of the base config
   still has its default's type (ints are fine where floats are expected).
   """
   errors = []
-  for dotted, choices in CHOICES.items():
-    value = _get(config, dotted, _MISSING)
+  closed_sets = choices()
+  for dotted, allowed in closed_sets.items():
+    value = get(config, dotted, _MISSING)
     if value is _MISSING:
       continue
     if dotted in ALSO_BOOL and isinstance(value, bool):
       continue
     if any(value is c or (isinstance(value, str) and value == c)
-           for c in choices):
+           for c in allowed):
       continue
-    shown = ', '.join(repr(c) for c in choices)
+    shown = ', '.join(repr(c) for c in allowed)
     also = ' (or a bool, from Python)' if dotted in ALSO_BOOL else ''
     hint = _HINTS.get((dotted, str(value).lower()))
     errors.append(f'config.{dotted} must be one of {shown}{also}, got '
                   f'{value!r}' + (f' (did you mean {hint}?)' if hint else ''))
   base = _base_types()
   for dotted, want in base.items():
-    value = _get(config, dotted, _MISSING)
-    if value is _MISSING or dotted in CHOICES or value is None:
+    value = get(config, dotted, _MISSING)
+    if value is _MISSING or dotted in closed_sets or value is None:
       continue
     if want is float and isinstance(value, int) and not isinstance(value,
                                                                    bool):
@@ -142,11 +163,15 @@ def validate_config(config) -> None:
 
 
 def _base_types() -> dict[str, type]:
+  """Dotted key -> the type of its default; fields declared with
+  ``field_type=object`` (``data.scale``: a number or [min, max]) take any."""
   config = get_base_config()
   types = {}
   for dotted in leaf_paths(config):
-    value = _get(config, dotted)
-    if value is not None:
+    parent, _, leaf = dotted.rpartition('.')
+    node = get(config, parent) if parent else config
+    value = node[leaf]
+    if value is not None and node.get_ref(leaf).get_type() is not object:
       types[dotted] = type(value)
   return types
 
@@ -176,12 +201,9 @@ def config_from_dict(values: dict) -> ml_collections.ConfigDict:
   return config
 
 
-WORKDIR_CONFIG = 'config.json'
-
-
 def load_workdir_config(workdir: str) -> ml_collections.ConfigDict:
   """``WORKDIR/config.json`` (written by training) as a ConfigDict."""
-  path = os.path.join(workdir, WORKDIR_CONFIG)
+  path = workdir_lib.config_path(workdir)
   if not os.path.isfile(path):
     raise FileNotFoundError(
         f'{path} does not exist: --workdir is not a training workdir; give '
@@ -229,7 +251,7 @@ def apply_overrides(config: ml_collections.ConfigDict,
   """``[('eval.batch_size', '2'), ...]`` (dotted key, text) into ``config``.
 
   For configs that do not come from ``--config=FILE`` (the workdir's
-  ``config.json``); one-line ValueErrors for unknown keys and bad values.
+  ``config.json``); one-line UserErrors for unknown keys and bad values.
   A key without a value (``--config.eval.y_channel``) sets a bool to True.
   """
   for dotted, text in overrides:
@@ -237,7 +259,7 @@ def apply_overrides(config: ml_collections.ConfigDict,
     if message:
       raise UserError(message)
     parent, _, leaf = dotted.rpartition('.')
-    node = _get(config, parent) if parent else config
+    node = get(config, parent) if parent else config
     current = node[leaf]
     if text is None:
       if not isinstance(current, bool):
@@ -250,3 +272,66 @@ def apply_overrides(config: ml_collections.ConfigDict,
         raise UserError(f'--config.{dotted}: {error}') from None
     with node.ignore_type():
       node[leaf] = value
+
+
+# ------------------------------------------------- --config flags on argv ---
+def config_file_from_argv(argv: Sequence[str]) -> Optional[str]:
+  """The ``--config=FILE`` (or ``--config FILE``) of a command line."""
+  for index, arg in enumerate(argv[1:], start=1):
+    if arg.startswith('--config='):
+      return arg[len('--config='):]
+    if arg == '--config' and index + 1 < len(argv):
+      return argv[index + 1]
+  return None
+
+
+def take_workdir_overrides(argv: Sequence[str]
+                           ) -> tuple[list[str], list[tuple[str, Optional[str]]]]:
+  """Without ``--config=FILE``, ``--config.KEY=VALUE`` flags are meant for the
+  workdir's config.json: -> (argv without them, [(KEY, VALUE or None)]), to
+  apply (``apply_overrides``) once it is loaded. With a file: (argv, [])."""
+  argv = list(argv)
+  if any(a == '--config' or a.startswith('--config=') for a in argv[1:]):
+    return argv, []
+  kept, overrides = argv[:1], []
+  for arg in argv[1:]:
+    if arg.startswith('--config.'):
+      key, eq, value = arg[len('--config.'):].partition('=')
+      overrides.append((key, value if eq else None))
+    else:
+      kept.append(arg)
+  return kept, overrides
+
+
+def explain_flag_error(argv: Sequence[str], error: Exception) -> str:
+  """One line for a command line whose ``--config`` flags absl refused.
+
+  Each ``--config.KEY[=VALUE]`` is held against the config file itself:
+  an unknown key (with the closest valid ones), a value of the wrong type,
+  a list field (flags cannot set those). When none of them is the cause
+  (a missing flag, a broken file), absl's own message, on one line.
+  """
+  path = config_file_from_argv(argv)
+  try:
+    config = config_lib.load_config_file(path) if path else None
+  except Exception:  # pylint: disable=broad-except
+    config = None    # the file itself is broken: absl said what
+  for arg in argv[1:] if config is not None else ():
+    if not arg.startswith(('--config.', '--noconfig.')):
+      continue
+    name, eq, text = arg.partition('=')
+    dotted = name.split('config.', 1)[1]
+    message = unknown_key(config, dotted)
+    if message:
+      return message
+    current = get(config, dotted)
+    if isinstance(current, list):
+      return (f'config.{dotted} cannot be set from the command line (a list '
+              'field); set it in a config file (configs/*.py)')
+    if eq and current is not None:
+      try:
+        parse_value(text, current)
+      except ValueError as bad:
+        return (f'--config.{dotted}={text}: {bad} (the config file has '
+                f'{current!r})')
+  return ' '.join(str(error).replace('\\n', ' ').split()).strip('"\'')

@@ -29,6 +29,7 @@ from typing import Optional
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from scsnet_jax import workdir as workdir_lib
 from scsnet_jax.errors import EXIT_STOPPED_EARLY, UserError
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -112,100 +113,20 @@ def _quiet_python_logs() -> None:
 
 
 # ------------------------------------------------------------ flag parsing ---
-def _has_config_file_flag(argv) -> bool:
-  return any(a == '--config' or a.startswith('--config=') for a in argv[1:])
-
-
-def _take_workdir_overrides(argv) -> list[str]:
-  """Without ``--config=FILE``, ``--config.KEY=VALUE`` flags apply to the
-  workdir's config.json: they are taken out of argv (absl does not know
-  them) and applied after it is loaded."""
-  if _has_config_file_flag(argv):
-    return argv
-  kept = [argv[0]]
-  for arg in argv[1:]:
-    if arg.startswith('--config.'):
-      key, eq, value = arg[len('--config.'):].partition('=')
-      _WORKDIR_OVERRIDES.append((key, value if eq else None))
-    else:
-      kept.append(arg)
-  return kept
-
-
-def _config_file_from_argv(argv) -> Optional[str]:
-  for index, arg in enumerate(argv[1:], start=1):
-    if arg.startswith('--config='):
-      return arg[len('--config='):]
-    if arg == '--config' and index + 1 < len(argv):
-      return argv[index + 1]
-  return None
-
-
-def _load_config_file(path: str):
-  """``get_config()`` of a config file, for explaining a failed override."""
-  import importlib.util
-  path, _, argument = path.partition(':')
-  spec = importlib.util.spec_from_file_location('_scsnet_cli_config', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(argument) if argument else module.get_config()
-
-
-def _explain_override_error(argv, error: Exception) -> str:
-  """One line for a failed ``--config.KEY=VALUE``: unknown key or bad value."""
-  try:
-    from scsnet_jax import config_overrides
-    config = _load_config_file(_config_file_from_argv(argv))
-  except Exception:  # the file itself is broken: say what absl said
-    config = None
-  if config is not None:
-    for arg in argv[1:]:
-      if not arg.startswith(('--config.', '--noconfig.')):
-        continue
-      name = arg.split('=', 1)[0]
-      dotted = name[len('--noconfig.'):] if name.startswith(
-          '--noconfig.') else name[len('--config.'):]
-      message = config_overrides.unknown_key(config, dotted)
-      if message:
-        return message
-  return ' '.join(str(error).replace('\\n', ' ').split()).strip('"\'')
-
-
-def _flag_error_message(argv, error: Exception) -> str:
-  text = ' '.join(str(error).split())
-  # "flag --config.train.steps=abc: invalid literal for int() ..."
-  if text.startswith('flag --config.') and '=' in text:
-    dotted, _, rest = text[len('flag --config.'):].partition('=')
-    value = rest.split(': ', 1)[0]
-    try:
-      from scsnet_jax import config_overrides
-      current = config_overrides._get(  # pylint: disable=protected-access
-          _load_config_file(_config_file_from_argv(argv)), dotted)
-      kind = {bool: 'true or false', int: 'an integer',
-              float: 'a number'}.get(type(current), type(current).__name__)
-      return (f'--config.{dotted}={value}: expected {kind} (the config file '
-              f'has {current!r})')
-    except Exception:  # pylint: disable=broad-except
-      return text
-  # "Type <class 'list'> of field config.model.cpm_hidden is not supported..."
-  if 'of field config.' in text:
-    field = text.split('of field ', 1)[1].split(' ', 1)[0]
-    kind = text.split("<class '", 1)[1].split("'", 1)[0] if (
-        "<class '" in text) else 'this'
-    return (f'{field} cannot be set from the command line (a {kind} field); '
-            'set it in a config file (configs/*.py)')
-  return text
-
-
 def parse_flags(argv):
-  """absl's parser, with one-line errors for config typos and bad values."""
-  argv = _take_workdir_overrides(list(argv))
+  """absl's parser, with one-line errors for config typos and bad values.
+
+  Without ``--config=FILE`` the ``--config.KEY=VALUE`` flags are kept for
+  the workdir's config (``config_overrides.take_workdir_overrides``).
+  """
+  from scsnet_jax import config_overrides
+  argv, overrides = config_overrides.take_workdir_overrides(argv)
+  _WORKDIR_OVERRIDES[:] = overrides
   try:
     return flags.FLAGS(argv)
-  except flags.Error as error:   # bad value, unknown flag, missing flag
-    message = _flag_error_message(argv, error)
-  except (AttributeError, KeyError) as error:   # unknown config key
-    message = _explain_override_error(argv, error)
+  # A bad value, unknown flag or missing flag; an unknown config key.
+  except (flags.Error, AttributeError, KeyError) as error:
+    message = config_overrides.explain_flag_error(argv, error)
   except (ValueError, TypeError, OSError, SyntaxError, ImportError) as error:
     # The config file raised while loading: a mistake in the file.
     message = f'{type(error).__name__}: {" ".join(str(error).split())}'
@@ -329,55 +250,13 @@ def _config_value(config, section: str, key: str):
     return None
 
 
-# -------------------------------------------------- empty directory cleanup ---
-def _missing_ancestors(path: str) -> list[str]:
-  """``path`` and its parents that do not exist yet, deepest first."""
-  missing = []
-  path = os.path.abspath(path)
-  while path and not os.path.exists(path):
-    missing.append(path)
-    parent = os.path.dirname(path)
-    if parent == path:
-      break
-    path = parent
-  return missing
-
-
-def _existing_dirs(workdir: str) -> set[str]:
-  if not os.path.isdir(workdir):
-    return set()
-  return {root for root, _, _ in os.walk(workdir)}
-
-
-def remove_new_empty_dirs(workdir: str, before: set[str],
-                          missing_before: list[str]) -> None:
-  """Removes directories created since ``before`` that are empty (deepest
-  first), then the workdir and its parents if they were created too."""
-  workdir = os.path.abspath(workdir)
-  if os.path.isdir(workdir):
-    for root, _, _ in sorted(os.walk(workdir, topdown=False),
-                             key=lambda w: -len(w[0])):
-      if root not in before and root != workdir:
-        try:
-          os.rmdir(root)   # only succeeds when empty
-        except OSError:
-          pass
-  for path in missing_before:   # deepest first
-    try:
-      os.rmdir(path)
-    except OSError:
-      break
-
-
 # ------------------------------------------------------------------- main ---
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   _quiet_python_logs()
   workdir, mode = _WORKDIR.value, _MODE.value
-  local = workdir is not None and '://' not in workdir
-  before = _existing_dirs(os.path.abspath(workdir)) if local else set()
-  missing = _missing_ancestors(workdir) if local else []
+  before = workdir_lib.existing_dirs(workdir)
   config = _CONFIG.value
   try:
     config = resolve_config(config, workdir, mode, _WORKDIR_OVERRIDES)
@@ -385,8 +264,7 @@ def main(argv):
     _run(config, workdir, mode,
          resume.parse_allowed(_ALLOW_CONFIG_CHANGE.value))
   except Exception as error:  # pylint: disable=broad-except
-    if local:
-      remove_new_empty_dirs(workdir, before, missing)
+    workdir_lib.remove_new_empty_dirs(workdir, before)
     if os.environ.get('SCSNET_DEBUG') or not (
         is_user_error(error) or is_out_of_memory(error)):
       raise

@@ -164,7 +164,7 @@ class Runner:
 
   def __init__(self, checkpoint: str, *, dtype: str, tile: int,
                tile_overlap: int):
-    from scsnet_jax import export
+    from scsnet_jax.export import reader as export
     self.exported = None
     if export.is_export_dir(checkpoint):
       self.exported = export.ExportedGenerator(checkpoint)

@@ -18,8 +18,10 @@ from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 
+from scsnet_jax import workdir as workdir_lib
 
-METRICS_FILE = 'metrics.jsonl'
+# Re-exported for readers of a writer's folder (tools/plot_curves.py).
+METRICS_FILE = workdir_lib.METRICS_FILE
 
 
 def _is_primary() -> bool:
@@ -50,7 +52,7 @@ class JsonLinesWriter:
     self._log = log
     if workdir is not None:
       os.makedirs(workdir, exist_ok=True)
-      self._file = open(os.path.join(workdir, METRICS_FILE), 'a')
+      self._file = open(workdir_lib.metrics_path(workdir), 'a')
 
   def _write(self, record: dict[str, Any]):
     if self._file is not None:
@@ -148,7 +150,7 @@ def create_writer(workdir: str):
         [default, JsonLinesWriter(workdir, log=False)])
   logging.warning('clu/TensorFlow not importable: metrics go to %s and the '
                   'log instead of TensorBoard.',
-                  os.path.join(workdir, METRICS_FILE))
+                  workdir_lib.metrics_path(workdir))
   return JsonLinesWriter(workdir if primary else None)
 
 

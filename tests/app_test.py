@@ -21,10 +21,12 @@ gradio_client = pytest.importorskip(
 pytest.importorskip('gradio', reason="the web app's extra is not installed "
                     "(pip install -e '.[app]')")
 
-from scsnet_jax import app, app_requests, export, predict  # noqa: E402
+from scsnet_jax import app, app_requests, predict  # noqa: E402
+from scsnet_jax.export import writer as export  # noqa: E402
 from scsnet_jax.models.generator import Generator  # noqa: E402
 from scsnet_jax.tools import app_screenshot  # noqa: E402
-from tests.export_test import TINY, _config_dict  # noqa: E402
+from tests.export.tiny import TINY  # noqa: E402
+from tests.export.tiny import config_dict as _config_dict  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
 TILE = 128        # the server tiles like ``predict --tile 128``

@@ -31,7 +31,8 @@ def _run(code_or_args, *, code=False, timeout=600):
                                     'scsnet_jax.config_lib',
                                     'scsnet_jax.train.step',
                                     'scsnet_jax.inference.tiling',
-                                    'scsnet_jax.predict', 'scsnet_jax.export'])
+                                    'scsnet_jax.predict',
+                                    'scsnet_jax.export.cli'])
 def test_importable_without_training_stack(module):
   code = f'import {module}\n'
   if module == 'scsnet_jax.config_lib':  # configs must load without grain

@@ -51,7 +51,8 @@ import sys
 assert not [p for p in sys.path if 'site-packages' in p], sys.path
 workdir, tmp, image = sys.argv[1:4]
 import scsnet_jax.benchmark
-from scsnet_jax import export, predict
+from scsnet_jax import predict
+from scsnet_jax.export import cli as export
 exported = f'{tmp}/export'
 assert export.main(['--checkpoint', workdir, '--output', exported,
                     '--scales', '2', '--modes', 'automatic',

@@ -14,7 +14,8 @@ import pytest
 from flax import nnx
 from PIL import Image
 
-from scsnet_jax import config_lib, export, predict, sharding
+from scsnet_jax import config_lib, predict, sharding
+from scsnet_jax.export import cli as export
 from scsnet_jax.inference import loading
 from scsnet_jax.train import checkpointing
 from scsnet_jax.inference import files as image_files

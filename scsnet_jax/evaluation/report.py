@@ -14,9 +14,9 @@ from typing import Any, Optional
 
 from absl import logging
 
+from scsnet_jax import workdir as workdir_lib
 from scsnet_jax.evaluation import metrics
 
-EVAL_SUBDIR = 'eval'
 # The rows of every table: the model and the two baselines of baselines.py.
 METHODS = ('scsnet', 'bicubic_gray', 'color_copy')
 MODES = ('automatic', 'self_reference', 'other_reference')
@@ -147,13 +147,11 @@ def conventions(eval_config) -> dict[str, str]:
 
 def write_report(workdir: str, report: dict[str, Any]) -> str:
   """Writes metrics_<step>.json and .md under WORKDIR/eval; returns the json."""
-  out_dir = os.path.join(workdir, EVAL_SUBDIR)
-  os.makedirs(out_dir, exist_ok=True)
-  json_path = os.path.join(out_dir, f"metrics_{report['step']}.json")
+  json_path, md_path = workdir_lib.eval_report_paths(workdir, report['step'])
+  os.makedirs(workdir_lib.eval_dir(workdir), exist_ok=True)
   from scsnet_jax import atomic
   atomic.write_json(json_path, report, indent=2, allow_nan=False)
-  atomic.write_text(os.path.join(out_dir, f"metrics_{report['step']}.md"),
-                    markdown_table(report) + '\n')
+  atomic.write_text(md_path, markdown_table(report) + '\n')
   return json_path
 
 
@@ -169,7 +167,7 @@ def write_tensorboard(workdir: str, step: int, scalars: dict[str, float]):
     logging.info('no metric writer (%s): eval scalars are only in the JSON.',
                  error)
     return
-  writer = writers.create_writer(os.path.join(workdir, EVAL_SUBDIR))
+  writer = writers.create_writer(workdir_lib.eval_dir(workdir))
   writer.write_scalars(step, {f'eval/{k}': v for k, v in scalars.items()})
   writer.flush()
   writer.close()

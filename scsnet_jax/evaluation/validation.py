@@ -33,16 +33,16 @@ import numpy as np
 
 from scsnet_jax.errors import UserError
 from scsnet_jax import color, image_io, sharding
+from scsnet_jax import workdir as workdir_lib
 from scsnet_jax.data import degradations
 from scsnet_jax.data import sources as data_sources
 from scsnet_jax.evaluation import baselines, metrics
-
-SAMPLES_SUBDIR = 'samples'   # WORKDIR/samples/step_<N>.png
 
 # scikit-image's natural colour photographs (bundled in its wheel).
 SKIMAGE_PHOTOS = ('astronaut', 'chelsea', 'coffee', 'rocket',
                   'motorcycle_left', 'motorcycle_right')
 MODES = ('automatic', 'self_reference', 'mirrored_reference')
+SOURCES = ('demo', 'folder')   # config.validation.source
 BASELINE_OF_MODE = {'automatic': 'bicubic_gray',
                     'self_reference': 'color_copy',
                     'mirrored_reference': 'global_transfer'}
@@ -86,8 +86,8 @@ def _photo_source(validation: ml_collections.ConfigDict):
     # The eval split of the folder(s): all files with eval_fraction 1.
     return data_sources.folder_source(validation.folder_path, 'eval',
                                       validation.get('eval_fraction', 1.0))
-  raise UserError("config.validation.source must be 'demo' or 'folder', "
-                   f'got {validation.source!r}')
+  raise UserError(f'config.validation.source must be one of {SOURCES}, '
+                  f'got {validation.source!r}')
 
 
 def load_validation_set(validation: ml_collections.ConfigDict
@@ -289,9 +289,8 @@ def write_sample_grid(workdir: str, step: int, grid: np.ndarray,
     return None
   from etils import epath
   from PIL import Image
-  directory = epath.Path(workdir) / SAMPLES_SUBDIR
-  directory.mkdir(parents=True, exist_ok=True)
-  path = directory / f'step_{step}.png'
+  path = epath.Path(workdir_lib.sample_path(workdir, step))
+  path.parent.mkdir(parents=True, exist_ok=True)
   from scsnet_jax import atomic
   with atomic.open_atomic(path) as f:     # local paths and gs:// alike
     Image.fromarray(grid).save(f, format='PNG')

@@ -2,7 +2,7 @@
 
 Inference and evaluation need the EMA generator and the run's config, never
 the optimizer states: ``load_generator`` restores just those two orbax items
-of one step folder (the layout ``train.checkpointing`` writes:
+of one step folder (the layout ``train.checkpointing`` writes, at ``workdir.checkpoint_dir``:
 ``WORKDIR/checkpoints/<step>/{generator_ema, config, ...}``), read only.
 """
 
@@ -19,19 +19,7 @@ from jax.sharding import Mesh
 
 from scsnet_jax.errors import UserError
 from scsnet_jax import sharding
-
-CHECKPOINT_SUBDIR = 'checkpoints'
-
-
-def resolve_workdir(workdir) -> str:
-  """Absolute local path, or a URL (gs://...) unchanged."""
-  workdir = os.fspath(workdir)
-  return workdir if '://' in workdir else os.path.abspath(workdir)
-
-
-def checkpoint_dir(workdir) -> str:
-  """``WORKDIR/checkpoints``: where a run's step folders are."""
-  return str(epath.Path(resolve_workdir(workdir)) / CHECKPOINT_SUBDIR)
+from scsnet_jax import workdir as workdir_lib
 
 
 class GeneratorBundle(NamedTuple):
@@ -59,15 +47,16 @@ def resolve_checkpoint(path, step: Optional[int] = None
   (the checkpoints folder, the step: the one in the path, else ``step``).
 
   Raises FileNotFoundError (one line naming what was expected) for anything
-  else, and ValueError if the path's step and ``step`` disagree.
+  else, and UserError if the path's step and ``step`` disagree.
   """
   given = os.fspath(path)
-  root = epath.Path(resolve_workdir(given))
+  root = epath.Path(workdir_lib.resolve(given))
   if not root.exists():
     raise FileNotFoundError(f'{given}: no such folder; no checkpoints under '
                             f'it (expected {_EXPECTED})')
-  if (root / CHECKPOINT_SUBDIR).is_dir():
-    return str(root / CHECKPOINT_SUBDIR), step
+  checkpoints = workdir_lib.checkpoint_dir(str(root))
+  if epath.Path(checkpoints).is_dir():
+    return checkpoints, step
   if _is_step_dir(root):
     if step is not None and step != int(root.name):
       raise UserError(f'{given} is step {int(root.name)} but step {step} '

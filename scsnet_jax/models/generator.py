@@ -32,6 +32,10 @@ from scsnet_jax.models.layers import (Down, ResBlock, Up, conv, lrelu,
 
 # Compute dtypes a model can run in (parameters stay float32).
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+# GeneratorConfig.cpm_project_first, besides a bool (ContinuousPixelMapping).
+PROJECT_FIRST = ('auto', 'always', 'never')
+# GeneratorConfig.attention_impl: jax.nn.dot_product_attention's choices.
+ATTENTION_IMPLS = (None, 'xla', 'cudnn')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,14 +91,13 @@ class GeneratorConfig:
   def __post_init__(self):
     # Flags give strings: 'False' must not silently mean True.
     project = self.cpm_project_first
-    if not (isinstance(project, bool) or project in ('auto', 'always',
-                                                     'never')):
-      raise UserError(f"model.cpm_project_first must be 'auto', 'always' or "
-                       f"'never' (or a bool), got {project!r}")
+    if not (isinstance(project, bool) or project in PROJECT_FIRST):
+      raise UserError(f'model.cpm_project_first must be one of '
+                      f'{PROJECT_FIRST} (or a bool), got {project!r}')
     check_sampling(self.cpm_sampling)
-    if self.attention_impl not in (None, 'xla', 'cudnn'):
-      raise UserError(f"model.attention_impl must be None, 'xla' or 'cudnn', "
-                       f'got {self.attention_impl!r}')
+    if self.attention_impl not in ATTENTION_IMPLS:
+      raise UserError(f'model.attention_impl must be one of '
+                      f'{ATTENTION_IMPLS}, got {self.attention_impl!r}')
     if self.dtype not in DTYPES:
       raise UserError(f'model.dtype must be one of {sorted(DTYPES)}, got '
                        f'{self.dtype!r}')

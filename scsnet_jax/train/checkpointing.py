@@ -1,6 +1,6 @@
 """Orbax checkpoints of a training run: train state + data iterator + config.
 
-Layout: ``WORKDIR/checkpoints/<step>/`` with one orbax item per part, so a
+Layout (``workdir.checkpoint_dir``): ``WORKDIR/checkpoints/<step>/`` with one orbax item per part, so a
 reader restores only what it needs (inference reads ``generator_ema`` and
 ``config``, never the optimizer states):
 
@@ -28,7 +28,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 from jax.sharding import Mesh
 
-from scsnet_jax.inference.loading import checkpoint_dir
+from scsnet_jax import workdir as workdir_lib
 from scsnet_jax.train import resume
 from scsnet_jax.train.state import (Networks, TrainState,
                                     abstract_train_state, create_train_state)
@@ -67,7 +67,7 @@ def create_manager(workdir: str, *, max_to_keep: int = 3,
       create=True,
       cleanup_tmp_directories=True)
   return ocp.CheckpointManager(
-      checkpoint_dir(workdir), options=options,
+      workdir_lib.checkpoint_dir(workdir), options=options,
       item_handlers={**{name: _state_item_handler() for name in _STATE_ITEMS},
                      'config': ocp.JsonCheckpointHandler(),
                      'data_iterator': grain.checkpoint.CheckpointHandler()})
@@ -162,7 +162,7 @@ def save_train_state(workdir: str, state: TrainState,
   save(manager, state, config, data_iterator, force=True)
   manager.wait_until_finished()
   manager.close()
-  return str(epath.Path(checkpoint_dir(workdir)) /
+  return str(epath.Path(workdir_lib.checkpoint_dir(workdir)) /
              str(int(jax.device_get(state.step))))
 
 

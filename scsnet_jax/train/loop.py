@@ -23,8 +23,8 @@ from etils import epath
 from jax.experimental import multihost_utils
 
 from scsnet_jax import atomic, config_lib, sharding, writers
+from scsnet_jax import workdir as workdir_lib
 from scsnet_jax.evaluation import validation
-from scsnet_jax.inference import loading
 from scsnet_jax.train import checkpointing, health, resume
 from scsnet_jax.train import state as train_state
 from scsnet_jax.train import step as train_step
@@ -143,7 +143,7 @@ def _write_config(workdir: str, config: ml_collections.ConfigDict):
   """``WORKDIR/config.json``, atomically: eval and predict read it, and a
   crash mid-write must not leave them half a config."""
   if jax.process_index() == 0:
-    atomic.write_text(str(epath.Path(workdir) / 'config.json'),
+    atomic.write_text(workdir_lib.config_path(workdir),
                       config.to_json(indent=2, sort_keys=True))
 
 
@@ -185,7 +185,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   Returns the final state; raises ``StoppedEarly`` (after saving) on SIGTERM.
   """
   from scsnet_jax.data import pipeline as input_pipeline
-  workdir = loading.resolve_workdir(workdir)
+  workdir = workdir_lib.resolve(workdir)
   epath.Path(workdir).mkdir(parents=True, exist_ok=True)
   mesh = sharding.create_mesh()
   sharding.check_batch_size(config.data.global_batch_size, mesh)
@@ -206,7 +206,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   start_step = int(jax.device_get(state.step))
   if restored:
     logging.info('restored step %d from %s', start_step,
-                 loading.checkpoint_dir(workdir))
+                 workdir_lib.checkpoint_dir(workdir))
   _write_config(workdir, config)
 
   writer = writers.create_writer(workdir)
@@ -287,7 +287,7 @@ def _make_validator(config, networks, mesh
   grids are switched on (``train.eval_every_steps``,
   ``train.sample_every_steps``)."""
   train = config.train
-  if not (train.get('eval_every_steps', 0) or train.sample_every_steps):
+  if not (train.eval_every_steps or train.sample_every_steps):
     return None
   data = validation.load_validation_set(config.validation)
   return validation.Validator(data, networks.generator, mesh,
@@ -301,7 +301,7 @@ def _validate(validator, config, workdir, step, last, state, writer,
   if validator is None:
     return
   train = config.train
-  every_eval = train.get('eval_every_steps', 0)
+  every_eval = train.eval_every_steps
   evaluate = bool(every_eval) and (step % every_eval == 0 or last)
   sample = bool(train.sample_every_steps) and (
       step % train.sample_every_steps == 0 or last)
@@ -338,11 +338,11 @@ def _log_summary(workdir: str, step: int, num_steps: int, stopped: bool):
   short, "finished at step M" otherwise; the sample folder is named only if
   the run (or an earlier one) wrote grids into it.
   """
-  samples = epath.Path(workdir) / validation.SAMPLES_SUBDIR
+  samples = epath.Path(workdir_lib.samples_dir(workdir))
   lines = [f'stopped at step {step} of {num_steps} (checkpoint saved; run '
            'the same command again to continue).' if stopped else
            f'finished at step {step}.',
-           f'  checkpoints:  {loading.checkpoint_dir(workdir)}']
+           f'  checkpoints:  {workdir_lib.checkpoint_dir(workdir)}']
   if samples.is_dir() and any(samples.iterdir()):
     lines.append(f'  sample grids: {samples}')
   lines += [f'  metrics:      {workdir} (TensorBoard events and '

@@ -124,14 +124,14 @@ def load_perceptual_params(loss_config):
   """VGG16 params for ``perceptual_loss`` from ``loss_config.vgg_weights``.
 
   With no file configured: random weights if ``allow_random_vgg`` (with one
-  loud warning per process), else a ValueError explaining the conversion.
+  loud warning per process), else a UserError explaining the conversion.
   A configured path that does not exist is always an error.
   """
   global _warned_random_vgg
-  path = loss_config.get('vgg_weights', '') or ''
+  path = loss_config.vgg_weights or ''
   if path:
     return vgg.load_vgg16_params(os.path.expanduser(path))
-  if not loss_config.get('allow_random_vgg', False):
+  if not loss_config.allow_random_vgg:
     raise UserError(
         'config.loss.vgg_weights is empty: the perceptual loss needs '
         "torchvision's ImageNet VGG16 weights. Convert them once with "

@@ -17,7 +17,7 @@ jitted function sees global arrays.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -88,55 +88,63 @@ def ema_decay_at(step: jax.Array, decay: float, warmup: bool) -> jax.Array:
   return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
 
 
-def train_step(networks: Networks, state: TrainState, batch: Batch,
-               perceptual_params: Any, *,
-               referential: bool, loss_config: ml_collections.ConfigDict,
-               ema_decay: float, ema_warmup: bool = True,
-               gan_active: bool = True, content_points: int = 0
-               ) -> tuple[TrainState, dict[str, jax.Array]]:
-  """One D update then one G update on a global batch; see module doc.
+class DiscriminatorUpdate(NamedTuple):
+  """What the D half of a step gives the G half and the metrics."""
+  params: Any              # D's parameters after the update
+  opt_state: Any
+  metrics: dict[str, jax.Array]   # discriminator_loss, d_real/fake_mean, ...
 
-  ``gan_active=False`` (the PSNR warm-up, or an adversarial weight of 0)
-  trains G on the content loss alone and skips D's forward, backward and
-  update entirely (D's parameters and optimizer state pass through). Then,
-  with ``content_points`` > 0, G renders and is scored on that many random
-  HR pixels per image instead of the whole crop (``sample_output_points``).
+
+def discriminator_update(networks: Networks, state: TrainState,
+                         target: jax.Array, fake: jax.Array
+                         ) -> DiscriminatorUpdate:
+  """One RaLSGAN update of D: real ``target`` vs. ``fake`` as a constant.
+
+  target, fake (B, H, W, 3) nlab. ``fake`` is stopped here, so D's loss
+  never reaches the generator's parameters.
   """
-  target = batch['target'].astype(jnp.float32)
-  if not gan_active and content_points:
-    coords, target = sample_output_points(
-        jax.random.fold_in(state.rng, state.step), target, content_points)
-    render = lambda p: generate_points(networks, p, batch, coords,
-                                       referential)
-  else:
-    render = lambda p: generate(networks, p, batch, referential)
-  fake, generator_vjp = jax.vjp(render, state.generator_params)
-  adversarial_w = loss_config.adversarial_weight if gan_active else 0.0
-  perceptual_w = loss_config.perceptual_weight if gan_active else 0.0
+  fake_for_d = jax.lax.stop_gradient(fake).astype(jnp.float32)
 
-  if adversarial_w:
-    # Discriminator: real vs. the generator's output as a constant.
-    fake_for_d = jax.lax.stop_gradient(fake).astype(jnp.float32)
+  def discriminator_loss_fn(d_params):
+    d_real = discriminate(networks, d_params, target)
+    d_fake = discriminate(networks, d_params, fake_for_d)
+    loss = losses.ralsgan_discriminator_loss(d_real, d_fake)
+    return loss, (jnp.mean(d_real), jnp.mean(d_fake))
 
-    def discriminator_loss_fn(d_params):
-      d_real = discriminate(networks, d_params, target)
-      d_fake = discriminate(networks, d_params, fake_for_d)
-      loss = losses.ralsgan_discriminator_loss(d_real, d_fake)
-      return loss, (jnp.mean(d_real), jnp.mean(d_fake))
+  (d_loss, (d_real_mean, d_fake_mean)), d_grads = jax.value_and_grad(
+      discriminator_loss_fn, has_aux=True)(state.discriminator_params)
+  d_updates, d_opt_state = networks.discriminator_tx.update(
+      d_grads, state.discriminator_opt_state, state.discriminator_params)
+  d_params = optax.apply_updates(state.discriminator_params, d_updates)
+  return DiscriminatorUpdate(d_params, d_opt_state, {
+      'discriminator_loss': d_loss,
+      'd_real_mean': d_real_mean,
+      'd_fake_mean': d_fake_mean,
+      'discriminator_grad_norm': optax.global_norm(d_grads)})
 
-    (d_loss, (d_real_mean, d_fake_mean)), d_grads = jax.value_and_grad(
-        discriminator_loss_fn, has_aux=True)(state.discriminator_params)
-    d_updates, d_opt_state = networks.discriminator_tx.update(
-        d_grads, state.discriminator_opt_state, state.discriminator_params)
-    d_params = optax.apply_updates(state.discriminator_params, d_updates)
-    d_grad_norm = optax.global_norm(d_grads)
-  else:
-    zero = jnp.zeros((), jnp.float32)
-    d_loss = d_real_mean = d_fake_mean = d_grad_norm = zero
-    d_params = state.discriminator_params
-    d_opt_state = state.discriminator_opt_state
 
-  # Generator: content + perceptual + adversarial through the frozen new D.
+def discriminator_skipped(state: TrainState) -> DiscriminatorUpdate:
+  """No GAN this step: D's parameters and optimizer state pass through."""
+  zero = jnp.zeros((), jnp.float32)
+  return DiscriminatorUpdate(
+      state.discriminator_params, state.discriminator_opt_state,
+      {'discriminator_loss': zero, 'd_real_mean': zero, 'd_fake_mean': zero,
+       'discriminator_grad_norm': zero})
+
+
+def generator_update(networks: Networks, state: TrainState, target: jax.Array,
+                     fake: jax.Array, generator_vjp: Callable,
+                     d_params: Any, perceptual_params: Any, *,
+                     loss_config: ml_collections.ConfigDict,
+                     perceptual_w: float, adversarial_w: float
+                     ) -> tuple[Any, Any, Any, dict[str, jax.Array]]:
+  """One update of G: content + perceptual + adversarial through the frozen
+  new D, pulled back through the saved forward pass ``generator_vjp``.
+
+  target, fake (B, H, W, 3) or, on sampled points, (B, N, 3) nlab. Returns
+  (G's parameters, its optimizer state, gradients, metrics); the gradients
+  feed the health metrics.
+  """
   frozen_d_params = jax.lax.stop_gradient(d_params)
   content_w = loss_config.content_weight
 
@@ -166,27 +174,63 @@ def train_step(networks: Networks, state: TrainState, batch: Batch,
   g_updates, g_opt_state = networks.generator_tx.update(
       g_grads, state.generator_opt_state, state.generator_params)
   g_params = optax.apply_updates(state.generator_params, g_updates)
+  return g_params, g_opt_state, g_grads, {
+      'generator_loss': g_loss,
+      'content_loss': content,
+      'perceptual_loss': perceptual,
+      'adversarial_loss': adversarial}
+
+
+def train_step(networks: Networks, state: TrainState, batch: Batch,
+               perceptual_params: Any, *,
+               referential: bool, loss_config: ml_collections.ConfigDict,
+               ema_decay: float, ema_warmup: bool = True,
+               gan_active: bool = True, content_points: int = 0
+               ) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One D update then one G update on a global batch; see module doc.
+
+  ``gan_active=False`` (the PSNR warm-up, or an adversarial weight of 0)
+  trains G on the content loss alone and skips D's forward, backward and
+  update entirely (D's parameters and optimizer state pass through). Then,
+  with ``content_points`` > 0, G renders and is scored on that many random
+  HR pixels per image instead of the whole crop (``sample_output_points``).
+  """
+  target = batch['target'].astype(jnp.float32)
+  if not gan_active and content_points:
+    coords, target = sample_output_points(
+        jax.random.fold_in(state.rng, state.step), target, content_points)
+    render = lambda p: generate_points(networks, p, batch, coords,
+                                       referential)
+  else:
+    render = lambda p: generate(networks, p, batch, referential)
+  fake, generator_vjp = jax.vjp(render, state.generator_params)
+  adversarial_w = loss_config.adversarial_weight if gan_active else 0.0
+  perceptual_w = loss_config.perceptual_weight if gan_active else 0.0
+
+  d = (discriminator_update(networks, state, target, fake) if adversarial_w
+       else discriminator_skipped(state))
+  g_params, g_opt_state, g_grads, g_metrics = generator_update(
+      networks, state, target, fake, generator_vjp, d.params,
+      perceptual_params, loss_config=loss_config, perceptual_w=perceptual_w,
+      adversarial_w=adversarial_w)
   decay = ema_decay_at(state.step, ema_decay, ema_warmup)
   ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p,
                      state.generator_ema, g_params)
 
-  g_grad_norm = optax.global_norm(g_grads)
   metrics = {
-      'generator_loss': g_loss,
-      'content_loss': content,
-      'perceptual_loss': perceptual,
-      'adversarial_loss': adversarial,
-      'discriminator_loss': d_loss,
-      'd_real_mean': d_real_mean,
-      'd_fake_mean': d_fake_mean,
-      'generator_grad_norm': g_grad_norm,
-      'discriminator_grad_norm': d_grad_norm,
+      **g_metrics,
+      'discriminator_loss': d.metrics['discriminator_loss'],
+      'd_real_mean': d.metrics['d_real_mean'],
+      'd_fake_mean': d.metrics['d_fake_mean'],
+      'generator_grad_norm': optax.global_norm(g_grads),
+      'discriminator_grad_norm': d.metrics['discriminator_grad_norm'],
       # Content loss of the L channel alone (normalised units): the SR half.
       'content_l_loss': losses.l1_loss(fake[..., :1], target[..., :1]),
-      # Norms of the *updated* weights: a finite loss can still come with an
-      # update that overflowed, and that state must never be checkpointed.
+      # Norms of the *updated* weights, so that ``all_finite`` below sees
+      # them: a finite loss can still come with an update that overflowed,
+      # and that state must never be checkpointed.
       'generator_param_norm': optax.global_norm(g_params),
-      'discriminator_param_norm': optax.global_norm(d_params),
+      'discriminator_param_norm': optax.global_norm(d.params),
       # Per-module norms, gradient norms and update sizes (train/health.py).
       **health.step_metrics(state.generator_params, g_grads, g_params),
   }
@@ -197,7 +241,7 @@ def train_step(networks: Networks, state: TrainState, batch: Batch,
       rng=jax.random.fold_in(state.rng, state.step),
       generator_params=g_params, generator_ema=ema,
       generator_opt_state=g_opt_state,
-      discriminator_params=d_params, discriminator_opt_state=d_opt_state)
+      discriminator_params=d.params, discriminator_opt_state=d.opt_state)
   return new_state, metrics
 
 
@@ -227,9 +271,9 @@ def make_train_step(config: ml_collections.ConfigDict, mesh: Mesh,
     return train_step(networks, state, batch, perceptual_params,
                       referential=referential, loss_config=config.loss,
                       ema_decay=config.train.ema_decay,
-                      ema_warmup=config.train.get('ema_warmup', True),
+                      ema_warmup=config.train.ema_warmup,
                       gan_active=gan_active,
-                      content_points=config.train.get('content_points', 0))
+                      content_points=config.train.content_points)
 
   replicated = sharding.replicated(mesh)
   jitted = jax.jit(

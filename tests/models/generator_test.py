@@ -173,7 +173,7 @@ def trained_residual():
 
 def test_residual_points_tiles_and_export_agree_with_the_full_grid(
     trained_residual):
-  from scsnet_jax import export
+  from scsnet_jax.export import jax_writer as export
   from scsnet_jax.inference import tiling as inference
   from scsnet_jax.models.cpm import grid_coordinates
   model = trained_residual

@@ -139,9 +139,10 @@ def test_decoupled_decay_shrinks_by_exactly_the_configured_amount():
     assert params['c'] == pytest.approx(expected, rel=1e-6)
 
 
-def test_unknown_weight_decay_mode_is_refused():
-  from scsnet_jax import config_lib
+def test_unknown_weight_decay_mode_is_refused_where_the_config_is_built():
+  from scsnet_jax import config_lib, config_overrides
   config = config_lib.get_base_config()
   config.optimizer.weight_decay_mode = 'adamw'
-  with pytest.raises(ValueError, match='weight_decay_mode'):
-    train_state.make_optimizer(config)
+  with pytest.raises(ValueError, match="weight_decay_mode must be one of "
+                     "'l2', 'decoupled', got 'adamw'"):
+    config_overrides.validate_config(config)

@@ -166,9 +166,12 @@ def test_cosine_schedule_warms_up_and_decays():
   np.testing.assert_allclose(float(schedule(55)), (peak + 0.1 * peak) / 2,
                              rtol=1e-5)
   np.testing.assert_allclose(float(schedule(100)), 0.1 * peak, rtol=1e-5)
+  # Refused where the config is built (config_overrides.validate_config).
+  from scsnet_jax import config_overrides
   config.optimizer.schedule = 'linear'
-  with pytest.raises(ValueError, match='schedule'):
-    train_state.learning_rate_schedule(config)
+  with pytest.raises(ValueError, match="config.optimizer.schedule must be one "
+                     "of 'constant', 'cosine', got 'linear'"):
+    config_overrides.validate_config(config)
 
 
 def test_real_steps_keep_weights_and_cpm_alive(setup):

@@ -215,3 +215,32 @@ def test_bfloat16_compute_keeps_float32_weights_and_losses(referential_run):
     np.testing.assert_allclose(float(metrics[key]),
                                referential_run['metrics1'][key], rtol=5e-2,
                                err_msg=key)
+
+
+def test_the_discriminator_half_alone(referential_run):
+  """``discriminator_update`` scores real vs. fake with the RaLSGAN loss of
+  D's logits before the update and moves D only; ``discriminator_skipped``
+  passes D's state through with zero metrics."""
+  run = referential_run
+  networks, before = run['networks'], run['before']
+  target = jnp.asarray(run['batch']['target'][:2])
+  fake = jnp.asarray(_batch(2, seed=5)['target'])
+  update = jax.jit(lambda s, t, f: train_step.discriminator_update(
+      networks, s, t, f))(before, target, fake)
+  logits = lambda images: train_step.discriminate(
+      networks, before.discriminator_params, images)
+  np.testing.assert_allclose(
+      update.metrics['discriminator_loss'],
+      losses.ralsgan_discriminator_loss(logits(target), logits(fake)),
+      rtol=1e-5)
+  np.testing.assert_allclose(update.metrics['d_real_mean'],
+                             jnp.mean(logits(target)), rtol=1e-5)
+  moved = [float(np.abs(a - b).max()) for a, b in zip(
+      jax.tree.leaves(update.params),
+      jax.tree.leaves(before.discriminator_params))]
+  assert max(moved) > 0
+  skipped = train_step.discriminator_skipped(before)
+  assert skipped.params is before.discriminator_params
+  assert skipped.opt_state is before.discriminator_opt_state
+  assert set(skipped.metrics) == set(update.metrics)
+  assert all(float(v) == 0.0 for v in skipped.metrics.values())

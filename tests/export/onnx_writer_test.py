@@ -1,6 +1,7 @@
-"""ONNX export: onnxruntime equals the live JAX model (two sizes, both
-modes), the CLI path, refusals, and examples/onnx_colorize.py (the README's
-no-JAX script) in a venv that has only onnxruntime, numpy and Pillow."""
+"""export/onnx_writer.py (--format onnx): onnxruntime equals the live JAX
+model (two sizes, both modes), the CLI path, refusals, and
+examples/onnx_colorize.py (the README's no-JAX script) in a venv that has
+only onnxruntime, numpy and Pillow."""
 
 import dataclasses
 import json
@@ -15,16 +16,17 @@ import pytest
 from flax import nnx
 from PIL import Image
 
-from scsnet_jax import export
+from scsnet_jax.export import cli, writer
+from scsnet_jax.export import format as export_format
 from scsnet_jax.inference import tiling as inference
 from scsnet_jax.models.generator import Generator
-from tests.export_test import TINY, _config_dict
+from tests.export.tiny import TINY, config_dict
+from tests.paths import REPO_ROOT
 
 onnxruntime = pytest.importorskip('onnxruntime')
 pytest.importorskip('jax2onnx')
-from scsnet_jax import onnx_export  # pylint: disable=g-import-not-at-top
+from scsnet_jax.export import onnx_writer  # pylint: disable=g-import-not-at-top
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The luminance residual path (bicubic base) too; its CPM output layer starts
 # at zero, so it gets random weights here to make the CPM's part visible.
 # Two pyramid levels (pooled and resized back) keep the conversion quick.
@@ -40,7 +42,7 @@ def exported(tmp_path_factory):
   graphdef, state = nnx.split(gen)
   params = state.to_pure_dict()
   path = str(tmp_path_factory.mktemp('onnx') / 'export')
-  manifest = export.export_generator(graphdef, params, _config_dict(CONFIG),
+  manifest = writer.export_generator(graphdef, params, config_dict(CONFIG),
                                      path, scales=(2,), step=5, format='onnx')
   return gen, path, manifest
 
@@ -57,7 +59,7 @@ def _session(path, name):
 @pytest.mark.parametrize('mode', ['automatic', 'referential'])
 def test_onnxruntime_matches_live_model_on_two_sizes(exported, mode):
   gen, path, manifest = exported
-  (entry,) = [e for e in manifest[export.ONNX_KEY] if e['mode'] == mode]
+  (entry,) = [e for e in manifest[export_format.ONNX_KEY] if e['mode'] == mode]
   assert entry['file'] == f'generator_{mode}_x2.onnx'
   # Symbolic batch and spatial sizes, as the jax.export artifacts.
   assert entry['inputs']['gray'] == ['b', '4*h', '4*w', 1]
@@ -83,18 +85,18 @@ def test_folder_and_manifest(exported):
   with open(os.path.join(path, 'manifest.json')) as f:
     assert json.load(f) == manifest
   assert manifest['artifacts'] == []  # no jax.export files in this format
-  for entry in manifest[export.ONNX_KEY]:
-    assert 0 <= entry['probe_max_abs_diff'] <= onnx_export.TOLERANCE
+  for entry in manifest[export_format.ONNX_KEY]:
+    assert 0 <= entry['probe_max_abs_diff'] <= onnx_writer.TOLERANCE
     assert entry['converter'].startswith('jax2onnx ')
 
 
 def test_cli_exports_another_scale_from_an_export_folder(exported, tmp_path):
   gen, path, _ = exported
   out = str(tmp_path / 'x3')
-  assert export.main(['--checkpoint', path, '--output', out, '--format',
+  assert cli.main(['--checkpoint', path, '--output', out, '--format',
                       'onnx', '--scales', '3', '--modes', 'automatic']) == 0
   with open(os.path.join(out, 'manifest.json')) as f:
-    (entry,) = json.load(f)[export.ONNX_KEY]
+    (entry,) = json.load(f)[export_format.ONNX_KEY]
   assert (entry['file'], entry['scale']) == ('generator_automatic_x3.onnx', 3)
   gray = _random((1, 12, 8, 1), 3)
   got = _session(out, entry['file']).run(None, {'gray': gray})[0]
@@ -106,7 +108,7 @@ def test_without_the_extra_one_line_error(exported, tmp_path, monkeypatch,
   _, path, _ = exported
   monkeypatch.setitem(sys.modules, 'jax2onnx', None)  # import fails
   out = tmp_path / 'none'
-  assert export.main(['--checkpoint', path, '--output', str(out),
+  assert cli.main(['--checkpoint', path, '--output', str(out),
                       '--format', 'onnx']) == 1
   err = capsys.readouterr().err
   assert err.count('\n') == 1 and 'pip install -e .[onnx]' in err
@@ -117,13 +119,13 @@ def test_refuses_a_model_that_differs(exported, tmp_path, monkeypatch):
   """With the converter's reshape-folding pass left on, the converted
   attention is wrong: the export must refuse and leave nothing."""
   gen, _, _ = exported
-  monkeypatch.setattr(onnx_export, '_without_broken_pass',
-                      onnx_export.contextlib.nullcontext)
+  monkeypatch.setattr(onnx_writer, '_without_broken_pass',
+                      onnx_writer.contextlib.nullcontext)
   graphdef, state = nnx.split(gen)
   out = tmp_path / 'bad'
-  with pytest.raises(onnx_export.OnnxMismatchError, match='generator_automatic_x2.onnx: .*not written'):
-    export.export_generator(graphdef, state.to_pure_dict(),
-                            _config_dict(CONFIG), str(out), scales=(2,),
+  with pytest.raises(onnx_writer.OnnxMismatchError, match='generator_automatic_x2.onnx: .*not written'):
+    writer.export_generator(graphdef, state.to_pure_dict(),
+                            config_dict(CONFIG), str(out), scales=(2,),
                             modes=('automatic',), format='onnx')
   assert os.listdir(tmp_path) == []
 

@@ -2,7 +2,7 @@
 
 One file per (mode, integer scale), ``generator_<mode>_x<scale>.onnx``, with
 the parameters baked in and symbolic batch and spatial sizes, as the
-``jax.export`` artifacts (``export.input_specs``)::
+``jax.export`` artifacts (``format.input_specs``)::
 
   gray (b, 4h, 4w, 1) [+ reference (b, 4hr, 4wr, 3)] -> lab (b, s*4h, s*4w, 3)
 
@@ -30,13 +30,13 @@ import contextlib
 from importlib import metadata
 import logging
 import os
-from typing import Sequence
+from typing import Optional, Sequence
 
 import jax
 import numpy as np
 
-from scsnet_jax import export
 from scsnet_jax.errors import UserError
+from scsnet_jax.export import format as export_format
 from scsnet_jax.models import INPUT_MULTIPLE
 
 # Max |onnxruntime - live JAX| on the probes, in units of max(1, max |JAX
@@ -66,10 +66,6 @@ class MissingExtraError(UserError):
   """The ``onnx`` extra is not installed (a user mistake, one line)."""
 
 
-def onnx_name(mode: str, scale: int) -> str:
-  return f'generator_{mode}_x{scale}.onnx'
-
-
 def require_converter():
   """(jax2onnx's ``to_onnx``, onnxruntime), or ``MissingExtraError``."""
   try:
@@ -96,15 +92,6 @@ def _without_broken_pass():
     yield
   finally:
     ir_optimizations._OPTIMIZER_PASSES = passes  # pylint: disable=protected-access
-
-
-def _colorize_fn(graphdef, params, scale: int):
-  """The live generator at one scale: (gray[, reference]) -> LAB."""
-  from flax import nnx
-
-  def colorize(*inputs):
-    return nnx.merge(graphdef, params)(*inputs, scale=scale)
-  return colorize
 
 
 def _probe_inputs(mode: str, probe, seed: int):
@@ -155,8 +142,8 @@ def convert(graphdef, params, mode: str, scale: int, *,
   """
   to_onnx, _ = require_converter()
   from jax.extend.core import jaxpr_as_fun
-  colorize = _colorize_fn(graphdef, params, scale)
-  specs = export.input_specs(mode)
+  colorize = export_format.colorize_fn(graphdef, params, scale)
+  specs = export_format.input_specs(mode)
   # Plain primitives only: jax2onnx's library patches never run.
   traced = jaxpr_as_fun(jax.make_jaxpr(colorize)(*specs))
   # Optional-plugin import and shape-metadata warnings, not about this model.
@@ -174,7 +161,7 @@ def convert(graphdef, params, mode: str, scale: int, *,
     for logger, level in zip(loggers, levels):
       logger.setLevel(level)
   data = model.SerializeToString()
-  name = onnx_name(mode, scale)
+  name = export_format.onnx_name(mode, scale)
   difference, output_scale = max_difference(data, colorize, mode, name)
   if not difference <= TOLERANCE * output_scale:
     raise OnnxMismatchError(
@@ -195,9 +182,12 @@ def convert(graphdef, params, mode: str, scale: int, *,
 
 
 def write_models(graphdef, params, folder: str, *, scales: Sequence[int],
-                 modes: Sequence[str]) -> list[dict]:
+                 modes: Sequence[str],
+                 platforms: Optional[Sequence[str]] = None) -> list[dict]:
   """Converts and writes one file per (mode, scale) into ``folder``;
-  returns their manifest entries (``export.ONNX_KEY``)."""
+  returns their manifest entries (``format.ONNX_KEY``). ``platforms`` is
+  not used: an ONNX file runs wherever onnxruntime does."""
+  del platforms
   version = metadata.version('jax2onnx')
   entries = []
   for mode in modes:

@@ -1,0 +1,42 @@
+"""export/cli.py (``python -m scsnet_jax.export``): one-line errors, and
+re-exporting an export folder."""
+
+import json
+import os
+
+import pytest
+
+from scsnet_jax.export import cli
+
+
+def test_bad_scales_are_an_argparse_error(capsys):
+  with pytest.raises(SystemExit) as exit_info:
+    cli.main(['--checkpoint', 'w', '--output', 'o', '--scales', '2,x'])
+  assert exit_info.value.code == 2
+  assert "expected integers like 2,4, got '2,x'" in capsys.readouterr().err
+
+
+def test_a_missing_checkpoint_is_one_line_and_exit_1(tmp_path, capsys):
+  assert cli.main(['--checkpoint', str(tmp_path / 'none'), '--output',
+                   str(tmp_path / 'out')]) == 1
+  err = capsys.readouterr().err
+  assert err.startswith('error: ') and err.count('\n') == 1
+  assert 'no such folder' in err
+  assert not (tmp_path / 'out').exists()
+
+
+def test_an_export_folder_is_re_exported_at_its_own_step(exported, tmp_path,
+                                                         capsys):
+  _, _, path, _ = exported
+  assert cli.main(['--checkpoint', path, '--output', str(tmp_path / 'a'),
+                   '--step', '4', '--modes', 'automatic']) == 1
+  assert 'holds step 3 only; drop --step' in capsys.readouterr().err
+  out = str(tmp_path / 'b')
+  assert cli.main(['--checkpoint', path, '--output', out, '--scales', '3',
+                   '--modes', 'automatic', '--platforms', 'cpu']) == 0
+  with open(os.path.join(out, 'manifest.json')) as f:
+    manifest = json.load(f)
+  assert manifest['step'] == 3
+  assert [a['file'] for a in manifest['artifacts']] == [
+      'generator_automatic_x3.jax_export']
+  assert 'exported step 3 to' in capsys.readouterr().out
