@@ -165,9 +165,16 @@ def _photos_cpu(tmp_path, trainer):
   fake.chmod(0o755)
   env = dict(os.environ, PYTHON=str(fake), FAKE_DIR=str(tmp_path),
              FAKE_TRAINER=trainer)
+  # SIGINT as a terminal gives it: a shell cannot trap a signal ignored on
+  # entry, and the test runner may ignore SIGINT by then (inherited).
   return subprocess.Popen(['bash', PHOTOS_CPU, str(tmp_path / 'run')],
                           cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
+                          stderr=subprocess.PIPE, text=True,
+                          preexec_fn=_default_sigint)
+
+
+def _default_sigint():
+  signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _calls(tmp_path):

@@ -262,7 +262,8 @@ def snippet_folder(tmp_path_factory):
   """The files the snippets name, made once for all of them: the shallow
   test model (configs/test.py widths, one block per stack) at step 0."""
   import jax  # pylint: disable=g-import-not-at-top
-  from scsnet_jax import config_lib, export, sharding  # pylint: disable=g-import-not-at-top
+  from scsnet_jax import config_lib, sharding  # pylint: disable=g-import-not-at-top
+  from scsnet_jax.export import cli as export  # pylint: disable=g-import-not-at-top
   from scsnet_jax.train import checkpointing  # pylint: disable=g-import-not-at-top
   from scsnet_jax.train import state as train_state  # pylint: disable=g-import-not-at-top
   folder = tmp_path_factory.mktemp('snippets')
