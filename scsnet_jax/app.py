@@ -7,8 +7,9 @@ Serves on 127.0.0.1 (this machine only) unless ``--host`` says otherwise
 (then a warning says who may reach it; ``--auth FILE`` asks for a login);
 no share link, no analytics, nothing fetched from the network (gradio is
 pinned to releases that serve their own fonts and scripts). The model is
-loaded once at start-up; each request runs the predict CLI's ``Runner``
-(same tiling, same bfloat16 fallback) through ``app_requests.Colouriser``.
+loaded once at start-up; each request runs the predict CLI's model, a
+``runner.Runner`` (same tiling, same bfloat16 fallback), through
+``app_requests.Colouriser``.
 A bad upload is a one-line message on the page and the server goes on.
 """
 
@@ -20,8 +21,9 @@ import signal
 import sys
 from typing import Optional, Sequence
 
-from scsnet_jax import app_requests, image_io, predict
-from scsnet_jax.errors import UserError
+from scsnet_jax import app_requests, image_io
+from scsnet_jax import runner as runner_lib
+from scsnet_jax.errors import UserError, first_line
 
 DEFAULT_PORT = 7860
 # Waiting requests beyond this are refused by gradio ("queue is full"):
@@ -33,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog='python -m scsnet_jax.app',
       description='A local web page: gray photo -> colour photo at any size.')
-  predict.add_model_arguments(
+  runner_lib.add_model_arguments(
       parser, max_output_pixels=app_requests.DEFAULT_MAX_OUTPUT_PIXELS)
   parser.add_argument('--max-input-pixels', type=int,
                       default=app_requests.DEFAULT_MAX_INPUT_PIXELS,
@@ -111,7 +113,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                  f'{args.max_input_pixels}')
   if args.max_queue < 1:
     parser.error(f'--max-queue must be positive, got {args.max_queue}')
-  predict.check_model_arguments(parser, args)
+  runner_lib.check_model_arguments(parser, args)
   if args.auth is not None:
     try:
       args.auth_pairs = read_auth(args.auth)
@@ -220,8 +222,9 @@ def serve(args: argparse.Namespace, *, block: bool = True):
     UserError: the checkpoint cannot be loaded (one line).
     OSError: the address cannot be served (e.g. the port is taken).
   """
-  runner = predict.load_runner(args.checkpoint, dtype='float32',
-                               tile=args.tile, tile_overlap=args.tile_overlap)
+  runner = runner_lib.load_runner(args.checkpoint, dtype='float32',
+                                  tile=args.tile,
+                                  tile_overlap=args.tile_overlap)
   colouriser = app_requests.Colouriser(
       runner, max_output_pixels=args.max_output_pixels,
       max_input_pixels=getattr(args, 'max_input_pixels',
@@ -268,7 +271,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 2
   except OSError as error:   # e.g. the port is taken
     print(f'error: cannot serve on {args.host}:{args.port} '
-          f'({predict.first_line(error)})', file=sys.stderr)
+          f'({first_line(error)})', file=sys.stderr)
     return 1
   except KeyboardInterrupt:
     pass

@@ -4,9 +4,10 @@ The page (``scsnet_jax.app``) hands uploaded file paths and form values to
 ``Colouriser.colourise``; it decodes them with the package's one safe
 decoder (``image_io``: too many pixels for ``max_input_pixels`` is refused
 from the header; bombs, truncation, wrong types are one ``RequestError``
-line), converts to the model's gray input in float32 blocks (a preview is
-shrunk first), runs the predict CLI's ``Runner`` (same tiling, same dtype
-fallback) and writes the result PNG. Nothing here imports gradio, so the
+line), converts to the model's gray input (``color.gray_from_rgb``, in
+float32 blocks; a preview is shrunk first), runs the ``runner.Runner``
+that the predict CLI runs (same tiling, same dtype fallback) and writes the
+result PNG. Nothing here imports gradio, so the
 logic is testable and reusable on its own.
 """
 
@@ -26,10 +27,11 @@ import jax
 import numpy as np
 from PIL import Image
 
-from scsnet_jax import color, image_io, predict
-from scsnet_jax.errors import UserError
-from scsnet_jax.inference import files as image_files
-from scsnet_jax.inference import tiling as inference
+from scsnet_jax import color, image_io
+from scsnet_jax import runner as runner_lib
+from scsnet_jax.errors import UserError, first_line
+from scsnet_jax.inference import image_files
+from scsnet_jax.inference import predictor as predictor_lib
 
 # The web app's default output limit: 16.8 MP (4096 x 4096). A browser tab
 # shows and downloads the result, and a CPU needs minutes for more.
@@ -40,7 +42,6 @@ DEFAULT_MAX_INPUT_PIXELS = 1 << 24
 # The "what the model sees" preview is at most this many pixels on its
 # longer side (a browser shows it in a 170 px box).
 PREVIEW_MAX_SIDE = 1024
-_ROWS_PER_BLOCK = 256
 # Result folders older than this are removed at the next request (the page
 # has already been sent its copy by then).
 KEEP_RESULTS_SECONDS = 600
@@ -68,42 +69,6 @@ class Result:
   seconds: float
 
 
-def _srgb_to_linear_table() -> np.ndarray:
-  levels = np.arange(256, dtype=np.float64) / 255.0
-  return color.srgb_to_linear(levels, xp=np).astype(np.float32)
-
-
-_LINEAR = _srgb_to_linear_table()   # uint8 sRGB level -> linear light
-
-
-def gray_from_rgb(pixels: np.ndarray,
-                  rows_per_block: int = _ROWS_PER_BLOCK) -> np.ndarray:
-  """uint8 sRGB (H, W, 3) -> normalised L (H, W, 1) float32, as
-  ``inference.gray_from_rgb`` (same formulas, within 1e-5) but in float32
-  blocks of rows: L needs only the luminance Y, so per block it is three
-  table look-ups and a cube root, not float64 LAB of the whole image
-  (~7 float64 copies: 1.4 GB for 5000 x 5000)."""
-  if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[-1] != 3:
-    raise ValueError(f'expected uint8 (H, W, 3), got {pixels.dtype} '
-                     f'{pixels.shape}')
-  weights = (color.XYZ_FROM_RGB[1] / color.D65_WHITE[1]).astype(np.float32)
-  epsilon = np.float32(color._EPSILON)  # pylint: disable=protected-access
-  slope = np.float32(color._KAPPA_SLOPE)  # pylint: disable=protected-access
-  offset = np.float32(color._OFFSET)  # pylint: disable=protected-access
-  out = np.empty(pixels.shape[:2] + (1,), np.float32)
-  for top in range(0, pixels.shape[0], rows_per_block):
-    block = pixels[top:top + rows_per_block]
-    y = _LINEAR[block[..., 0]] * weights[0]
-    y += _LINEAR[block[..., 1]] * weights[1]
-    y += _LINEAR[block[..., 2]] * weights[2]
-    f = np.where(y > epsilon, np.cbrt(np.maximum(y, epsilon)),
-                 slope * y + offset)
-    lightness = np.float32(116.0) * f - np.float32(16.0)
-    out[top:top + rows_per_block, :, 0] = (
-        lightness / np.float32(color.L_SCALE) - np.float32(color.L_OFFSET))
-  return out
-
-
 def shrink_for_preview(pixels: np.ndarray,
                        max_side: int = PREVIEW_MAX_SIDE) -> np.ndarray:
   """(H, W, 3) uint8 -> the same, longer side at most ``max_side``
@@ -119,7 +84,7 @@ def shrink_for_preview(pixels: np.ndarray,
 
 def _short(error: BaseException, path: str) -> str:
   """One line, with the upload's temporary folder cut from its path."""
-  return predict.first_line(error).replace(path, os.path.basename(path))
+  return first_line(error).replace(path, os.path.basename(path))
 
 
 def _output_size(height: int, width: int, target: str, scale, out_width,
@@ -129,8 +94,8 @@ def _output_size(height: int, width: int, target: str, scale, out_width,
     if target == 'Scale':
       if scale is None:
         raise ValueError('give a magnification, e.g. 4 or 2.5')
-      return inference.resolve_output_size(height, width, scale=float(scale),
-                                           max_pixels=max_pixels)
+      return predictor_lib.resolve_output_size(
+          height, width, scale=float(scale), max_pixels=max_pixels)
     if target != 'Exact size':
       raise ValueError(f'output size must be one of {TARGETS}, got {target!r}')
     if out_width is None or out_height is None:
@@ -140,10 +105,10 @@ def _output_size(height: int, width: int, target: str, scale, out_width,
       if float(value) != int(value):
         raise ValueError(f'output {name} must be a whole number, got {value}')
       size.append(int(value))
-    return inference.resolve_output_size(height, width, size=tuple(size),
-                                         max_pixels=max_pixels)
+    return predictor_lib.resolve_output_size(
+        height, width, size=tuple(size), max_pixels=max_pixels)
   except (TypeError, ValueError, OverflowError) as error:
-    raise RequestError(predict.first_line(error).replace(
+    raise RequestError(first_line(error).replace(
         ' (--max-output-pixels)', '')) from None
 
 
@@ -151,7 +116,7 @@ class Colouriser:
   """The loaded model and the folder of result PNGs, shared by all requests.
 
   Args:
-    runner: ``predict.Runner`` (float32); bfloat16 shares its weights.
+    runner: ``runner_lib.Runner`` (float32); bfloat16 shares its weights.
     max_output_pixels: larger outputs are refused with a RequestError.
     max_input_pixels: larger uploads (photo or reference) are refused from
       their header, before decoding, with a RequestError.
@@ -159,7 +124,7 @@ class Colouriser:
       is fast, ``bfloat16_is_fast``).
   """
 
-  def __init__(self, runner: predict.Runner, *,
+  def __init__(self, runner: runner_lib.Runner, *,
                max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS,
                max_input_pixels: int = DEFAULT_MAX_INPUT_PIXELS,
                offer_bfloat16: Optional[bool] = None):
@@ -216,7 +181,7 @@ class Colouriser:
     The note says that a colour upload was converted to gray (empty else).
     """
     pixels, alpha, note = self._read_upload(path)
-    return gray_from_rgb(pixels), alpha, note
+    return color.gray_from_rgb(pixels), alpha, note
 
   def preview(self, path: Optional[str], scale=None):
     """The gray image the model will see, (h, w, 3) uint8 with its longer
@@ -226,13 +191,13 @@ class Colouriser:
     pixels, _, note = self._read_upload(path)
     height, width = pixels.shape[:2]
     try:
-      out_h, out_w = inference.resolve_output_size(height, width,
-                                                   scale=float(scale))
+      out_h, out_w = predictor_lib.resolve_output_size(height, width,
+                                                       scale=float(scale))
     except (TypeError, ValueError):
       out_h, out_w = height, width
-    gray = gray_from_rgb(shrink_for_preview(pixels))
+    gray = color.gray_from_rgb(shrink_for_preview(pixels))
     del pixels
-    return _gray_rgb(gray), note, (out_w, out_h)
+    return color.rgb_from_gray(gray), note, (out_w, out_h)
 
   def _read_reference(self, path: str):
     if not self.referential:
@@ -243,7 +208,7 @@ class Colouriser:
     if image_files.is_gray(pixels):
       note = ('The reference is gray, so it carries no colour to borrow; '
               'give a colour reference, or none for automatic colours.')
-    return predict.reference_nlab(pixels), note
+    return runner_lib.reference_nlab(pixels), note
 
   # ------------------------------------------------------------- running ---
   def colourise(self, image_path: Optional[str],
@@ -278,10 +243,10 @@ class Colouriser:
     except Exception as error:  # e.g. out of memory: the server goes on
       traceback.print_exc(file=sys.stderr)
       raise RequestError(f'inference failed ({type(error).__name__}: '
-                         f'{predict.first_line(error)})') from None
+                         f'{first_line(error)})') from None
     if redone:
       notes.append('bfloat16 gave non-finite values; recomputed in float32.')
-    pixels = inference.rgb_from_nlab(nlab[0])
+    pixels = color.rgb_from_nlab(nlab[0])
     if alpha is not None:   # RGBA/LA in: alpha resized, RGBA out (as predict)
       alpha = image_files.resize_alpha(alpha, out_size)
       pixels = np.concatenate([pixels, alpha[..., None]], axis=-1)
@@ -290,7 +255,8 @@ class Colouriser:
     stem = os.path.splitext(os.path.basename(image_path))[0]
     png_path = os.path.join(folder, f'{stem}_colour.png')
     image_files.write_png_atomic(png_path, pixels)
-    bicubic = _gray_rgb(runner.predictor.bicubic_gray(gray[None], out_size)[0])
+    bicubic = color.rgb_from_gray(
+        runner.predictor.bicubic_gray(gray[None], out_size)[0])
     seconds = time.perf_counter() - start
     rows, cols = runner.predictor.plan(height, width, out_size)
     mode = 'guided by the reference' if reference is not None else 'automatic'
@@ -309,9 +275,3 @@ class Colouriser:
       except OSError:
         pass
 
-
-def _gray_rgb(gray: np.ndarray) -> np.ndarray:
-  """Normalised L (H, W, 1) -> gray uint8 sRGB (H, W, 3) (a = b = 0)."""
-  nlab = np.concatenate([gray, np.zeros(gray.shape[:2] + (2,), np.float32)],
-                        axis=-1)
-  return inference.rgb_from_nlab(nlab)

@@ -230,15 +230,17 @@ def measure_tiled_peak_memory(input_size: int = 1024, scale: int = 4,
   model = gen_lib.Generator(config, rngs=nnx.Rngs(seed))
   params = nnx.split(model)[1].to_pure_dict()
   del model
-  from scsnet_jax.inference import tiling
-  predictor = tiling.Predictor(params, config, tile=tile, tile_overlap=tile_overlap)
+  from scsnet_jax import color
+  from scsnet_jax.inference import predictor as predictor_lib
+  predictor = predictor_lib.Predictor(params, config, tile=tile,
+                                      tile_overlap=tile_overlap)
   rng = np.random.default_rng(seed)
   gray = rng.uniform(-1, 1, (1, input_size, input_size, 1)).astype(np.float32)
   out_size = (scale * input_size, scale * input_size)
   rows, cols = predictor.plan(input_size, input_size, out_size)
   start = time.perf_counter()
   out, _ = predictor.predict_nlab(gray, None, out_size)
-  pixels = tiling.rgb_from_nlab(out[0])
+  pixels = color.rgb_from_nlab(out[0])
   seconds = time.perf_counter() - start
   peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
   return {'input': [input_size, input_size], 'output': list(pixels.shape[:2]),

@@ -6,8 +6,11 @@ thing and the problem; a missing or unwritable path raises the ``OSError``
 the system gave. Entry points (``main``, ``predict``, ``export``, the tools)
 catch exactly these two, print the line and exit non-zero; a batch command
 reports the file and goes on with the next. Anything else is a bug and
-propagates with its traceback.
+propagates with its traceback. ``is_user_error`` tells the two apart;
+``first_line`` and ``one_line`` make the line.
 """
+
+from __future__ import annotations
 
 
 class UserError(ValueError):
@@ -22,3 +25,57 @@ class UserError(ValueError):
 # tell it from success (0) and from errors (1) and requeue the job
 # (launch/slurm.sbatch does).
 EXIT_STOPPED_EARLY = 75
+
+
+# Markers of an accelerator's (XLA's) or the host's out-of-memory error: not
+# the user's mistake, but one the user can fix (smaller batches or tiles).
+_OOM_MARKERS = ('RESOURCE_EXHAUSTED', 'out of memory', 'Out of memory',
+                'OOM when allocating')
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+  if isinstance(error, MemoryError):
+    return True
+  return isinstance(error, RuntimeError) and any(
+      marker in str(error) for marker in _OOM_MARKERS)
+
+
+def is_user_error(error: BaseException) -> bool:
+  """A mistake of the user (``UserError``, absl's usage errors) or of the
+  environment (an ``OSError``: missing file, permissions, full disk);
+  anything else is a bug and keeps its traceback."""
+  from absl import app  # absl only where a caller asks (not grain workers)
+  return isinstance(error, (UserError, app.UsageError, OSError))
+
+
+def first_line(error: BaseException, limit: int = 300) -> str:
+  """An exception as one short line (its type if it has no message): what
+  a batch command prints for one bad file before going on."""
+  lines = str(error).strip().splitlines()
+  return lines[0][:limit] if lines else type(error).__name__
+
+
+def one_line(error: BaseException, mode: str = 'train', config=None) -> str:
+  """The line the training command prints for a user error (the whole
+  message on one line) or an out-of-memory error (its first sentence and
+  the flag that lowers the batch: ``config`` gives its value now)."""
+  text = ' '.join(str(error).split())
+  if is_out_of_memory(error):
+    first = text.split('. ')[0][:200]
+    if mode == 'eval':
+      lever = '--config.eval.batch_size'
+      now = _config_value(config, 'eval', 'batch_size')
+    else:
+      lever = '--config.data.global_batch_size'
+      now = _config_value(config, 'data', 'global_batch_size')
+    now = f' (now {now})' if now is not None else ''
+    return (f'out of memory ({first}): lower {lever}{now} or '
+            '--config.data.crop_size; for predict use --tile')
+  return text or type(error).__name__
+
+
+def _config_value(config, section: str, key: str):
+  try:
+    return config[section][key]
+  except (KeyError, TypeError, AttributeError):
+    return None

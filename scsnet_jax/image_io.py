@@ -45,7 +45,7 @@ from typing import Optional
 import numpy as np
 from PIL import Image
 
-from scsnet_jax.errors import UserError
+from scsnet_jax.errors import UserError, first_line
 
 # Largest image we decode: 100 megapixels (a 10000 x 10000 photo). ImageNet
 # images are ~0.2 MP. Checked here from the header, before decoding; PIL's
@@ -83,11 +83,6 @@ class ImageTooLargeError(ImageDecodeError):
   from the header); ``size`` is the header's (width, height), or (0, 0)
   where PIL refused it first."""
   size: tuple[int, int] = (0, 0)
-
-
-def _first_line(error: BaseException) -> str:
-  text = str(error).strip()
-  return text.splitlines()[0] if text else type(error).__name__
 
 
 # ------------------------------------------------------------- reading ---
@@ -306,7 +301,7 @@ def decode_image_and_alpha(
   except (ImageDecodeError, MemoryError):
     raise
   except Image.DecompressionBombError as error:   # PIL's own, above ~179 MP
-    raise ImageTooLargeError(f'{name}: {_first_line(error)}') from None
+    raise ImageTooLargeError(f'{name}: {first_line(error)}') from None
   except Image.UnidentifiedImageError:
     raise ImageDecodeError(
         f'{name}: cannot decode image (not a recognised image format; '
@@ -315,7 +310,7 @@ def decode_image_and_alpha(
     # Pillow's plugins raise OSError, ValueError, SyntaxError, EOFError,
     # struct.error, IndexError, KeyError, TypeError, ... on crafted input.
     raise ImageDecodeError(
-        f'{name}: cannot decode image ({_first_line(error)})') from None
+        f'{name}: cannot decode image ({first_line(error)})') from None
   if mode != 'RGB':
     values = np.repeat(wide_gray_to_uint8(values, mode)[..., None], 3, -1)
   if values.ndim != 3 or values.shape[-1] != 3:

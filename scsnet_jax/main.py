@@ -30,6 +30,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from scsnet_jax import workdir as workdir_lib
+from scsnet_jax import errors
 from scsnet_jax.errors import EXIT_STOPPED_EARLY, UserError
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -207,49 +208,6 @@ def _run(config, workdir: str, mode: str, allow_config_change=()):
     sys.exit(EXIT_STOPPED_EARLY)
 
 
-# ----------------------------------------------------------------- errors ---
-_OOM_MARKERS = ('RESOURCE_EXHAUSTED', 'out of memory', 'Out of memory',
-                'OOM when allocating')
-
-
-def is_out_of_memory(error: BaseException) -> bool:
-  if isinstance(error, MemoryError):
-    return True
-  return isinstance(error, RuntimeError) and any(
-      marker in str(error) for marker in _OOM_MARKERS)
-
-
-def is_user_error(error: BaseException) -> bool:
-  """A mistake of the user (``errors.UserError``, absl's usage errors) or of
-  the environment (an ``OSError``: missing file, permissions, full disk);
-  anything else is a bug and keeps its traceback (see ``errors``)."""
-  return isinstance(error, (UserError, app.UsageError, OSError))
-
-
-def one_line(error: BaseException, mode: str = 'train', config=None) -> str:
-  """The line printed for a user error or an out-of-memory error."""
-  text = ' '.join(str(error).split())
-  if is_out_of_memory(error):
-    first = text.split('. ')[0][:200]
-    if mode == 'eval':
-      lever = '--config.eval.batch_size'
-      now = _config_value(config, 'eval', 'batch_size')
-    else:
-      lever = '--config.data.global_batch_size'
-      now = _config_value(config, 'data', 'global_batch_size')
-    now = f' (now {now})' if now is not None else ''
-    return (f'out of memory ({first}): lower {lever}{now} or '
-            '--config.data.crop_size; for predict use --tile')
-  return text or type(error).__name__
-
-
-def _config_value(config, section: str, key: str):
-  try:
-    return config[section][key]
-  except (KeyError, TypeError, AttributeError):
-    return None
-
-
 # ------------------------------------------------------------------- main ---
 def main(argv):
   if len(argv) > 1:
@@ -266,9 +224,9 @@ def main(argv):
   except Exception as error:  # pylint: disable=broad-except
     workdir_lib.remove_new_empty_dirs(workdir, before)
     if os.environ.get('SCSNET_DEBUG') or not (
-        is_user_error(error) or is_out_of_memory(error)):
+        errors.is_user_error(error) or errors.is_out_of_memory(error)):
       raise
-    print(f'error: {one_line(error, mode, config)} '
+    print(f'error: {errors.one_line(error, mode, config)} '
           '(SCSNET_DEBUG=1 shows the traceback)', file=sys.stderr)
     sys.exit(1)
 

@@ -28,6 +28,11 @@ CHECKPOINTS_DIR = 'checkpoints'
 SAMPLES_DIR = 'samples'
 METRICS_FILE = 'metrics.jsonl'
 EVAL_DIR = 'eval'
+# What a command's --checkpoint may name (inference.loading and
+# export.reader read them): the help text of predict, the app and export.
+CHECKPOINT_HELP = ('a training workdir (latest step, EMA weights), its '
+                   'checkpoints/ folder, one checkpoints/STEP folder, or a '
+                   'folder written by scsnet_jax.export')
 
 
 def resolve(workdir) -> str:

@@ -21,7 +21,8 @@ gradio_client = pytest.importorskip(
 pytest.importorskip('gradio', reason="the web app's extra is not installed "
                     "(pip install -e '.[app]')")
 
-from scsnet_jax import app, app_requests, predict  # noqa: E402
+from scsnet_jax import app, app_requests, color, predict  # noqa: E402
+from scsnet_jax import runner as runner_lib  # noqa: E402
 from scsnet_jax.export import writer as export  # noqa: E402
 from scsnet_jax.models.generator import Generator  # noqa: E402
 from scsnet_jax.tools import app_screenshot  # noqa: E402
@@ -132,7 +133,7 @@ def test_fractional_scale_gives_rounded_size_and_says_gray(client, photos):
   shown = _pixels(bicubic)[..., :3].astype(int)
   assert shown.shape == (50, 70, 3)
   assert (shown.max(-1) - shown.min(-1)).max() <= 1
-  lightness = app_requests._gray_rgb(app_requests.inference.gray_from_rgb(
+  lightness = color.rgb_from_gray(color.gray_from_rgb(
       _pixels(photos['colour'])))[..., 0]
   pil = np.asarray(Image.fromarray(lightness).resize(
       (70, 50), Image.Resampling.BICUBIC), int)
@@ -234,8 +235,8 @@ def test_every_flag_has_help_and_help_exits_0(capsys):
 
 
 def test_bfloat16_only_where_offered(checkpoint, photos):
-  runner = predict.load_runner(checkpoint, dtype='float32', tile=TILE,
-                               tile_overlap=32)
+  runner = runner_lib.load_runner(checkpoint, dtype='float32', tile=TILE,
+                                  tile_overlap=32)
   plain = app_requests.Colouriser(runner, offer_bfloat16=False)
   offered = app_requests.Colouriser(runner, offer_bfloat16=True)
   try:
@@ -268,23 +269,11 @@ def test_page_in_headless_chromium(server, photos, tmp_path):
 
 
 # ------------------------------------- memory bounds (no browser needed) ---
-def test_float32_block_conversion_matches_the_float64_one():
-  from scsnet_jax.inference import tiling as inference
-  rng = np.random.default_rng(4)
-  pixels = rng.integers(0, 256, (37, 53, 3), np.uint8)
-  pixels[0, :3] = [[0, 0, 0], [255, 255, 255], [1, 2, 3]]   # ends, dark
-  want = inference.gray_from_rgb(pixels)   # float64 over the whole image
-  for rows in (7, 256):
-    got = app_requests.gray_from_rgb(pixels, rows_per_block=rows)
-    assert got.dtype == np.float32 and got.shape == (37, 53, 1)
-    np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
-
-
 def test_uploads_over_the_pixel_cap_are_refused_before_decoding(
     checkpoint, photos, monkeypatch):
   from PIL import ImageFile
-  runner = predict.load_runner(checkpoint, dtype='float32', tile=TILE,
-                               tile_overlap=32)
+  runner = runner_lib.load_runner(checkpoint, dtype='float32', tile=TILE,
+                                  tile_overlap=32)
   colouriser = app_requests.Colouriser(runner, offer_bfloat16=False,
                                        max_input_pixels=559)   # 28x20 = 560
 
@@ -309,15 +298,15 @@ def test_uploads_over_the_pixel_cap_are_refused_before_decoding(
 
 def test_preview_is_shrunk_before_the_conversion(checkpoint, tmp_path,
                                                  monkeypatch):
-  runner = predict.load_runner(checkpoint, dtype='float32', tile=TILE,
-                               tile_overlap=32)
+  runner = runner_lib.load_runner(checkpoint, dtype='float32', tile=TILE,
+                                  tile_overlap=32)
   colouriser = app_requests.Colouriser(runner, offer_bfloat16=False)
   yy, xx = np.mgrid[0:600, 0:1500]
   gray = ((xx // 30 + yy // 30) % 2 * 180 + 40).astype(np.uint8)
   Image.fromarray(gray).save(tmp_path / 'wide.png')
   converted = []
-  convert = app_requests.gray_from_rgb
-  monkeypatch.setattr(app_requests, 'gray_from_rgb',
+  convert = color.gray_from_rgb
+  monkeypatch.setattr(app_requests.color, 'gray_from_rgb',
                       lambda pixels: converted.append(pixels.shape) or
                       convert(pixels))
   try:

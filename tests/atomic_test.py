@@ -48,7 +48,7 @@ def test_file_and_folder_are_fsynced(tmp_path, monkeypatch):
 
 def test_pngs_configs_and_converted_weights_go_through_the_helper(
     tmp_path, monkeypatch):
-  from scsnet_jax.inference import files
+  from scsnet_jax.inference import image_files
   from scsnet_jax.models import vgg
   from scsnet_jax.train import loop
   import ml_collections
@@ -58,8 +58,8 @@ def test_pngs_configs_and_converted_weights_go_through_the_helper(
     written.append(os.path.basename(os.fspath(path)))
     return real(path, mode)
   monkeypatch.setattr(atomic, 'open_atomic', spy)
-  files.write_png_atomic(str(tmp_path / 'out.png'),
-                         np.zeros((2, 2, 3), np.uint8))
+  image_files.write_png_atomic(str(tmp_path / 'out.png'),
+                               np.zeros((2, 2, 3), np.uint8))
   loop._write_config(str(tmp_path),   # pylint: disable=protected-access
                      ml_collections.ConfigDict({'train': {'steps': 3}}))
   vgg.save_vgg16_params({'conv1_1': {'kernel': np.zeros(1),

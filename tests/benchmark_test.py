@@ -30,7 +30,8 @@ def _run(code_or_args, *, code=False, timeout=600):
 @pytest.mark.parametrize('module', ['scsnet_jax.benchmark',
                                     'scsnet_jax.config_lib',
                                     'scsnet_jax.train.step',
-                                    'scsnet_jax.inference.tiling',
+                                    'scsnet_jax.inference.predictor',
+                                    'scsnet_jax.runner',
                                     'scsnet_jax.predict',
                                     'scsnet_jax.export.cli'])
 def test_importable_without_training_stack(module):

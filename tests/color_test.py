@@ -100,3 +100,49 @@ def test_colorfulness_closed_forms():
   red = np.zeros((4, 4, 3), np.uint8)
   red[..., 0] = 255
   assert abs(color.colorfulness(red) - 0.3 * np.hypot(255, 127.5)) < 1e-9
+
+
+# --------------------------------------------------- uint8 image helpers ---
+def _colour_cube(step=5):
+  """Every step-th level of each channel, corners included, as an image."""
+  levels = np.unique(np.r_[np.arange(0, 256, step), 1, 2, 254, 255])
+  cube = np.stack(np.meshgrid(levels, levels, levels, indexing='ij'), -1)
+  return cube.reshape(len(levels), -1, 3).astype(np.uint8)
+
+
+@pytest.mark.parametrize('rows_per_block', [7, 256])
+def test_gray_from_rgb_is_skimages_lightness_in_float32_blocks(
+    rows_per_block):
+  pixels = _colour_cube()
+  want = skcolor.rgb2lab(pixels / 255.0)[..., :1] / 50.0 - 1.0   # float64
+  got = color.gray_from_rgb(pixels, rows_per_block=rows_per_block)
+  assert got.dtype == np.float32 and got.shape == pixels.shape[:2] + (1,)
+  np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+
+
+def test_gray_from_rgb_refuses_what_is_not_uint8_rgb():
+  with pytest.raises(ValueError, match='uint8'):
+    color.gray_from_rgb(np.zeros((2, 2, 3), np.float32))
+  with pytest.raises(ValueError, match=r'\(2, 2\)'):
+    color.gray_from_rgb(np.zeros((2, 2), np.uint8))
+
+
+def test_rgb_round_trip_through_nlab():
+  pixels = _colour_cube(step=15)
+  nlab = color.nlab_from_rgb(pixels)
+  np.testing.assert_allclose(
+      nlab, color.normalize_lab(skcolor.rgb2lab(pixels / 255.0), np),
+      atol=1e-5)
+  back = color.rgb_from_nlab(nlab, rows_per_block=3)
+  assert back.dtype == np.uint8 and np.abs(back.astype(int) - pixels).max() <= 1
+
+
+def test_rgb_from_gray_is_gray_with_the_given_lightness():
+  pixels = _colour_cube(step=15)
+  shown = color.rgb_from_gray(color.gray_from_rgb(pixels))
+  assert shown.shape == pixels.shape and shown.dtype == np.uint8
+  spread = shown.max(-1).astype(int) - shown.min(-1)
+  assert spread.max() <= 1   # R = G = B, to the D65 white's rounding
+  lightness = skcolor.rgb2lab(shown / 255.0)[..., 0]
+  want = skcolor.rgb2lab(pixels / 255.0)[..., 0]
+  assert np.abs(lightness - want).max() < 0.5   # within one 8-bit level

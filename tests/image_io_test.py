@@ -1,12 +1,13 @@
-"""image_io / inference.files reading: PIL modes, 16-bit gray, EXIF."""
+"""image_io / inference.image_files reading: PIL modes, 16-bit gray, EXIF."""
 
 import numpy as np
 import pytest
 from PIL import Image
 from skimage import color as skcolor
 
-from scsnet_jax.inference import files as image_files
-from scsnet_jax.inference import tiling as inference
+from scsnet_jax import color
+from scsnet_jax.inference import image_files
+from scsnet_jax.inference import predictor as predictor_lib
 
 
 def _rgb(height, width, seed=0):
@@ -23,7 +24,7 @@ def test_pil_modes_give_their_l_channel(tmp_path, mode):
   image = Image.fromarray(_rgb(9, 11, 4)).convert(mode)
   path = tmp_path / ('x.tif' if mode == 'CMYK' else 'x.png')
   image.save(path)
-  got = inference.gray_from_rgb(image_files.read_image(path))[..., 0]
+  got = color.gray_from_rgb(image_files.read_image(path))[..., 0]
   want = _skimage_l(np.asarray(Image.open(path).convert('RGB')))
   np.testing.assert_allclose(got, want, atol=1e-4)
 
@@ -32,7 +33,7 @@ def test_16_bit_gray_keeps_its_range(tmp_path):
   wide = np.random.default_rng(5).integers(0, 65536, (9, 11), np.uint16)
   Image.fromarray(wide).save(tmp_path / 'deep.png')
   assert Image.open(tmp_path / 'deep.png').mode.startswith('I')
-  got = inference.gray_from_rgb(image_files.read_image(tmp_path / 'deep.png'))
+  got = color.gray_from_rgb(image_files.read_image(tmp_path / 'deep.png'))
   gray = np.repeat((wide / 65535.0)[..., None], 3, axis=-1)
   want = skcolor.rgb2lab(gray)[..., 0] / 50.0 - 1.0
   np.testing.assert_allclose(got[..., 0], want, atol=0.01)  # 8-bit decode

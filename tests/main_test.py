@@ -108,42 +108,6 @@ def test_eval_uses_the_workdirs_config_json_with_overrides(tmp_path):
   assert main.resolve_config(given, str(tmp_path), 'eval') is given
 
 
-def _raise_in_our_code():
-  from scsnet_jax import config_overrides
-  config_overrides.validate_config(dict(dtype='float16'))
-
-
-def test_user_errors_out_of_memory_and_bugs_are_told_apart():
-  from scsnet_jax import main
-
-  def caught(fn):
-    try:
-      fn()
-    except Exception as error:  # pylint: disable=broad-except
-      return error
-    raise AssertionError('no exception')
-
-  ours = caught(_raise_in_our_code)
-  assert main.is_user_error(ours)
-  import numpy as np
-  theirs = caught(lambda: np.zeros(-1))            # ValueError in a library
-  assert not main.is_user_error(theirs)
-  assert not main.is_user_error(RuntimeError('XLA internal error'))
-  assert not main.is_user_error(TypeError('bad operand'))
-  # One policy: a plain ValueError is a bug, even when raised by our code.
-  assert not main.is_user_error(ValueError('an assertion of ours'))
-  assert main.is_user_error(FileNotFoundError('x.png'))
-  oom = RuntimeError('RESOURCE_EXHAUSTED: Out of memory while trying to '
-                     'allocate 1.5G. Peak buffers:\n  a\n  b')
-  assert main.is_out_of_memory(oom) and not main.is_user_error(oom)
-  line = main.one_line(oom, 'train',
-                       {'data': {'global_batch_size': 32}})
-  assert '\n' not in line and line.startswith('out of memory')
-  assert '--config.data.global_batch_size (now 32)' in line
-  assert '--tile' in line
-  assert '--config.eval.batch_size' in main.one_line(oom, 'eval', None)
-
-
 def _main_with_run(monkeypatch, tmp_path, run):
   from absl import flags
   from absl.testing import flagsaver

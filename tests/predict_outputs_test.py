@@ -8,7 +8,8 @@ import pytest
 from PIL import Image
 
 from scsnet_jax import predict
-from scsnet_jax.inference import files as image_files
+from scsnet_jax import runner as runner_lib
+from scsnet_jax.inference import image_files
 from scsnet_jax.inference import planning
 from tests.predict_test import _outputs, _rgb, _run
 from tests.predict_test import workdir  # noqa: F401 (a fixture)
@@ -125,7 +126,7 @@ def test_batches_stream_reads_and_writes(workdir, tmp_path, capsys,
   events, batches = [], []
   real_read = image_files.read_image_and_alpha
   real_write = image_files.write_png_atomic
-  real_predict = predict.Runner.predict_nlab
+  real_predict = runner_lib.Runner.predict_nlab
   monkeypatch.setattr(image_files, 'read_image_and_alpha', lambda path: (
       events.append('read') or real_read(path)))
   monkeypatch.setattr(image_files, 'write_png_atomic', lambda path, pixels: (
@@ -135,7 +136,7 @@ def test_batches_stream_reads_and_writes(workdir, tmp_path, capsys,
     batches.append(gray.shape[0])
     return real_predict(self, gray, *args)
 
-  monkeypatch.setattr(predict.Runner, 'predict_nlab', spy_predict)
+  monkeypatch.setattr(runner_lib.Runner, 'predict_nlab', spy_predict)
   code, _, err = _run(capsys, '--checkpoint', workdir, '--input',
                       tmp_path / 'in', '--output', tmp_path / 'batched',
                       '--scale', 2, '--batch-size', 2)

@@ -14,12 +14,12 @@ import pytest
 from flax import nnx
 from PIL import Image
 
-from scsnet_jax import config_lib, predict, sharding
+from scsnet_jax import color, config_lib, predict, sharding
 from scsnet_jax.export import cli as export
 from scsnet_jax.inference import loading
 from scsnet_jax.train import checkpointing
-from scsnet_jax.inference import files as image_files
-from scsnet_jax.inference import tiling as inference
+from scsnet_jax.inference import image_files
+from scsnet_jax.inference import predictor as predictor_lib
 from scsnet_jax.train import state as train_state
 from scsnet_jax.models.generator import build_generator
 
@@ -92,10 +92,10 @@ def test_folder_with_good_and_bad_files(workdir, tmp_path, capsys):
   assert written.shape == (24, 32, 3) and written.dtype == np.uint8
   # The CLI's pixels are the library's result for that file.
   bundle = loading.load_generator(workdir)
-  gray = inference.gray_from_rgb(image_files.read_image(inputs / 'colour.png'))
-  nlab, _ = inference.Predictor(bundle.params, bundle.config.model
+  gray = color.gray_from_rgb(image_files.read_image(inputs / 'colour.png'))
+  nlab, _ = predictor_lib.Predictor(bundle.params, bundle.config.model
                                 ).predict_nlab(gray[None], None, (24, 32))
-  np.testing.assert_array_equal(written, inference.rgb_from_nlab(nlab[0]))
+  np.testing.assert_array_equal(written, color.rgb_from_nlab(nlab[0]))
 
 
 @pytest.mark.parametrize('flag,value,shape', [

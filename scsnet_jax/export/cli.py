@@ -14,9 +14,11 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from scsnet_jax.errors import UserError
+from scsnet_jax import workdir as workdir_lib
+from scsnet_jax.errors import UserError, first_line
 from scsnet_jax.export import reader, writer
 from scsnet_jax.export.format import JAX_KEY, MODES, ONNX_KEY
+
 
 def _int_list(text: str) -> list[int]:
   try:
@@ -36,9 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
       description='Export a trained SCSNet generator: orbax parameters and '
                   'jax.export artifacts per integer scale and mode.')
   parser.add_argument('--checkpoint', required=True,
-                      help='a training workdir (latest step, EMA weights), '
-                           'its checkpoints/ folder, one checkpoints/STEP '
-                           'folder, or an earlier export folder')
+                      help=workdir_lib.CHECKPOINT_HELP)
   parser.add_argument('--output', required=True,
                       help='new or empty folder to write the export to')
   parser.add_argument('--scales', type=_int_list, default=[2, 4],
@@ -101,7 +101,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         scales=args.scales, modes=modes, step=step, platforms=platforms,
         format=args.format)
   except (OSError, UserError) as error:
-    print(f'error: {error}', file=sys.stderr)
+    print(f'error: {first_line(error)}', file=sys.stderr)
     return 1
   names = ', '.join(a['file'] for a in
                     manifest[JAX_KEY] + manifest.get(ONNX_KEY, []))

@@ -8,9 +8,9 @@ the parameters baked in and symbolic batch and spatial sizes, as the
 
 normalised LAB in and out (``color.normalize_lab``). The CPM's coordinate
 grid is built inside the graph from the input size, so one file serves every
-multiple-of-4 input size at its one scale; pad other sizes by reflection and
-crop (``inference.tiling.reflect_pad``), and use the parameters for non-integer
-scales. See docs/onnx.md.
+multiple-of-4 input size at its one scale; pad other sizes by reflection
+and crop (``inference.predictor.reflect_pad``), and use the parameters for
+non-integer scales. See docs/onnx.md.
 
 Route: the live generator (``nnx.merge(graphdef, params)``) is traced to a
 jaxpr of plain JAX primitives with ``jax.export`` symbolic shapes, and

@@ -94,7 +94,7 @@ class ExportedGenerator:
     return self._loaded[entry['file']]
 
   def predict_nlab(self, gray, reference, out_size):
-    from scsnet_jax.inference.tiling import reflect_pad
+    from scsnet_jax.inference.predictor import reflect_pad
     _, height, width, _ = gray.shape
     scale = out_size[0] // height
     mode = 'automatic' if reference is None else 'referential'

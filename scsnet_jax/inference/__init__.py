@@ -1,1 +1,2 @@
-"""Inference: tiling, image files, loading trained generators."""
+"""Inference: the tiled predictor, the runner behind predict and the app,
+image files, output planning, loading trained generators."""

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from scsnet_jax.export import reader
-from scsnet_jax.inference import tiling as inference
+from scsnet_jax.inference import predictor as predictor_lib
 from tests.export.tiny import TINY
 
 
@@ -25,7 +25,8 @@ def test_exported_generator_pads_and_crops_like_the_predictor(exported):
   assert runner.supports(False, 10, 14, (20, 28))
   assert not runner.supports(False, 10, 14, (15, 21))
   got, _ = runner.predict_nlab(gray, None, (20, 28))
-  want, _ = inference.Predictor(params, TINY).predict_nlab(gray, None, (20, 28))
+  want, _ = predictor_lib.Predictor(params, TINY).predict_nlab(
+      gray, None, (20, 28))
   np.testing.assert_allclose(got, want, atol=1e-5)
 
 

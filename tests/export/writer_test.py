@@ -14,7 +14,7 @@ from flax import nnx
 
 from scsnet_jax.export import format as export_format
 from scsnet_jax.export import reader, writer
-from scsnet_jax.inference import tiling as inference
+from scsnet_jax.inference import predictor as predictor_lib
 from scsnet_jax.models.generator import Generator, GeneratorConfig
 from tests.export.tiny import TINY, config_dict
 
@@ -104,10 +104,10 @@ def test_centres_sampling_is_exported(tmp_path):
                           scales=(2,), step=1, modes=('automatic',))
   gray = _random((1, 12, 16, 1), 3)
   got, _ = reader.ExportedGenerator(path).predict_nlab(gray, None, (24, 32))
-  want, _ = inference.Predictor(params, centres).predict_nlab(gray, None,
+  want, _ = predictor_lib.Predictor(params, centres).predict_nlab(gray, None,
                                                               (24, 32))
   np.testing.assert_allclose(got, want, atol=1e-5)
-  corners, _ = inference.Predictor(params, dataclasses.replace(
+  corners, _ = predictor_lib.Predictor(params, dataclasses.replace(
       centres, cpm_sampling='corners')).predict_nlab(gray, None, (24, 32))
   assert np.abs(corners - want).max() > 1e-3
 

@@ -174,7 +174,7 @@ def trained_residual():
 def test_residual_points_tiles_and_export_agree_with_the_full_grid(
     trained_residual):
   from scsnet_jax.export import jax_writer as export
-  from scsnet_jax.inference import tiling as inference
+  from scsnet_jax.inference import predictor as predictor_lib
   from scsnet_jax.models.cpm import grid_coordinates
   model = trained_residual
   gray = _smooth_gray((1, 160, 144, 1), 1)
@@ -186,10 +186,10 @@ def test_residual_points_tiles_and_export_agree_with_the_full_grid(
                              atol=1e-5)
   graphdef, state = nnx.split(model)
   params = state.to_pure_dict()
-  untiled, _ = inference.Predictor(params, RESIDUAL_TINY).predict_nlab(
+  untiled, _ = predictor_lib.Predictor(params, RESIDUAL_TINY).predict_nlab(
       gray, None, (320, 288))
   np.testing.assert_allclose(untiled, full, atol=1e-5)
-  tiled, _ = inference.Predictor(params, RESIDUAL_TINY, tile=128,
+  tiled, _ = predictor_lib.Predictor(params, RESIDUAL_TINY, tile=128,
                                  tile_overlap=64).predict_nlab(
                                      gray, None, (320, 288))
   # Same tolerance as the spec model's tiling (attention sees its window).

@@ -35,7 +35,6 @@ import numpy as np
 from flax import nnx
 
 from scsnet_jax.errors import UserError
-from scsnet_jax import color
 from scsnet_jax.models import bicubic
 from scsnet_jax.models import cpm as cpm_lib
 from scsnet_jax.models import INPUT_MULTIPLE
@@ -180,8 +179,6 @@ def _render_window(graphdef, params, gray, reference, sample_x, sample_y,
                                     local_y)
 
 
-
-
 # -------------------------------------------------------------- predictor ---
 class Predictor:
   """A generator on numpy images of any size, with tiling and dtype fallback.
@@ -286,29 +283,3 @@ class Predictor:
           redone.append(index)
     return out, redone
 
-
-# ---------------------------------------------------------------- colours ---
-def gray_from_rgb(pixels: np.ndarray) -> np.ndarray:
-  """uint8 sRGB (H, W, 3) -> normalised L channel (H, W, 1) float32."""
-  rgb = pixels.astype(np.float64) / 255.0
-  return color.rgb_to_gray_nl(rgb, xp=np).astype(np.float32)
-
-
-def nlab_from_rgb(pixels: np.ndarray) -> np.ndarray:
-  """uint8 sRGB (H, W, 3) -> normalised LAB (H, W, 3) float32."""
-  return color.rgb_to_nlab(pixels.astype(np.float64) / 255.0,
-                           xp=np).astype(np.float32)
-
-
-def rgb_from_nlab(nlab: np.ndarray, rows_per_block: int = 256) -> np.ndarray:
-  """Normalised LAB (H, W, 3) -> uint8 sRGB (clipped, rounded).
-
-  Converts blocks of rows in float32, so a 4096^2 output needs a few tens
-  of MB of temporaries rather than several float64 copies of the image.
-  """
-  nlab = np.asarray(nlab, np.float32)
-  out = np.empty(nlab.shape, np.uint8)
-  for top in range(0, nlab.shape[0], rows_per_block):
-    rgb = color.nlab_to_rgb(nlab[top:top + rows_per_block], xp=np, clip=True)
-    out[top:top + rows_per_block] = np.round(rgb * 255.0)
-  return out

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from scsnet_jax.inference import tiling as inference
+from scsnet_jax import color
+from scsnet_jax.inference import predictor as predictor_lib
 from scsnet_jax.models import cpm
 from scsnet_jax.models.generator import Generator, GeneratorConfig
 
@@ -37,28 +38,28 @@ def _gray(shape, seed=0):
 
 
 def test_resolve_output_size():
-  assert inference.resolve_output_size(10, 14, scale=1.5) == (15, 21)
-  assert inference.resolve_output_size(10, 14, scale=0.5) == (5, 7)
-  assert inference.resolve_output_size(10, 14, size=(12, 20)) == (12, 20)
+  assert predictor_lib.resolve_output_size(10, 14, scale=1.5) == (15, 21)
+  assert predictor_lib.resolve_output_size(10, 14, scale=0.5) == (5, 7)
+  assert predictor_lib.resolve_output_size(10, 14, size=(12, 20)) == (12, 20)
   for bad in (0, -2, float('nan'), float('inf')):
     with pytest.raises(ValueError, match='positive finite'):
-      inference.resolve_output_size(10, 14, scale=bad)
+      predictor_lib.resolve_output_size(10, 14, scale=bad)
   with pytest.raises(ValueError, match='smaller than one pixel'):
-    inference.resolve_output_size(10, 14, scale=0.01)
+    predictor_lib.resolve_output_size(10, 14, scale=0.01)
   with pytest.raises(ValueError, match='limit of 100'):
-    inference.resolve_output_size(10, 14, scale=1, max_pixels=100)
+    predictor_lib.resolve_output_size(10, 14, scale=1, max_pixels=100)
 
 
 def test_reflect_pad_indices():
   x = _gray((1, 5, 6, 1))
-  padded = inference.reflect_pad(x)
+  padded = predictor_lib.reflect_pad(x)
   assert padded.shape == (1, 8, 8, 1)
   np.testing.assert_array_equal(padded[:, :5, :6], x)
   # Reflection without repeating the edge: rows 5,6,7 <- 3,2,1; cols 6,7 <- 4,3.
   np.testing.assert_array_equal(padded[0, 5:, :6, 0], x[0, [3, 2, 1], :, 0])
   np.testing.assert_array_equal(padded[0, :5, 6:, 0], x[0, :, [4, 3], 0].T)
   small = _gray((1, 1, 2, 1))
-  tiny = inference.reflect_pad(small)   # too small to reflect: edge repeat
+  tiny = predictor_lib.reflect_pad(small)   # too small to reflect: edge repeat
   assert tiny.shape == (1, 4, 4, 1)
   np.testing.assert_array_equal(tiny[0, :, :2, 0],
                                 np.broadcast_to(small[0, 0, :, 0], (4, 2)))
@@ -69,7 +70,7 @@ def test_reflect_pad_indices():
                          [(100, 250, 32, 16), (97, 61, 48, 8), (40, 160, 0, 0)])
 def test_plan_axis_covers_grid(in_len, out_len, tile, overlap):
   padded = in_len + (-in_len) % 4
-  windows = inference.plan_axis(in_len, padded, out_len, tile, overlap)
+  windows = predictor_lib.plan_axis(in_len, padded, out_len, tile, overlap)
   total = np.zeros(out_len)
   for w in windows:
     assert w.start % 4 == 0 and w.start + w.length <= padded
@@ -85,7 +86,7 @@ def test_plan_axis_covers_grid(in_len, out_len, tile, overlap):
 
 
 def test_untiled_coordinates_are_the_cpm_grid():
-  (window,) = inference.plan_axis(16, 16, 48, 0, 0)
+  (window,) = predictor_lib.plan_axis(16, 16, 48, 0, 0)
   grid = np.asarray(cpm.grid_coordinates(1, 48))[:, 0]
   np.testing.assert_allclose(window.sample, grid, atol=1e-6)
   local = np.asarray(jax.vmap(lambda x: cpm.local_coordinate(
@@ -96,7 +97,7 @@ def test_untiled_coordinates_are_the_cpm_grid():
 def test_untiled_matches_generator(model):
   gen, _, params = model
   gray = _gray((2, 16, 20, 1))
-  predictor = inference.Predictor(params, TINY)
+  predictor = predictor_lib.Predictor(params, TINY)
   out, redone = predictor.predict_nlab(gray, None, (32, 40))
   expected = gen(jnp.asarray(gray), out_size=(32, 40))
   np.testing.assert_allclose(out, expected, atol=1e-5)
@@ -107,8 +108,9 @@ def test_padding_then_crop(model):
   """15x18 (not multiples of 4): reflect-padded to 16x20, x2, cropped."""
   gen, _, params = model
   gray = _gray((1, 15, 18, 1), seed=1)
-  out, _ = inference.Predictor(params, TINY).predict_nlab(gray, None, (30, 36))
-  padded = inference.reflect_pad(gray)
+  out, _ = predictor_lib.Predictor(params, TINY).predict_nlab(
+      gray, None, (30, 36))
+  padded = predictor_lib.reflect_pad(gray)
   assert padded.shape == (1, 16, 20, 1)
   expected = gen(jnp.asarray(padded), out_size=(32, 40))[:, :30, :36]
   np.testing.assert_allclose(out, expected, atol=1e-5)
@@ -118,7 +120,8 @@ def test_fractional_scale_matches_render_points(model):
   """x2.5 of 16x20 -> 40x50: pixel j's centre (j+.5)*W/Wt, via render_points."""
   gen, _, params = model
   gray = _gray((1, 16, 20, 1), seed=2)
-  out, _ = inference.Predictor(params, TINY).predict_nlab(gray, None, (40, 50))
+  out, _ = predictor_lib.Predictor(params, TINY).predict_nlab(
+      gray, None, (40, 50))
   ys = (np.arange(40) + 0.5) / 40
   xs = (np.arange(50) + 0.5) / 50
   yy, xx = np.meshgrid(ys, xs, indexing='ij')
@@ -134,10 +137,10 @@ def test_window_renders_exact_global_pixels(model):
   gray = jnp.asarray(_gray((1, 48, 48, 1), seed=3))
   features = gen.features(gray)
   out_size = (71, 71)   # x 1.479..
-  (whole,) = inference.plan_axis(48, 48, 71, 0, 0)
+  (whole,) = predictor_lib.plan_axis(48, 48, 71, 0, 0)
   full = gen.cpm.render_separable(features, *_axis_arrays(whole, whole))
-  rows = inference.plan_axis(48, 48, out_size[0], 32, 16)
-  cols = inference.plan_axis(48, 48, out_size[1], 32, 16)
+  rows = predictor_lib.plan_axis(48, 48, out_size[0], 32, 16)
+  cols = predictor_lib.plan_axis(48, 48, out_size[1], 32, 16)
   r, c = rows[1], cols[0]
   crop = features[:, r.start:r.start + r.length, c.start:c.start + c.length]
   block = gen.cpm.render_separable(crop, *_axis_arrays(r, c))
@@ -159,9 +162,9 @@ def test_tiled_matches_untiled(model, referential):
   gray = _gray((1, 128, 176, 1), seed=4)
   reference = _gray((1, 8, 12, 3), seed=5) if referential else None
   out_size = (320, 440)   # x 2.5
-  whole, _ = inference.Predictor(params, TINY).predict_nlab(
+  whole, _ = predictor_lib.Predictor(params, TINY).predict_nlab(
       gray, reference, out_size)
-  tiled_predictor = inference.Predictor(params, TINY, tile=128,
+  tiled_predictor = predictor_lib.Predictor(params, TINY, tile=128,
                                         tile_overlap=64)
   rows, cols = tiled_predictor.plan(128, 176, out_size)
   assert len(rows) * len(cols) == 2
@@ -178,16 +181,16 @@ def test_tiled_matches_untiled(model, referential):
 @pytest.mark.parametrize('tile', [16, 64, 112])
 def test_tiles_too_small_for_the_decoder_are_refused(model, tile):
   _, _, params = model
-  for call in (lambda: inference.check_tiling(tile, 8),
-               lambda: inference.Predictor(params, TINY, tile=tile,
+  for call in (lambda: predictor_lib.check_tiling(tile, 8),
+               lambda: predictor_lib.Predictor(params, TINY, tile=tile,
                                            tile_overlap=8)):
     with pytest.raises(ValueError) as error:
       call()
     message = str(error.value)
     assert '\n' not in message
     assert f'tile {tile} is too small' in message and '128 or more' in message
-  inference.check_tiling(128, 32)
-  inference.check_tiling(0, 32)
+  predictor_lib.check_tiling(128, 32)
+  predictor_lib.check_tiling(0, 32)
 
 
 def _chelsea_gray(width):
@@ -196,7 +199,7 @@ def _chelsea_gray(width):
   photo = Image.fromarray(data.chelsea())
   height = round(photo.height * width / photo.width)
   small = np.asarray(photo.resize((width, height), Image.Resampling.BICUBIC))
-  return inference.gray_from_rgb(small)[None]
+  return color.gray_from_rgb(small)[None]
 
 
 def _blend_zones(windows, length):
@@ -210,7 +213,7 @@ def _blend_zones(windows, length):
 def _seam_step(tiled, whole, rows, cols):
   """Largest excess, in 8-bit levels, of the tiled output's mean step between
   neighbouring columns (rows) over the untiled output's, where tiles blend."""
-  tiled, whole = (inference.rgb_from_nlab(x[0]).astype(np.float64)
+  tiled, whole = (color.rgb_from_nlab(x[0]).astype(np.float64)
                   for x in (tiled, whole))
   worst = 0.0
   for axis, zones in ((1, _blend_zones(cols, tiled.shape[1])),
@@ -235,13 +238,15 @@ def test_smallest_allowed_tile_leaves_no_seam_on_a_photograph(model,
                        else x), params)
   gray = _chelsea_gray(256)
   out_size = gray.shape[1:3]
-  whole, _ = inference.Predictor(params, TINY).predict_nlab(gray, None,
+  whole, _ = predictor_lib.Predictor(params, TINY).predict_nlab(gray, None,
                                                             out_size)
-  smallest = inference.MIN_TILE
-  monkeypatch.setattr(inference, 'MIN_TILE', 16)  # to measure a refused size
+  smallest = predictor_lib.MIN_TILE
+  # to measure a refused size:
+  monkeypatch.setattr(predictor_lib, 'MIN_TILE', 16)
   seams = {}
   for tile in (smallest // 2, smallest):
-    predictor = inference.Predictor(params, TINY, tile=tile, tile_overlap=32)
+    predictor = predictor_lib.Predictor(params, TINY, tile=tile,
+                                        tile_overlap=32)
     rows, cols = predictor.plan(*out_size, out_size)
     assert len(rows) * len(cols) > 1
     tiled, _ = predictor.predict_nlab(gray, None, out_size)
@@ -254,8 +259,8 @@ def test_smallest_allowed_tile_leaves_no_seam_on_a_photograph(model,
 def test_bfloat16_fallback_recomputes_bad_image_in_float32(model, monkeypatch):
   _, _, params = model
   gray = _gray((2, 16, 20, 1), seed=6)
-  predictor = inference.Predictor(params, TINY, dtype='bfloat16')
-  real_run = inference.Predictor._run
+  predictor = predictor_lib.Predictor(params, TINY, dtype='bfloat16')
+  real_run = predictor_lib.Predictor._run
   calls = []
 
   def run_with_overflow(self, gray, reference, out_size, dtype):
@@ -265,23 +270,16 @@ def test_bfloat16_fallback_recomputes_bad_image_in_float32(model, monkeypatch):
       out[1, 3, 4, 0] = np.inf   # image 1 "overflows" in bfloat16
     return out
 
-  monkeypatch.setattr(inference.Predictor, '_run', run_with_overflow)
+  monkeypatch.setattr(predictor_lib.Predictor, '_run', run_with_overflow)
   out, redone = predictor.predict_nlab(gray, None, (32, 40))
   assert redone == [1]
   assert calls == [(2, 'bfloat16'), (1, 'float32')]
-  reference32, _ = inference.Predictor(params, TINY).predict_nlab(
+  reference32, _ = predictor_lib.Predictor(params, TINY).predict_nlab(
       gray[1:], None, (32, 40))
   np.testing.assert_allclose(out[1], reference32[0], atol=1e-6)
   assert np.isfinite(out).all()
   assert np.abs(out[0] - real_run(predictor, gray[:1], None, (32, 40),
                                   'float32')[0]).max() < 0.05
-
-
-def test_rgb_round_trip_through_nlab():
-  pixels = np.random.default_rng(7).integers(0, 256, (6, 5, 3), np.uint8)
-  back = inference.rgb_from_nlab(inference.nlab_from_rgb(pixels))
-  assert np.abs(back.astype(int) - pixels).max() <= 1
-  assert back.dtype == np.uint8
 
 
 def test_centres_sampling_in_every_predictor_path(model):
@@ -293,12 +291,12 @@ def test_centres_sampling_in_every_predictor_path(model):
   gen = Generator(centres, rngs=nnx.Rngs(0))
   nnx.update(gen, nnx.state(nnx.merge(graphdef, params)))
   gray = _gray((1, 15, 18, 1), seed=7)
-  out, _ = inference.Predictor(params, centres).predict_nlab(gray, None,
+  out, _ = predictor_lib.Predictor(params, centres).predict_nlab(gray, None,
                                                              (30, 36))
-  padded = jnp.asarray(inference.reflect_pad(gray))
+  padded = jnp.asarray(predictor_lib.reflect_pad(gray))
   expected = gen(padded, out_size=(32, 40))[:, :30, :36]
   np.testing.assert_allclose(out, expected, atol=1e-5)
-  corners, _ = inference.Predictor(params, TINY).predict_nlab(gray, None,
+  corners, _ = predictor_lib.Predictor(params, TINY).predict_nlab(gray, None,
                                                               (30, 36))
   assert np.abs(corners - out).max() > 1e-3   # the switch changes the output
   coords = cpm.grid_coordinates(32, 40)[None]
@@ -306,9 +304,9 @@ def test_centres_sampling_in_every_predictor_path(model):
       np.asarray(gen.render_points(padded, coords)).reshape(1, 32, 40, 3),
       gen(padded, out_size=(32, 40)), atol=1e-5)
   big = _gray((1, 128, 176, 1), seed=8)
-  whole, _ = inference.Predictor(params, centres).predict_nlab(big, None,
+  whole, _ = predictor_lib.Predictor(params, centres).predict_nlab(big, None,
                                                                (320, 440))
-  tiled, _ = inference.Predictor(params, centres, tile=128,
+  tiled, _ = predictor_lib.Predictor(params, centres, tile=128,
                                  tile_overlap=64).predict_nlab(big, None,
                                                                (320, 440))
   diff = np.abs(tiled - whole)[:, 8:-8, 8:-8]

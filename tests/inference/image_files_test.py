@@ -1,4 +1,4 @@
-"""inference.files: only regular files are read, the umask is read safely.
+"""inference.image_files: only regular files are read, the umask is read safely.
 
 Devices, FIFOs and links to them must never be read (``/dev/zero`` is
 endless, a FIFO blocks its reader); the umask helper must not change the
@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from scsnet_jax import image_io
-from scsnet_jax.inference import files as image_files
+from scsnet_jax.inference import image_files
 
 needs_posix = pytest.mark.skipif(not hasattr(os, 'mkfifo') or
                                  not os.path.exists('/dev/zero'),
