@@ -255,14 +255,14 @@ class Colouriser:
     stem = os.path.splitext(os.path.basename(image_path))[0]
     png_path = os.path.join(folder, f'{stem}_colour.png')
     image_files.write_png_atomic(png_path, pixels)
-    bicubic = color.rgb_from_gray(
-        runner.predictor.bicubic_gray(gray[None], out_size)[0])
+    bicubic = color.rgb_from_gray(runner.bicubic_gray(gray[None],
+                                                      out_size)[0])
     seconds = time.perf_counter() - start
-    rows, cols = runner.predictor.plan(height, width, out_size)
+    tiles = runner.tile_count(height, width, out_size)
     mode = 'guided by the reference' if reference is not None else 'automatic'
     summary = (f'**{width}x{height} -> {out_size[1]}x{out_size[0]}** '
                f'({out_size[1] / width:.3g}x), {mode}, {dtype}, '
-               f'{len(rows) * len(cols)} tile(s): **{seconds:.2f} s**')
+               f'{tiles} tile(s): **{seconds:.2f} s**')
     return Result(png_path, bicubic, '\n\n'.join([summary] + notes), seconds)
 
   def _sweep(self) -> None:

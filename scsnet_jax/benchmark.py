@@ -237,7 +237,7 @@ def measure_tiled_peak_memory(input_size: int = 1024, scale: int = 4,
   rng = np.random.default_rng(seed)
   gray = rng.uniform(-1, 1, (1, input_size, input_size, 1)).astype(np.float32)
   out_size = (scale * input_size, scale * input_size)
-  rows, cols = predictor.plan(input_size, input_size, out_size)
+  windows = predictor.tile_count(input_size, input_size, out_size)
   start = time.perf_counter()
   out, _ = predictor.predict_nlab(gray, None, out_size)
   pixels = color.rgb_from_nlab(out[0])
@@ -245,7 +245,7 @@ def measure_tiled_peak_memory(input_size: int = 1024, scale: int = 4,
   peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
   return {'input': [input_size, input_size], 'output': list(pixels.shape[:2]),
           'tile': tile, 'tile_overlap': tile_overlap,
-          'windows': len(rows) * len(cols), 'seconds': seconds,
+          'windows': windows, 'seconds': seconds,
           'peak_rss_bytes': int(peak), 'peak_rss_gib': peak / 2**30,
           'backend': jax.default_backend()}
 

@@ -36,7 +36,7 @@ from scsnet_jax.errors import UserError, first_line
 from scsnet_jax.inference import image_files
 from scsnet_jax.inference import planning
 from scsnet_jax.inference import predictor as predictor_lib
-from scsnet_jax.runner import Runner
+from scsnet_jax.inference.predictor import NlabPredictor
 from scsnet_jax.models.generator import DTYPES
 
 # -------------------------------------------------------------- arguments ---
@@ -128,8 +128,8 @@ class _Report:
     self.failed += 1
 
 
-def _run_batch(runner: Runner, items: list, out_size, report: _Report,
-               overwrite: bool):
+def _run_batch(runner: NlabPredictor, items: list, out_size,
+               report: _Report, overwrite: bool):
   gray = np.stack([item['gray'] for item in items])
   refs = [item['reference'] for item in items]
   reference = None if refs[0] is None else np.stack(refs)

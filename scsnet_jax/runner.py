@@ -79,7 +79,12 @@ def check_model_arguments(parser: argparse.ArgumentParser,
 class Runner:
   """Parameters path (any scale, tiling, bfloat16) plus, for an export
   folder, its serialized artifacts where they apply (integer exported scale,
-  float32, image within one tile)."""
+  float32, image within one tile).
+
+  An ``inference.predictor.NlabPredictor``; ``tile_count`` and
+  ``bicubic_gray`` say what the app's summary and comparison need, so no
+  caller reaches into ``predictor``.
+  """
 
   def __init__(self, checkpoint: str, *, dtype: str, tile: int,
                tile_overlap: int):
@@ -110,7 +115,23 @@ class Runner:
         tile=self.predictor.tile, tile_overlap=self.predictor.tile_overlap)
     return other
 
-  def predict_nlab(self, gray, reference, out_size):
+  def tile_count(self, height: int, width: int,
+                 out_size: tuple[int, int]) -> int:
+    """Windows an (H, W) -> ``out_size`` image is computed in (1 where an
+    exported artifact runs it: those fit one tile)."""
+    return self.predictor.tile_count(height, width, out_size)
+
+  def bicubic_gray(self, gray: np.ndarray,
+                   out_size: tuple[int, int]) -> np.ndarray:
+    """The model's bicubic enlargement of normalised L, (B, H, W, 1) ->
+    (B, Ht, Wt, 1) float32: what the result is compared with."""
+    return self.predictor.bicubic_gray(gray, out_size)
+
+  def predict_nlab(self, gray: np.ndarray, reference: Optional[np.ndarray],
+                   out_size: tuple[int, int]
+                   ) -> tuple[np.ndarray, list[int]]:
+    """``NlabPredictor.predict_nlab``: the export's artifact if one fits,
+    else the ``Predictor``."""
     _, height, width, _ = gray.shape
     one_window = not self.tile or max(height, width) <= self.tile
     if (self.exported is not None and self.predictor.dtype == 'float32'

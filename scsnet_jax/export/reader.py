@@ -64,8 +64,9 @@ def load_params(path: str):
 class ExportedGenerator:
   """Runs the serialized artifacts of an export folder (no model code).
 
-  ``predict_nlab(gray, reference, out_size)`` as ``inference.Predictor``,
-  for out_size = scale x (H, W) with an exported integer scale.
+  An ``inference.predictor.NlabPredictor``, as ``Predictor``, for
+  out_size = scale x (H, W) with an exported integer scale (``supports``);
+  float32 only, so ``redone`` is always empty.
   """
 
   def __init__(self, path: str):
@@ -93,7 +94,11 @@ class ExportedGenerator:
           os.path.join(self.path, entry['file']))
     return self._loaded[entry['file']]
 
-  def predict_nlab(self, gray, reference, out_size):
+  def predict_nlab(self, gray: np.ndarray, reference: Optional[np.ndarray],
+                   out_size: tuple[int, int]
+                   ) -> tuple[np.ndarray, list[int]]:
+    """(B, H, W, 1) gray [, (B, Hr, Wr, 3) reference] -> ((B, Ht, Wt, 3)
+    normalised LAB float32, []); UserError without a fitting artifact."""
     from scsnet_jax.inference.predictor import reflect_pad
     _, height, width, _ = gray.shape
     scale = out_size[0] // height

@@ -27,7 +27,7 @@ PVCAttn pooling 4) so that pooling grids line up with the untiled run.
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+from typing import Optional, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
@@ -52,6 +52,29 @@ MIN_TILE_OVERLAP = 8  # the ramps need a few pixels; less is refused
 # with --tile-overlap 64 the blend zones of 128 tiles err 16x less than at 32.
 MIN_TILE = 128
 DEFAULT_MAX_OUTPUT_PIXELS = 1 << 27   # 134 MP, e.g. 11585 x 11585
+
+
+# --------------------------------------------------------------- contract ---
+@runtime_checkable
+class NlabPredictor(Protocol):
+  """What runs the model on numpy images: ``Predictor`` (model code, any
+  scale, tiles), ``export.reader.ExportedGenerator`` (serialized artifacts,
+  exported integer scales) and ``runner.Runner`` (either, per call).
+
+  ``predict_nlab(gray, reference, out_size)``:
+    gray: (B, H, W, 1) float32, normalised L (``color.gray_from_rgb``).
+    reference: (B, Hr, Wr, 3) float32 normalised LAB, or None (automatic).
+    out_size: (Ht, Wt), any size (``resolve_output_size``).
+  Returns ``(nlab, redone)``: (B, Ht, Wt, 3) float32 normalised LAB, and the
+  indices of the images recomputed in float32 because bfloat16 gave
+  non-finite values (empty in float32). An unsupported request (a reference
+  for an automatic model, a size no artifact has) raises ``UserError``.
+  """
+
+  def predict_nlab(self, gray: np.ndarray, reference: Optional[np.ndarray],
+                   out_size: tuple[int, int]
+                   ) -> tuple[np.ndarray, list[int]]:
+    ...
 
 
 # ------------------------------------------------------------------ sizes ---
@@ -224,6 +247,12 @@ class Predictor:
     shows it beside the result for comparison)."""
     return np.asarray(self._bicubic_resize(jnp.asarray(gray), tuple(out_size)))
 
+  def tile_count(self, height: int, width: int,
+                 out_size: tuple[int, int]) -> int:
+    """How many windows an (H, W) -> ``out_size`` image runs in."""
+    rows, cols = self.plan(height, width, out_size)
+    return len(rows) * len(cols)
+
   def plan(self, height: int, width: int, out_size: tuple[int, int]):
     """(row windows, column windows) for an (H, W) input."""
     pad_h = height + (-height) % INPUT_MULTIPLE
@@ -263,8 +292,10 @@ class Predictor:
     return out
 
   def predict_nlab(self, gray: np.ndarray, reference: Optional[np.ndarray],
-                   out_size: tuple[int, int]):
-    """gray (B,H,W,1), reference (B,Hr,Wr,3) or None, both normalised LAB.
+                   out_size: tuple[int, int]
+                   ) -> tuple[np.ndarray, list[int]]:
+    """``NlabPredictor.predict_nlab``: gray (B,H,W,1), reference (B,Hr,Wr,3)
+    or None, both normalised LAB.
 
     Returns ((B,Ht,Wt,3) normalised LAB float32, indices of the images that
     were recomputed in float32 because bfloat16 gave non-finite values).
