@@ -246,10 +246,8 @@ class Colouriser:
                          f'{first_line(error)})') from None
     if redone:
       notes.append('bfloat16 gave non-finite values; recomputed in float32.')
-    pixels = color.rgb_from_nlab(nlab[0])
-    if alpha is not None:   # RGBA/LA in: alpha resized, RGBA out (as predict)
-      alpha = image_files.resize_alpha(alpha, out_size)
-      pixels = np.concatenate([pixels, alpha[..., None]], axis=-1)
+    pixels = image_files.attach_alpha(color.rgb_from_nlab(nlab[0]), alpha,
+                                      out_size)
     folder = os.path.join(self.output_dir, uuid.uuid4().hex)
     os.makedirs(folder)
     stem = os.path.splitext(os.path.basename(image_path))[0]

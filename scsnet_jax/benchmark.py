@@ -121,8 +121,7 @@ def generator_config(referential: bool, dtype: str) -> gen_lib.GeneratorConfig:
 
 def init_generator(cfg: gen_lib.GeneratorConfig):
   """(graphdef, params) with parameters created by one jitted init."""
-  graphdef = nnx.graphdef(nnx.eval_shape(
-      lambda: gen_lib.Generator(cfg, rngs=nnx.Rngs(0))))
+  graphdef = nnx.graphdef(gen_lib.abstract_generator(cfg))
   params = jax.jit(lambda: nnx.state(gen_lib.Generator(
       cfg, rngs=nnx.Rngs(0))))()
   return graphdef, params

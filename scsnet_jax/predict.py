@@ -145,10 +145,8 @@ def _run_batch(runner: NlabPredictor, items: list, out_size,
       report.recomputed += 1
       report.say(f'warning: {item["path"]}: non-finite values in bfloat16; '
                  'recomputed in float32')
-    pixels = color.rgb_from_nlab(out[index])
-    if item['alpha'] is not None:   # RGBA/LA in: alpha resized, RGBA out
-      alpha = image_files.resize_alpha(item['alpha'], out_size)
-      pixels = np.concatenate([pixels, alpha[..., None]], axis=-1)
+    pixels = image_files.attach_alpha(color.rgb_from_nlab(out[index]),
+                                      item['alpha'], out_size)
     if not overwrite and os.path.lexists(item['dest']):  # appeared meanwhile
       report.fail(item['path'], f'output {item["dest"]} appeared during the '
                   'run; refusing to replace it (pass --overwrite)')

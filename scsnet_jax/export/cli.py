@@ -72,14 +72,13 @@ def _load(checkpoint: str, step: Optional[int]):
   export folder."""
   if reader.is_export_dir(checkpoint):
     from flax import nnx
-    from scsnet_jax.models.generator import build_generator
+    from scsnet_jax.models.generator import abstract_generator
     saved_step = reader.read_manifest(checkpoint).get('step')
     if step is not None and step != saved_step:
       raise UserError(f'{checkpoint}: an export folder holds step '
                        f'{saved_step} only; drop --step')
     params, model_config = reader.load_params(checkpoint)
-    graphdef = nnx.split(nnx.eval_shape(
-        lambda: build_generator(model_config, nnx.Rngs(0))))[0]
+    graphdef = nnx.graphdef(abstract_generator(model_config))
     return graphdef, params, model_config, saved_step
   from scsnet_jax.inference import loading
   bundle = loading.load_generator(checkpoint, step=step)

@@ -49,9 +49,8 @@ def load_params(path: str):
     model_config = json.load(f)
   # A target restores the exact tree (integer keys of nnx.List included).
   from flax import nnx
-  from scsnet_jax.models.generator import build_generator
-  abstract = nnx.split(nnx.eval_shape(
-      lambda: build_generator(model_config, nnx.Rngs(0))))[1].to_pure_dict()
+  from scsnet_jax.models.generator import abstract_generator
+  abstract = nnx.state(abstract_generator(model_config)).to_pure_dict()
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   target = jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),

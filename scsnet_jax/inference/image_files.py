@@ -25,7 +25,7 @@ from scsnet_jax.image_io import ImageDecodeError, read_image
 GRAY_SPREAD = 3
 
 __all__ = ['ImageDecodeError', 'read_image', 'read_image_and_alpha',
-           'resize_alpha', 'is_gray', 'collect_inputs', 'ReferenceMatcher',
+           'attach_alpha', 'is_gray', 'collect_inputs', 'ReferenceMatcher',
            'output_path', 'check_output_dir', 'write_png_atomic']
 
 
@@ -46,13 +46,19 @@ def read_image_and_alpha(path, *, max_pixels: int = image_io.MAX_IMAGE_PIXELS
   return image_io.read_image_and_alpha(path, max_pixels=max_pixels)
 
 
-def resize_alpha(alpha: np.ndarray, out_size: tuple[int, int]) -> np.ndarray:
-  """(H, W) uint8 -> (Ht, Wt) uint8, bicubic (PIL), clipped to [0, 255]."""
+def attach_alpha(pixels: np.ndarray, alpha: Optional[np.ndarray],
+                 out_size: tuple[int, int]) -> np.ndarray:
+  """A result and its input's alpha -> what to write: (Ht, Wt, 3) uint8
+  unchanged without alpha; with an (H, W) uint8 alpha (RGBA and LA inputs),
+  (Ht, Wt, 4) with the alpha resized bicubically (PIL, clipped to [0, 255])
+  to ``out_size`` (Ht, Wt)."""
+  if alpha is None:
+    return pixels
   height, width = out_size
-  if alpha.shape == (height, width):
-    return alpha
-  return np.asarray(Image.fromarray(alpha, mode='L').resize(
-      (width, height), Image.Resampling.BICUBIC), np.uint8)
+  if alpha.shape != (height, width):
+    alpha = np.asarray(Image.fromarray(alpha, mode='L').resize(
+        (width, height), Image.Resampling.BICUBIC), np.uint8)
+  return np.concatenate([pixels, alpha[..., None]], axis=-1)
 
 
 def is_gray(pixels: np.ndarray) -> bool:

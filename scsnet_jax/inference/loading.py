@@ -112,12 +112,10 @@ def load_generator(workdir: str, step: Optional[int] = None,
   (``WORKDIR/checkpoints/STEP``).
   """
   from flax import nnx
-  from scsnet_jax.models.generator import build_generator
+  from scsnet_jax.models.generator import abstract_generator
   restored, step = _read_items(workdir, step, config=ocp.args.JsonRestore())
   config = ml_collections.ConfigDict(restored['config'])
-  abstract_model = nnx.eval_shape(
-      lambda: build_generator(config.model, nnx.Rngs(0)))
-  graphdef, abstract_params = nnx.split(abstract_model)
+  graphdef, abstract_params = nnx.split(abstract_generator(config.model))
   target = sharding.abstract_tree(
       abstract_params.to_pure_dict(),
       sharding.replicated(mesh) if mesh is not None else

@@ -38,8 +38,8 @@ from scsnet_jax.errors import UserError
 from scsnet_jax.models import bicubic
 from scsnet_jax.models import cpm as cpm_lib
 from scsnet_jax.models import INPUT_MULTIPLE
-from scsnet_jax.models.generator import (DTYPES, Generator, GeneratorConfig,
-                                         resolve_out_size)
+from scsnet_jax.models.generator import (DTYPES, GeneratorConfig,
+                                         abstract_generator, resolve_out_size)
 
 WINDOW_ALIGN = 16     # window origins: encoder stride 4 x pyramid pool 4
 MIN_TILE_OVERLAP = 8  # the ramps need a few pixels; less is refused
@@ -235,9 +235,8 @@ class Predictor:
 
   def graphdef(self, dtype: str):
     if dtype not in self._graphdefs:
-      cfg = dataclasses.replace(self.config, dtype=dtype)
-      abstract = nnx.eval_shape(lambda: Generator(cfg, rngs=nnx.Rngs(0)))
-      self._graphdefs[dtype] = nnx.split(abstract)[0]
+      self._graphdefs[dtype] = nnx.graphdef(
+          abstract_generator(self.config, dtype=dtype))
     return self._graphdefs[dtype]
 
   def bicubic_gray(self, gray: np.ndarray, out_size: tuple[int, int]

@@ -294,11 +294,23 @@ class Generator(nnx.Module):
     return out.at[..., :1].add(base)
 
 
-def build_generator(model_config: Mapping[str, Any], rngs: nnx.Rngs,
-                    **overrides) -> Generator:
-  """A Generator from ``config.model`` (a ConfigDict or dict)."""
-  config = GeneratorConfig.from_mapping(model_config)
+def build_generator(model_config: Mapping[str, Any] | GeneratorConfig,
+                    rngs: nnx.Rngs, **overrides) -> Generator:
+  """A Generator from ``config.model`` (a ConfigDict or dict) or a
+  GeneratorConfig, with ``overrides`` of its fields (e.g. ``dtype=``)."""
+  config = (model_config if isinstance(model_config, GeneratorConfig) else
+            GeneratorConfig.from_mapping(model_config))
   return Generator(dataclasses.replace(config, **overrides), rngs=rngs)
+
+
+def abstract_generator(model_config: Mapping[str, Any] | GeneratorConfig,
+                       **overrides) -> Generator:
+  """The Generator of ``model_config`` as shapes only (``nnx.eval_shape``:
+  nothing is allocated or computed): ``nnx.split`` of it gives the graphdef
+  that ``nnx.merge`` needs and the parameter tree a checkpoint restores
+  into. Loading, export and the predictor all start from it."""
+  return nnx.eval_shape(
+      lambda: build_generator(model_config, nnx.Rngs(0), **overrides))
 
 
 def apply_generator(graphdef, params, gray, reference=None, *, out_size):

@@ -40,3 +40,28 @@ def test_an_export_folder_is_re_exported_at_its_own_step(exported, tmp_path,
   assert [a['file'] for a in manifest['artifacts']] == [
       'generator_automatic_x3.jax_export']
   assert 'exported step 3 to' in capsys.readouterr().out
+
+
+def test_a_several_line_error_is_printed_as_its_first_line(tmp_path, capsys,
+                                                           monkeypatch):
+  from scsnet_jax.errors import UserError
+
+  def fails(checkpoint, step):
+    raise UserError(f'{checkpoint}: unreadable manifest\n  line 3\n  line 4')
+  monkeypatch.setattr(cli, '_load', fails)
+  assert cli.main(['--checkpoint', 'ckpt', '--output',
+                   str(tmp_path / 'out')]) == 1
+  assert capsys.readouterr().err == 'error: ckpt: unreadable manifest\n'
+
+
+def test_every_command_says_the_same_about_checkpoint():
+  from scsnet_jax import app, predict
+  from scsnet_jax import workdir as workdir_lib
+
+  def checkpoint_help(parser):
+    return next(a.help for a in parser._actions  # pylint: disable=protected-access
+                if '--checkpoint' in a.option_strings)
+  helps = {checkpoint_help(module.build_parser())
+           for module in (cli, predict, app)}
+  assert helps == {workdir_lib.CHECKPOINT_HELP}
+  assert 'scsnet_jax.export' in workdir_lib.CHECKPOINT_HELP

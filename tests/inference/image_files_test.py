@@ -182,3 +182,22 @@ def test_folder_references_are_not_held_between_inputs(tmp_path):
   assert not matcher._cache
   single = image_files.ReferenceMatcher(str(folder / 'a.png'))
   assert single.load('x/q.jpg') is single.load('x/r.jpg')
+
+
+# ------------------------------------------- issue 20: one alpha helper ---
+def test_attach_alpha_resizes_the_inputs_alpha_bicubically_to_the_output():
+  rng = np.random.default_rng(5)
+  pixels = rng.integers(0, 256, (12, 20, 3), np.uint8)
+  assert image_files.attach_alpha(pixels, None, (12, 20)) is pixels
+  alpha = rng.integers(0, 256, (12, 20), np.uint8)
+  same = image_files.attach_alpha(pixels, alpha, (12, 20))
+  np.testing.assert_array_equal(same, np.dstack([pixels, alpha]))
+  small = rng.integers(0, 256, (5, 8), np.uint8)
+  rgba = image_files.attach_alpha(pixels, small, (12, 20))
+  assert rgba.shape == (12, 20, 4) and rgba.dtype == np.uint8
+  np.testing.assert_array_equal(rgba[..., :3], pixels)
+  # PIL's bicubic, computed in float and clipped here, is the reference.
+  want = np.asarray(Image.fromarray(small.astype(np.float32), mode='F').resize(
+      (20, 12), Image.Resampling.BICUBIC))
+  assert np.abs(rgba[..., 3].astype(int) -
+                np.clip(np.round(want), 0, 255)).max() <= 1

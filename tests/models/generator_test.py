@@ -223,3 +223,20 @@ def test_res_branch_init_scale_scales_only_second_convs_and_tames_growth():
   growth = {name: float(jnp.std(model.texture_encoder(x)) / jnp.std(x))
             for name, model in (('default', default), ('scaled', scaled))}
   assert growth['default'] > 20 and growth['scaled'] < 3, growth
+
+
+# ------------------------------------------ issue 20: one abstract build ---
+def test_abstract_generator_is_shapes_only_and_matches_a_real_one():
+  from tests.export.tiny import TINY, config_dict
+  real = nnx.split(Generator(TINY, rngs=nnx.Rngs(0)))
+  for spec in (TINY, config_dict(TINY)):   # a GeneratorConfig or config.model
+    abstract = gen_lib.abstract_generator(spec)
+    graphdef, state = nnx.split(abstract)
+    assert graphdef == real[0]
+    leaves = jax.tree.leaves(state)
+    assert leaves and all(isinstance(x, jax.ShapeDtypeStruct) for x in leaves)
+    assert jax.tree.map(lambda x: (x.shape, x.dtype), state.to_pure_dict()) == (
+        jax.tree.map(lambda x: (x.shape, x.dtype), real[1].to_pure_dict()))
+  bf16 = gen_lib.abstract_generator(TINY, dtype='bfloat16')
+  assert bf16.config.dtype == 'bfloat16' and TINY.dtype == 'float32'
+  assert nnx.graphdef(bf16) != real[0]
