@@ -43,7 +43,7 @@ def test_serve_hands_the_login_to_gradio(tmp_path, monkeypatch):
   page = types.SimpleNamespace(
       queue=lambda **kw: types.SimpleNamespace(
           launch=lambda **kw: launched.update(kw)))
-  monkeypatch.setattr(app.predict, 'load_runner', lambda *a, **k: None)
+  monkeypatch.setattr(app.runner_lib, 'load_runner', lambda *a, **k: None)
   monkeypatch.setattr(app.app_requests, 'Colouriser',
                       lambda *a, **k: types.SimpleNamespace(close=lambda: None))
   monkeypatch.setattr(app, 'build_page', lambda *a: page)

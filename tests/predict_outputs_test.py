@@ -154,25 +154,3 @@ def test_batches_stream_reads_and_writes(workdir, tmp_path, capsys,
     np.testing.assert_array_equal(
         np.asarray(Image.open(tmp_path / 'batched' / f'{name}.png')),
         np.asarray(Image.open(tmp_path / 'single' / f'{name}.png')))
-
-
-@pytest.mark.parametrize('batch_size,max_pixels', [(1, 100), (3, 1000),
-                                                   (4, 250), (8, 10**9)])
-def test_batcher_bounds_what_it_holds(batch_size, max_pixels):
-  rng = np.random.default_rng(batch_size)
-  batcher = planning.Batcher(batch_size, max_pixels)
-  keys = rng.integers(0, 3, 60)
-  out = []
-  for index, key in enumerate(keys):
-    out += batcher.add(int(key), index, 50 * (int(key) + 1))
-    assert batcher.held_items < batch_size
-    assert batcher.held_pixels <= max_pixels
-  out += batcher.drain()
-  assert sorted(i for _, items in out for i in items) == list(range(60))
-  for key, items in out:
-    assert 1 <= len(items) <= batch_size
-    assert all(keys[i] == key for i in items)
-  same = planning.Batcher(batch_size, 10**9)   # one shape: full batches
-  full = [len(items) for i in range(2 * batch_size)
-          for _, items in same.add('k', i, 50)]
-  assert full == [batch_size, batch_size] and same.drain() == []
