@@ -166,15 +166,18 @@ def _photos_cpu(tmp_path, trainer):
   env = dict(os.environ, PYTHON=str(fake), FAKE_DIR=str(tmp_path),
              FAKE_TRAINER=trainer)
   # SIGINT as a terminal gives it: a shell cannot trap a signal ignored on
-  # entry, and the test runner may ignore SIGINT by then (inherited).
-  return subprocess.Popen(['bash', PHOTOS_CPU, str(tmp_path / 'run')],
+  # entry, and the test runner may ignore SIGINT by then (inherited). A
+  # small Python resets it and execs bash (same pid); no preexec_fn, which
+  # is unsafe after fork in this multithreaded (JAX) process.
+  return subprocess.Popen([sys.executable, '-c', _DEFAULT_SIGINT_EXEC,
+                           PHOTOS_CPU, str(tmp_path / 'run')],
                           cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True,
-                          preexec_fn=_default_sigint)
+                          stderr=subprocess.PIPE, text=True)
 
 
-def _default_sigint():
-  signal.signal(signal.SIGINT, signal.SIG_DFL)
+_DEFAULT_SIGINT_EXEC = ('import os, signal, sys; '
+                        'signal.signal(signal.SIGINT, signal.SIG_DFL); '
+                        'os.execvp("bash", ["bash", *sys.argv[1:]])')
 
 
 def _calls(tmp_path):
