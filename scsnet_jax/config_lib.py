@@ -76,6 +76,13 @@ def get_base_config() -> ml_collections.ConfigDict:
       # many random HR pixels per crop (the CPM renders only those), not on
       # every pixel (train_step.sample_output_points); 0 = every pixel.
       content_points=0,
+      # > 0: the generator renders one random square window of this many HR
+      # pixels a side per crop (train_step.sample_output_window), and every
+      # loss (content, perceptual, adversarial) is taken on it: the
+      # perceptual and GAN terms get an image while the CPM renders a
+      # fraction of the crop. 0 = the whole crop. Exclusive with
+      # content_points.
+      render_window=0,
   ))
   config.validation = ml_collections.ConfigDict(dict(
       source='demo',                 # 'demo' (skimage photos) or 'folder'
@@ -143,6 +150,8 @@ def loss_defaults() -> ml_collections.ConfigDict:
       # PSNR warm-up: steps before this train G on the content loss alone
       # (no D update, no VGG); 0 = the paper (all terms from the start).
       'gan_start_step': 0,
+      # The perceptual term's own start; -1 = with the GAN (gan_start_step).
+      'perceptual_start_step': -1,
       # The converter's .npz (see docs/losses.md); '' = none.
       'vgg_weights': '',
       # Without weights, use a random VGG16 (tests/demos; L_P then means little).
@@ -196,14 +205,25 @@ def mode_for_step(config: ml_collections.ConfigDict, step: int) -> bool:
 
 
 def gan_active(config: ml_collections.ConfigDict, step: int) -> bool:
-  """Does ``step`` train with the adversarial and perceptual terms?
+  """Does ``step`` train with the adversarial term?
 
-  False during the PSNR warm-up (``loss.gan_start_step`` steps of content
-  loss alone, as ESRGAN trains) and whenever the adversarial weight is 0:
-  then the discriminator is not run at all.
+  False during the PSNR warm-up (``loss.gan_start_step`` steps without it,
+  as ESRGAN trains) and whenever the adversarial weight is 0: then the
+  discriminator is not run at all. The perceptual term has its own
+  ``perceptual_active``.
   """
   return (bool(config.loss.adversarial_weight) and
           step >= int(config.loss.gan_start_step))
+
+
+def perceptual_active(config: ml_collections.ConfigDict, step: int) -> bool:
+  """Does ``step`` train with the perceptual term? From
+  ``loss.perceptual_start_step``, or with the GAN when that is -1."""
+  loss = config.loss
+  start = int(loss.perceptual_start_step)
+  if start < 0:
+    start = int(loss.gan_start_step)
+  return bool(loss.perceptual_weight) and step >= start
 
 
 def load_config_file(path: str) -> ml_collections.ConfigDict:

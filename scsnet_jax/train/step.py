@@ -27,6 +27,7 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from scsnet_jax import sharding
+from scsnet_jax.errors import UserError
 from scsnet_jax.train import health, losses
 from scsnet_jax.train.state import Networks, TrainState
 
@@ -58,6 +59,32 @@ def sample_output_points(rng: jax.Array, target: jax.Array, num_points: int
   values = jnp.take_along_axis(target.reshape(batch, -1, channels),
                                index[..., None], axis=1)
   return coords.astype(jnp.float32), values
+
+
+def sample_output_window(rng: jax.Array, target: jax.Array, window: int
+                         ) -> tuple[jax.Array, jax.Array]:
+  """One random ``window`` x ``window`` square of each HR target.
+
+  target (B, H, W, C) -> (coords (B, window**2, 2) of its pixel centres as
+  (x, y) in (0, 1), row-major, and the target there (B, window, window, C)).
+  The CPM renders only those points, yet the perceptual and adversarial
+  losses see an image (unlike ``sample_output_points``).
+  """
+  batch, height, width, channels = target.shape
+  if window > min(height, width):
+    raise ValueError(f'train.render_window={window} is larger than the '
+                     f'{height}x{width} crop')
+  rows_rng, cols_rng = jax.random.split(rng)
+  top = jax.random.randint(rows_rng, (batch,), 0, height - window + 1)
+  left = jax.random.randint(cols_rng, (batch,), 0, width - window + 1)
+  values = jax.vmap(lambda image, t, l: jax.lax.dynamic_slice(
+      image, (t, l, 0), (window, window, channels)))(target, top, left)
+  offsets = jnp.arange(window, dtype=jnp.float32) + 0.5
+  ys = (top[:, None].astype(jnp.float32) + offsets) / height   # (B, window)
+  xs = (left[:, None].astype(jnp.float32) + offsets) / width
+  coords = jnp.stack(jnp.broadcast_arrays(
+      xs[:, None, :], ys[:, :, None]), axis=-1)                  # (B, w, w, 2)
+  return coords.reshape(batch, window * window, 2), values
 
 
 def generate_points(networks: Networks, params: Any, batch: Batch,
@@ -185,27 +212,37 @@ def train_step(networks: Networks, state: TrainState, batch: Batch,
                perceptual_params: Any, *,
                referential: bool, loss_config: ml_collections.ConfigDict,
                ema_decay: float, ema_warmup: bool = True,
-               gan_active: bool = True, content_points: int = 0
+               gan_active: bool = True, perceptual_active: bool | None = None,
+               content_points: int = 0, render_window: int = 0
                ) -> tuple[TrainState, dict[str, jax.Array]]:
   """One D update then one G update on a global batch; see module doc.
 
   ``gan_active=False`` (the PSNR warm-up, or an adversarial weight of 0)
-  trains G on the content loss alone and skips D's forward, backward and
-  update entirely (D's parameters and optimizer state pass through). Then,
-  with ``content_points`` > 0, G renders and is scored on that many random
-  HR pixels per image instead of the whole crop (``sample_output_points``).
+  skips D's forward, backward and update entirely (D's parameters and
+  optimizer state pass through); ``perceptual_active`` (default: as
+  ``gan_active``) switches L_P. With ``render_window`` > 0, G renders one
+  random HR window per crop and every loss is taken on it
+  (``sample_output_window``); else, with neither extra term active and
+  ``content_points`` > 0, G renders and is scored on that many random HR
+  pixels per image (``sample_output_points``); else the whole crop.
   """
+  if perceptual_active is None:
+    perceptual_active = gan_active
+  adversarial_w = loss_config.adversarial_weight if gan_active else 0.0
+  perceptual_w = loss_config.perceptual_weight if perceptual_active else 0.0
   target = batch['target'].astype(jnp.float32)
-  if not gan_active and content_points:
-    coords, target = sample_output_points(
-        jax.random.fold_in(state.rng, state.step), target, content_points)
+  sample_rng = jax.random.fold_in(state.rng, state.step)
+  if render_window:
+    coords, target = sample_output_window(sample_rng, target, render_window)
+    render = lambda p: generate_points(
+        networks, p, batch, coords, referential).reshape(target.shape)
+  elif content_points and not (adversarial_w or perceptual_w):
+    coords, target = sample_output_points(sample_rng, target, content_points)
     render = lambda p: generate_points(networks, p, batch, coords,
                                        referential)
   else:
     render = lambda p: generate(networks, p, batch, referential)
   fake, generator_vjp = jax.vjp(render, state.generator_params)
-  adversarial_w = loss_config.adversarial_weight if gan_active else 0.0
-  perceptual_w = loss_config.perceptual_weight if gan_active else 0.0
 
   d = (discriminator_update(networks, state, target, fake) if adversarial_w
        else discriminator_skipped(state))
@@ -257,37 +294,48 @@ def load_perceptual_params(config: ml_collections.ConfigDict,
 def make_train_step(config: ml_collections.ConfigDict, mesh: Mesh,
                     networks: Networks
                     ) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
-  """``step(state, global_batch, referential, gan_active=True) -> (state,
-  metrics)``: ``train_step`` closed over ``networks`` and the config, jitted
-  with explicit shardings and the state donated (do not use it after the
-  call). The two flags are static: one compilation per combination that
-  runs; ``config_lib.gan_active(config, step)`` gives the second.
+  """``step(state, global_batch, referential, gan_active=True,
+  perceptual_active=None) -> (state, metrics)``: ``train_step`` closed over
+  ``networks`` and the config, jitted with explicit shardings and the state
+  donated (do not use it after the call). The three flags are static: one
+  compilation per combination that runs; ``config_lib.gan_active`` and
+  ``config_lib.perceptual_active`` give the last two for a step.
 
   The perceptual network is loaded here once and passed to the jitted
   function as an argument (a closure constant would be baked into the
   compiled program); ``step.perceptual_params`` exposes it.
   """
-  def step_fn(state, batch, perceptual_params, referential, gan_active):
+  if config.train.render_window and config.train.content_points:
+    raise UserError('train.render_window and train.content_points are '
+                    'exclusive: set one of them to 0')
+
+  def step_fn(state, batch, perceptual_params, referential, gan_active,
+              perceptual_active):
     return train_step(networks, state, batch, perceptual_params,
                       referential=referential, loss_config=config.loss,
                       ema_decay=config.train.ema_decay,
                       ema_warmup=config.train.ema_warmup,
                       gan_active=gan_active,
-                      content_points=config.train.content_points)
+                      perceptual_active=perceptual_active,
+                      content_points=config.train.content_points,
+                      render_window=config.train.render_window)
 
   replicated = sharding.replicated(mesh)
   jitted = jax.jit(
       step_fn,
       in_shardings=(replicated, sharding.batch_sharded(mesh), replicated),
       out_shardings=(replicated, replicated),
-      static_argnums=(3, 4),
+      static_argnums=(3, 4, 5),
       donate_argnums=(0,))
   perceptual_params = load_perceptual_params(config, mesh)
 
   def step(state: TrainState, batch: Batch, referential: bool,
-           gan_active: bool = True):
+           gan_active: bool = True, perceptual_active: bool | None = None):
+    if perceptual_active is None:
+      perceptual_active = gan_active
     return jitted(state, batch, perceptual_params, bool(referential),
-                  bool(gan_active))
+                  bool(gan_active),
+                  bool(perceptual_active) and perceptual_params is not None)
 
   step.perceptual_params = perceptual_params
   return step

@@ -240,3 +240,49 @@ def test_abstract_generator_is_shapes_only_and_matches_a_real_one():
   bf16 = gen_lib.abstract_generator(TINY, dtype='bfloat16')
   assert bf16.config.dtype == 'bfloat16' and TINY.dtype == 'float32'
   assert nnx.graphdef(bf16) != real[0]
+
+
+# --- reference_residual (a switchable deviation from the spec) --------------
+def test_reference_residual_model_starts_as_the_automatic_one():
+  """With reference_residual the untrained referential output equals the
+  automatic output for any reference; the spec's model does not. Same
+  parameter count either way (the spec's widths)."""
+  # (luminance_residual off: its zero head would hide any difference)
+  spec_config = GeneratorConfig(**{**vars(RESIDUAL_TINY),
+                                   'luminance_residual': False})
+  config = GeneratorConfig(**{**vars(spec_config),
+                              'reference_residual': True})
+  model = Generator(config, rngs=nnx.Rngs(0))
+  gray = _smooth_gray((2, 8, 12, 1), 0)
+  reference = np.random.default_rng(1).uniform(
+      -0.5, 0.5, (2, 8, 8, 3)).astype(np.float32)
+  automatic = np.asarray(model(gray, out_size=(16, 24)))
+  np.testing.assert_allclose(
+      np.asarray(model(gray, reference, out_size=(16, 24))), automatic,
+      atol=1e-6)
+  spec = Generator(spec_config, rngs=nnx.Rngs(0))
+  assert np.abs(np.asarray(spec(gray, reference, out_size=(16, 24))) -
+                np.asarray(spec(gray, out_size=(16, 24)))).max() > 1e-3
+  count = lambda m: gen_lib.count_params(nnx.state(m, nnx.Param))
+  assert count(model) == count(spec)
+
+
+def test_reference_residual_adds_the_pvc_output_to_f_s():
+  """Once PVCAttn's last conv is non-zero, f_int = f_s + PVCAttn(f_s, f_r):
+  re-derived from the submodules."""
+  config = GeneratorConfig(**{**vars(RESIDUAL_TINY),
+                              'reference_residual': True})
+  model = Generator(config, rngs=nnx.Rngs(0))
+  out = model.pvc_attention.fuse_out
+  out.kernel.value = 0.1 * jax.random.normal(jax.random.PRNGKey(2),
+                                             out.kernel.value.shape)
+  gray = _smooth_gray((1, 8, 8, 1), 2)
+  reference = np.random.default_rng(3).uniform(
+      -0.5, 0.5, (1, 8, 8, 3)).astype(np.float32)
+  f_init = model.init_conv(gray)
+  f_s = model.source_encoder(f_init)
+  f_int = f_s + model.pvc_attention(f_s, model.reference_encoder(reference))
+  expected = model.fusion(jnp.concatenate(
+      [model.texture_encoder(f_init), model.color_decoder(f_int)], axis=-1))
+  np.testing.assert_allclose(np.asarray(model.features(gray, reference)),
+                             np.asarray(expected), atol=1e-5)

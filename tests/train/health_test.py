@@ -56,6 +56,22 @@ def test_spike_detector_names_the_module_whose_gradient_jumped():
   assert len(lines) == 1 and 'in texture_encoder' in lines[0]
 
 
+def test_the_module_carrying_the_spike_is_named_not_the_largest_ratio():
+  """A module whose usual gradient is near zero (the reference branch early
+  in a run) 'jumps' by a huge ratio on a tiny absolute change; the spike is
+  in the module whose gradient rose most (measured in a fresh run: CPM 3.5
+  -> 266 while the reference encoder went 3e-4 -> 3)."""
+  steps = _steps(60)
+  for metrics in steps:
+    metrics[health.GRAD_NORM + 'reference_encoder'] = 3e-4
+  steps[55][health.GRAD_NORM + 'reference_encoder'] = 3.0    # 10000x
+  steps[55][health.GRAD_NORM + 'cpm'] = 266.0                # 266x, +265
+  steps[55]['generator_grad_norm'] = 266.0
+  lines = health.HealthMonitor({}).observe_steps(steps, 1)
+  assert len(lines) == 1
+  assert 'mostly in cpm (gradient norm 266, 266.0x its median)' in lines[0]
+
+
 def test_a_module_without_gradient_in_some_steps_is_not_blamed():
   """The reference branch gets no gradient in automatic steps: its median
   is over the steps that reached it, so its usual value is no 'jump'."""

@@ -244,3 +244,89 @@ def test_the_discriminator_half_alone(referential_run):
   assert skipped.opt_state is before.discriminator_opt_state
   assert set(skipped.metrics) == set(update.metrics)
   assert all(float(v) == 0.0 for v in skipped.metrics.values())
+
+
+def test_sample_output_window_is_a_square_of_the_crop():
+  """Coordinates are the pixel centres of one in-bounds square per image,
+  row-major, and the values are the target there (an index image tells)."""
+  height, width, window = 12, 20, 5
+  index = np.arange(height * width, dtype=np.float32).reshape(height, width)
+  target = jnp.asarray(np.stack([index, -index], 0)[..., None].repeat(3, -1))
+  coords, values = train_step.sample_output_window(jax.random.key(3), target,
+                                                   window)
+  assert coords.shape == (2, window * window, 2)
+  assert values.shape == (2, window, window, 3)
+  cols = np.asarray(coords[..., 0]) * width - 0.5
+  rows = np.asarray(coords[..., 1]) * height - 0.5
+  np.testing.assert_allclose(cols, np.round(cols), atol=1e-4)
+  rows, cols = np.round(rows).astype(int), np.round(cols).astype(int)
+  for b in range(2):
+    top, left = rows[b, 0], cols[b, 0]
+    assert 0 <= top <= height - window and 0 <= left <= width - window
+    expected = np.asarray(target[b, top:top + window, left:left + window])
+    np.testing.assert_array_equal(np.asarray(values[b]), expected)
+    np.testing.assert_array_equal(
+        np.asarray(values[b, ..., 0]).ravel(),
+        np.asarray(target[b, ..., 0])[rows[b], cols[b]])
+  with pytest.raises(ValueError, match='larger than'):
+    train_step.sample_output_window(jax.random.key(0), target, 13)
+
+
+def test_window_render_equals_the_full_render_cropped(referential_run):
+  networks = referential_run['networks']
+  params = referential_run['before'].generator_params
+  batch = referential_run['batch']
+  generator = nnx.merge(networks.generator, params)
+  full = generator(jnp.asarray(batch['gray']), out_size=(32, 32))
+  coords, values = train_step.sample_output_window(
+      jax.random.key(1), jnp.asarray(batch['target']), 12)
+  window = train_step.generate_points(
+      networks, params, {'gray': jnp.asarray(batch['gray'])}, coords,
+      False).reshape(values.shape)
+  rows = np.round(np.asarray(coords[:, 0, 1]) * 32 - 0.5).astype(int)
+  cols = np.round(np.asarray(coords[:, 0, 0]) * 32 - 0.5).astype(int)
+  for b, (top, left) in enumerate(zip(rows, cols)):
+    np.testing.assert_allclose(window[b], full[b, top:top + 12,
+                                                left:left + 12],
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_perceptual_term_on_a_window_without_the_gan():
+  """adversarial_weight 0 and a perceptual weight: D is not touched, L_P is
+  taken on the rendered window (re-derived from the rendered output)."""
+  config = _config(adversarial_weight=0.0, perceptual_weight=5.0)
+  config.train.render_window = 16
+  assert not config_lib.gan_active(config, 0)
+  assert config_lib.perceptual_active(config, 0)
+  mesh = sharding.create_mesh(jax.devices()[:1])
+  networks = train_state.build_networks(config)
+  state = train_state.create_train_state(networks, config, mesh)
+  before = jax.device_get(state)
+  step = train_step.make_train_step(config, mesh, networks)
+  batch = _batch()
+  after, metrics = step(state, sharding.global_batch(batch, mesh), False,
+                        False, True)
+  after = jax.device_get(after)
+  for old, new in zip(jax.tree.leaves(before.discriminator_params),
+                      jax.tree.leaves(after.discriminator_params)):
+    np.testing.assert_array_equal(old, new)
+  coords, window_target = train_step.sample_output_window(
+      jax.random.fold_in(before.rng, before.step),
+      jnp.asarray(batch['target']), 16)
+  fake = train_step.generate_points(
+      networks, before.generator_params, {'gray': jnp.asarray(batch['gray'])},
+      coords, False).reshape(window_target.shape)
+  expected = losses.perceptual_loss(step.perceptual_params, fake,
+                                    window_target)
+  np.testing.assert_allclose(float(metrics['perceptual_loss']),
+                             float(expected), rtol=1e-4)
+  assert float(metrics['adversarial_loss']) == 0.0
+
+
+def test_render_window_and_content_points_are_exclusive():
+  config = _config()
+  config.train.render_window = 16
+  config.train.content_points = 100
+  with pytest.raises(Exception, match='exclusive'):
+    train_step.make_train_step(config, sharding.create_mesh(),
+                               train_state.build_networks(config))
