@@ -47,3 +47,4 @@ lin = xyz @ np.linalg.inv(M).T
 srgb = np.where(lin <= 0.0031308, 12.92 * lin,
                 1.055 * np.maximum(lin, 0.0031308) ** (1 / 2.4) - 0.055)
 Image.fromarray(np.round(np.clip(srgb, 0, 1) * 255).astype(np.uint8)).save(out)
+print(f'wrote {out} ({s * w}x{s * h}, x{s} of {image})')

@@ -29,7 +29,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from scsnet_jax import config_lib
+from scsnet_jax import atomic, config_lib
 from scsnet_jax.models import flops as flops_lib
 from scsnet_jax.models import generator as gen_lib
 
@@ -335,25 +335,31 @@ def main(argv):
   results = []
   runners: dict[str, Callable[[dict], dict]] = {
       'train': bench_train, 'tiled': bench_tiled, 'input': bench_input}
+  settings = {
+      'size': FLAGS.size, 'scale': FLAGS.scale, 'repeats': FLAGS.repeats,
+      'warmup': FLAGS.warmup, 'attention_impl': FLAGS.attention_impl,
+      'cpm_project_first': FLAGS.cpm_project_first}
+
+  def record(result):
+    """Prints the row and rewrites the JSON, so that a run stopped by a
+    time limit keeps every row measured so far."""
+    results.append(result)
+    print(_format_row(result), flush=True)
+    if FLAGS.json:
+      atomic.write_json(FLAGS.json, {'environment': env, 'settings': settings,
+                                     'results': results}, indent=1)
+
   for part in FLAGS.what:
     if part == 'forward':
       for mode in FLAGS.modes:
         for dtype in FLAGS.dtypes:
           for batch in map(int, FLAGS.batch_sizes):
-            results.append(bench_forward(mode, dtype, batch, env))
-            print(_format_row(results[-1]), flush=True)
+            record(bench_forward(mode, dtype, batch, env))
     elif part in runners:
-      results.append(runners[part](env))
-      print(_format_row(results[-1]), flush=True)
+      record(runners[part](env))
     else:
       raise app.UsageError(f'unknown --what part {part!r}')
-  report = {'environment': env, 'settings': {
-      'size': FLAGS.size, 'scale': FLAGS.scale, 'repeats': FLAGS.repeats,
-      'warmup': FLAGS.warmup, 'attention_impl': FLAGS.attention_impl,
-      'cpm_project_first': FLAGS.cpm_project_first}, 'results': results}
   if FLAGS.json:
-    from scsnet_jax import atomic
-    atomic.write_json(FLAGS.json, report, indent=1)
     logging.info('wrote %s', FLAGS.json)
 
 

@@ -47,6 +47,9 @@ def get_base_config() -> ml_collections.ConfigDict:
       # last step.
       schedule='constant', warmup_steps=0, final_lr_fraction=0.01,
       grad_clip_norm=0.0,            # > 0: clip G's and D's global norm
+      # Step size of the generator's reference encoder and PVCAttn relative
+      # to the rest (1.0 = the paper; train/state.generator_lr_multipliers).
+      reference_lr_multiplier=1.0,
       # 'l2' (the paper: wd * w joins the gradient before Adam, and before
       # clipping) or 'decoupled' (AdamW); train/state.make_optimizer.
       weight_decay_mode='l2',
@@ -122,6 +125,9 @@ def data_defaults() -> ml_collections.ConfigDict:
       elastic_alpha=120.0,               # Simard et al. displacement, pixels
       elastic_sigma=8.0,                 # smoothing of the displacement field
       other_reference_prob=0.0,          # train: reference from another image
+      # train: reference from another window (0.75-1.5x the crop, placed
+      # independently) of the same photo: same colours, other layout.
+      other_view_reference_prob=0.0,
       quality_filter=ml_collections.ConfigDict(dict(
           enabled=False,                 # the paper's "ImageNet-C" subset
           min_file_bytes=80 * 1024,

@@ -65,6 +65,7 @@ class ExampleMaker(grain.transforms.MapWithIndex):
   elastic_alpha: float
   elastic_sigma: float
   other_reference_prob: float
+  other_view_reference_prob: float = 0.0
   image_short_side: int = 0
   cache_images: bool = False
   _cache: dict = dataclasses.field(default_factory=dict, repr=False,
@@ -132,6 +133,19 @@ class ExampleMaker(grain.transforms.MapWithIndex):
     return degradations.random_flip(
         degradations.random_crop(image, self.crop_size, rng), rng)
 
+  def _other_view(self, pixels, lr_side: int, rng) -> np.ndarray:
+    """LR normalised LAB (lr_side, lr_side, 3) of another window of the same
+    photo, 0.75-1.5x the crop's side, placed independently: the same
+    objects and colours in another layout and scale, as a second photo of
+    the same scene would show them."""
+    image = degradations.upscale_to_min_side(image_io.to_float01(pixels),
+                                             self.crop_size)
+    side = min(int(round(self.crop_size * rng.uniform(0.75, 1.5))),
+               *image.shape[:2])
+    view = degradations.random_crop(image, side, rng)
+    return color.rgb_to_nlab(
+        degradations.resize_bicubic(view, (lr_side, lr_side)), xp=np)
+
   def map_with_index(self, index: int, local: int) -> dict[str, np.ndarray]:
     lr_side = self.lr_size(index // self.batch_size)
     rng = np.random.default_rng([self.seed, self.shard_index, index])
@@ -140,7 +154,9 @@ class ExampleMaker(grain.transforms.MapWithIndex):
     lr_rgb = degradations.resize_bicubic(hr, (lr_side, lr_side))
     lr_nlab = color.rgb_to_nlab(lr_rgb, xp=np)
     reference = lr_nlab
-    if self.training and rng.random() < self.other_reference_prob:
+    if self.training and rng.random() < self.other_view_reference_prob:
+      reference = self._other_view(pixels, lr_side, rng)
+    elif self.training and rng.random() < self.other_reference_prob:
       try:
         other_pixels = self._load(rng.integers(self.shard_len))
         other_lr = degradations.resize_bicubic(
@@ -244,6 +260,8 @@ def create_dataset(config, split: str = 'train', *,
       elastic_alpha=float(data.elastic_alpha),
       elastic_sigma=float(data.elastic_sigma),
       other_reference_prob=float(data.other_reference_prob),
+      other_view_reference_prob=float(data.get('other_view_reference_prob',
+                                               0.0)),
       image_short_side=int(data.get('image_short_side', 0)),
       cache_images=bool(data.get('cache_images', False)))
   _check_source_usable(maker)

@@ -9,7 +9,7 @@ rebuilds a module inside the jitted function.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
@@ -60,16 +60,22 @@ class Networks:
 def learning_rate_schedule(config: ml_collections.ConfigDict):
   """``config.optimizer.learning_rate`` as an optax schedule (or a float).
 
-  'constant' (the paper); 'cosine': linear warm-up from 0 over
-  ``warmup_steps``, then cosine decay to ``final_lr_fraction`` of the peak
-  at ``config_lib.total_steps(config)``.
+  'constant' (the paper); 'warmup_constant': linear warm-up from 0 over
+  ``warmup_steps``, then constant (a run stopped at any time, e.g. by a
+  time budget, ends at full rate and its EMA does the averaging);
+  'cosine': the same warm-up, then cosine decay to ``final_lr_fraction`` of
+  the peak at ``config_lib.total_steps(config)``.
   """
   from scsnet_jax import config_lib
   opt = config.optimizer
   if opt.schedule == 'constant':
     return opt.learning_rate
-  total = config_lib.total_steps(config)
   warmup = int(opt.warmup_steps)
+  if opt.schedule == 'warmup_constant':
+    return optax.join_schedules(
+        [optax.linear_schedule(0.0, opt.learning_rate, max(warmup, 1)),
+         optax.constant_schedule(opt.learning_rate)], [max(warmup, 1)])
+  total = config_lib.total_steps(config)
   return optax.warmup_cosine_decay_schedule(
       init_value=0.0, peak_value=opt.learning_rate,
       warmup_steps=warmup, decay_steps=max(total, warmup + 1),
@@ -78,11 +84,34 @@ def learning_rate_schedule(config: ml_collections.ConfigDict):
 
 # The closed sets of config.optimizer (config_overrides.validate_config
 # checks them where the config is built).
-LR_SCHEDULES = ('constant', 'cosine')
+LR_SCHEDULES = ('constant', 'warmup_constant', 'cosine')
 WEIGHT_DECAY_MODES = ('l2', 'decoupled')
 
 
-def make_optimizer(config: ml_collections.ConfigDict
+def scale_modules(multipliers: dict[str, float]
+                  ) -> optax.GradientTransformation:
+  """Multiplies the updates of top-level modules (keys of a pure-dict
+  parameter tree) by ``multipliers[name]``; other modules pass unchanged.
+
+  After Adam, so it scales each module's step size: Adam normalises every
+  gradient to about one learning rate per step, however small, so a
+  module whose gradient is still noise moves as fast as the rest.
+  """
+  def update_fn(updates, state, params=None):
+    del params
+    return {name: (jax.tree.map(lambda u, m=multipliers[name]: u * m, tree)
+                   if name in multipliers else tree)
+            for name, tree in updates.items()}, state
+  return optax.GradientTransformation(lambda params: optax.EmptyState(),
+                                      update_fn)
+
+
+# The referential pathway (optimizer.reference_lr_multiplier scales both).
+REFERENCE_MODULES = ('reference_encoder', 'pvc_attention')
+
+
+def make_optimizer(config: ml_collections.ConfigDict,
+                   module_lr_multipliers: Optional[dict[str, float]] = None
                    ) -> optax.GradientTransformation:
   """Adam with weight decay, optionally clipped and scheduled (G and D).
 
@@ -101,11 +130,24 @@ def make_optimizer(config: ml_collections.ConfigDict
   clip = ([optax.clip_by_global_norm(opt.grad_clip_norm)]
           if opt.grad_clip_norm else [])
   learning_rate = learning_rate_schedule(config)
+  scale = ([scale_modules(module_lr_multipliers)]
+           if module_lr_multipliers else [])
   if mode == 'l2':
     return optax.chain(optax.add_decayed_weights(opt.weight_decay), *clip,
-                       optax.adam(learning_rate, b1=opt.b1, b2=opt.b2))
+                       optax.adam(learning_rate, b1=opt.b1, b2=opt.b2),
+                       *scale)
   return optax.chain(*clip, optax.adamw(learning_rate, b1=opt.b1, b2=opt.b2,
-                                        weight_decay=opt.weight_decay))
+                                        weight_decay=opt.weight_decay),
+                     *scale)
+
+
+def generator_lr_multipliers(config: ml_collections.ConfigDict
+                             ) -> dict[str, float]:
+  """Per-module step-size multipliers of the generator (none = 1.0)."""
+  multiplier = float(config.optimizer.get('reference_lr_multiplier', 1.0))
+  if multiplier == 1.0:
+    return {}
+  return {name: multiplier for name in REFERENCE_MODULES}
 
 
 def build_models(config: ml_collections.ConfigDict, rng: jax.Array):
@@ -132,7 +174,8 @@ def build_networks(config: ml_collections.ConfigDict) -> Networks:
       lambda: build_models(config, jax.random.PRNGKey(0)))
   return Networks(generator=nnx.graphdef(generator),
                   discriminator=nnx.graphdef(discriminator),
-                  generator_tx=make_optimizer(config),
+                  generator_tx=make_optimizer(
+                      config, generator_lr_multipliers(config)),
                   discriminator_tx=make_optimizer(config))
 
 

@@ -190,6 +190,35 @@ def test_other_reference_comes_from_another_image():
   assert sum(r != t for r, t in zip(references, targets)) >= 2
 
 
+class RampSource(ColourCodedSource):
+  """Item i: a flat colour code (as above) times a horizontal ramp of
+  brightness, so windows of one photo share its hue but not its layout."""
+
+  def load(self, index):
+    flat = super().load(index).astype(np.float32)
+    ramp = np.linspace(0.3, 1.0, self.size, dtype=np.float32)[None, :, None]
+    return np.round(flat * ramp).astype(np.uint8)
+
+
+def test_other_view_reference_is_another_window_of_the_same_photo():
+  """The reference has the photo's own colour code (unlike a reference from
+  another image) but another layout than the target's LR image."""
+  config = _config(other_view_reference_prob=1.0, elastic_alpha=0.0)
+  batch = next(_iterator(config, source=ColourCodedSource(10, size=80),
+                         global_batch_size=6))
+  assert _decode_ids({'target': batch['reference']}) == _decode_ids(batch)
+  batch = next(_iterator(config, source=RampSource(10, size=80),
+                         global_batch_size=6))
+  lr = batch['gray'][..., 0]
+  differs = [np.abs(ref[..., 0] - lr_image).mean() > 1e-3
+             for ref, lr_image in zip(batch['reference'], lr)]
+  assert sum(differs) >= 4
+  hue = np.arctan2(batch['reference'][..., 2], batch['reference'][..., 1])
+  target_hue = np.arctan2(batch['target'][..., 2], batch['target'][..., 1])
+  np.testing.assert_allclose(np.median(hue, axis=(1, 2)),
+                             np.median(target_hue, axis=(1, 2)), atol=0.05)
+
+
 def test_image_short_side_shrinks_photos_and_cache_decodes_once(tmp_path):
   from scsnet_jax import image_io
   from scsnet_jax.data import degradations

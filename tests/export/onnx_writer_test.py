@@ -159,6 +159,8 @@ def test_shipped_onnx_colorize_runs_without_jax(exported, tmp_path):
       capture_output=True, text=True, timeout=300, cwd=str(tmp_path),
       env={'PATH': os.environ.get('PATH', ''), 'PYTHONNOUSERSITE': '1'})
   assert result.returncode == 0, result.stderr[-2000:]
+  assert result.stdout.strip() == (f"wrote {tmp_path / 'out.png'} (44x36, x2 "
+                                   f"of {tmp_path / 'in.png'})")
   no_jax = subprocess.run([python, '-c', 'import jax'], capture_output=True)
   assert no_jax.returncode != 0  # the venv really has no JAX
   got = np.asarray(Image.open(tmp_path / 'out.png'))

@@ -170,8 +170,21 @@ def test_cosine_schedule_warms_up_and_decays():
   from scsnet_jax import config_overrides
   config.optimizer.schedule = 'linear'
   with pytest.raises(ValueError, match="config.optimizer.schedule must be one "
-                     "of 'constant', 'cosine', got 'linear'"):
+                     "of 'constant', 'warmup_constant', 'cosine', got "
+                     "'linear'"):
     config_overrides.validate_config(config)
+
+
+def test_warmup_constant_schedule_holds_the_peak_after_warm_up():
+  config = _recipe_config()
+  config.train.steps = 100
+  config.optimizer.schedule = 'warmup_constant'
+  config.optimizer.warmup_steps = 10
+  schedule = train_state.learning_rate_schedule(config)
+  peak = config.optimizer.learning_rate
+  np.testing.assert_allclose(
+      [float(schedule(s)) for s in (0, 5, 10, 100, 10**6)],
+      [0.0, peak / 2, peak, peak, peak], rtol=1e-6)
 
 
 def test_real_steps_keep_weights_and_cpm_alive(setup):
