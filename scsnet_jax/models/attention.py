@@ -58,8 +58,16 @@ class ValveCrossAttention(ProjectedAttention):
     self.valve_hidden = conv(1, 2 * channels, channels, dtype=dtype, rngs=rngs)
     self.valve_gate = conv(1, channels, 2 * channels, dtype=dtype, rngs=rngs)
 
-  def __call__(self, s, r):
-    borrowed = self.attend_maps(s, r)
+  def __call__(self, s, r, r_keys=None):
+    """``r_keys`` (B,hr,wr,C): what the keys are computed from, if not
+    ``r`` (the values always come from ``r``)."""
+    if r_keys is None:
+      borrowed = self.attend_maps(s, r)
+    else:
+      out = attend(flatten_hw(self.query(s)), flatten_hw(self.key(r_keys)),
+                   flatten_hw(self.value(r)),
+                   implementation=self.attention_impl)
+      borrowed = out.reshape(s.shape[:3] + (out.shape[-1],))
     gate = jax.nn.sigmoid(self.valve_gate(lrelu(
         self.valve_hidden(jnp.concatenate([s, borrowed], axis=-1)))))
     keep_source, keep_borrowed = jnp.split(gate, 2, axis=-1)
@@ -90,10 +98,22 @@ class PyramidLevel(nnx.Module):
     self.valve = ValveCrossAttention(channels, qk_channels, dtype=dtype,
                                      attention_impl=attention_impl, rngs=rngs)
 
-  def __call__(self, f_s, f_r, factor: int):
+  def __call__(self, f_s, f_r, factor: int, f_r_keys=None):
     s = lrelu(self.source_proj(avg_pool_ceil(f_s, factor)))
     r = lrelu(self.reference_proj(avg_pool_ceil(f_r, factor)))
-    return self.valve(s, r)
+    # Keys from the reference's own source features go through the source
+    # side's projection: both sides of the match then share one mapping.
+    r_keys = (None if f_r_keys is None else
+              lrelu(self.source_proj(avg_pool_ceil(f_r_keys, factor))))
+    return self.valve(s, r, r_keys)
+
+  def tie_key_to_query(self):
+    """Initialisation for luminance keys: the key projection starts equal to
+    the query's, so that q . k is a similarity of the two images' features
+    (largest where they show the same thing) instead of a random form."""
+    valve = self.valve
+    valve.key.kernel.value = valve.query.kernel.value
+    valve.key.bias.value = valve.query.bias.value
 
 
 class PyramidValveCrossAttention(nnx.Module):
@@ -110,10 +130,12 @@ class PyramidValveCrossAttention(nnx.Module):
                             rngs=rngs)
     self.fuse_out = conv(3, channels, channels, dtype=dtype, rngs=rngs)
 
-  def __call__(self, f_s, f_r):
+  def __call__(self, f_s, f_r, f_r_keys=None):
+    """f_s (B,h,w,C) attends to f_r (B,hr,wr,C); keys from ``f_r_keys``
+    (same shape as f_r) when given."""
     outputs = []
     for index, level in enumerate(self.levels):
-      t = level(f_s, f_r, 2**index)
+      t = level(f_s, f_r, 2**index, f_r_keys)
       if index:
         t = jax.image.resize(t, f_s.shape[:3] + (t.shape[3],), 'bilinear',
                              antialias=False)

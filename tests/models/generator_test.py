@@ -286,3 +286,57 @@ def test_reference_residual_adds_the_pvc_output_to_f_s():
       [model.texture_encoder(f_init), model.color_decoder(f_int)], axis=-1))
   np.testing.assert_allclose(np.asarray(model.features(gray, reference)),
                              np.asarray(expected), atol=1e-5)
+
+
+# --- reference_keys (a switchable deviation from the spec) ------------------
+LUMINANCE_KEYS = GeneratorConfig(**{**vars(RESIDUAL_TINY),
+                                    'luminance_residual': False,
+                                    'reference_keys': 'luminance',
+                                    'source_res_blocks': 1,
+                                    'pyramid_levels': 2})
+
+
+def test_luminance_keys_match_the_source_side_at_init():
+  """Keys from the reference's L through the source encoder and the source
+  projection, key projection tied to the query's: for a reference whose L
+  is the gray input itself, every key equals its position's query (exact);
+  the parameter count is the spec's."""
+  from scsnet_jax.models.attention import avg_pool_ceil
+  from scsnet_jax.models.layers import lrelu
+  model = Generator(LUMINANCE_KEYS, rngs=nnx.Rngs(0))
+  spec = Generator(GeneratorConfig(**{**vars(LUMINANCE_KEYS),
+                                      'reference_keys': 'reference'}),
+                   rngs=nnx.Rngs(0))
+  count = lambda m: gen_lib.count_params(nnx.state(m, nnx.Param))
+  assert count(model) == count(spec)
+  gray = _smooth_gray((1, 16, 16, 1), 4)
+  chroma = np.random.default_rng(5).uniform(-0.3, 0.3, (1, 16, 16, 2))
+  reference = np.concatenate([gray, chroma], -1).astype(np.float32)
+  f_s = model.source_encoder(model.init_conv(gray))
+  f_keys = model.source_encoder(model.init_conv(reference[..., :1]))
+  np.testing.assert_allclose(np.asarray(f_keys), np.asarray(f_s), atol=1e-6)
+  for index, level in enumerate(model.pvc_attention.levels):
+    np.testing.assert_array_equal(np.asarray(level.valve.key.kernel.value),
+                                  np.asarray(level.valve.query.kernel.value))
+    s = lrelu(level.source_proj(avg_pool_ceil(f_s, 2**index)))
+    keys_side = lrelu(level.source_proj(avg_pool_ceil(f_keys, 2**index)))
+    np.testing.assert_allclose(np.asarray(level.valve.key(keys_side)),
+                               np.asarray(level.valve.query(s)), atol=1e-6)
+
+
+def test_luminance_keys_forward_re_derived_from_submodules():
+  model = Generator(LUMINANCE_KEYS, rngs=nnx.Rngs(1))
+  gray = _smooth_gray((2, 8, 8, 1), 6)
+  reference = np.random.default_rng(7).uniform(
+      -0.5, 0.5, (2, 12, 8, 3)).astype(np.float32)
+  f_init = model.init_conv(gray)
+  f_s = model.source_encoder(f_init)
+  f_r = model.reference_encoder(reference)
+  f_keys = model.source_encoder(model.init_conv(reference[..., :1]))
+  f_int = model.pvc_attention(f_s, f_r, f_keys)   # no reference_residual
+  expected = model.fusion(jnp.concatenate(
+      [model.texture_encoder(f_init), model.color_decoder(f_int)], axis=-1))
+  np.testing.assert_allclose(np.asarray(model.features(gray, reference)),
+                             np.asarray(expected), atol=1e-5)
+  with pytest.raises(ValueError, match='reference_keys'):
+    GeneratorConfig(reference_keys='colour')
