@@ -86,6 +86,9 @@ def get_base_config() -> ml_collections.ConfigDict:
       # fraction of the crop. 0 = the whole crop. Exclusive with
       # content_points.
       render_window=0,
+      # First step the spike detector judges one by one (earlier ones are
+      # summarised in one line); -1 = twice optimizer.warmup_steps + 1.
+      spike_check_from=-1,
   ))
   config.validation = ml_collections.ConfigDict(dict(
       source='demo',                 # 'demo' (skimage photos) or 'folder'
@@ -220,6 +223,16 @@ def gan_active(config: ml_collections.ConfigDict, step: int) -> bool:
   """
   return (bool(config.loss.adversarial_weight) and
           step >= int(config.loss.gan_start_step))
+
+
+def settling_steps(config: ml_collections.ConfigDict) -> int:
+  """Steps the spike detector summarises instead of judging one by one:
+  ``train.spike_check_from`` - 1, or by default twice the learning-rate
+  warm-up (train/health.HealthMonitor)."""
+  start = int(config.train.get('spike_check_from', -1))
+  if start >= 0:
+    return max(0, start - 1)
+  return 2 * int(config.optimizer.warmup_steps)
 
 
 def perceptual_active(config: ml_collections.ConfigDict, step: int) -> bool:

@@ -72,12 +72,11 @@ class GeneratorConfig:
   luminance_residual: bool = False
   # Deviation from the spec (off = the spec): in referential mode the
   # colour decoder reads f_s + PVCAttn(f_s, f_r) instead of PVCAttn(f_s,
-  # f_r), with PVCAttn's last conv starting at zero, so an untrained
+  # f_r), and PVCAttn's last conv starts at zero, so an untrained
   # referential model is the automatic one and the reference adds a learned
-  # residual (as ControlNet adds a condition). Without it the decoder and
-  # the CPM see a random re-mapping of f_s on every referential step, and a
-  # fresh run's gradient spikes at 10-75x its median there
-  # (docs/training.md, "Reference residual").
+  # residual (as ControlNet adds a condition) instead of replacing f_s with
+  # a random re-mapping of it. Measured: the reference is used more
+  # (docs/results.md, "Levers").
   reference_residual: bool = False
   # Deviation from the spec ('reference' = the spec): where PVCAttn's keys
   # come from. 'luminance': the reference's L channel through the source

@@ -112,9 +112,19 @@ class HealthMonitor:
   dead-layer warnings are given once per module / layer.
   """
 
-  def __init__(self, initial_norms: dict[str, float], generator_graphdef=None):
+  def __init__(self, initial_norms: dict[str, float], generator_graphdef=None,
+               settling_steps: int = 0):
+    """``settling_steps``: steps 1..N are the opening of the network (the
+    learning-rate warm-up and as long again after it). The zero-initialised
+    heads (the CPM's last layer, the reference residual) open then and
+    gradient norms grow 5-20x by design, so a step measured against the
+    median of a growing series says nothing; those steps are summarised in
+    one line when they end, and judged one by one from step N + 1."""
     self.initial_norms = initial_norms
     self.spikes = 0
+    self.settling_steps = settling_steps
+    self._settling = {'held': 0, 'first': [], 'peak': 0.0, 'peak_step': 0,
+                      'peak_module': 'unknown', 'reported': False}
     # Per mode: referential steps reach the reference branch and run at
     # 10-100x the gradient norm of automatic ones, so each step is judged
     # against the recent steps of its own mode.
@@ -139,13 +149,22 @@ class HealthMonitor:
       grad = float(metrics['generator_grad_norm'])
       modules = {k[len(GRAD_NORM):]: float(v) for k, v in metrics.items()
                  if k.startswith(GRAD_NORM)}
+      step = first_step + offset
       history = self._grad_history[mode]
       if len(history) >= SPIKE_MIN_HISTORY:
         median = float(np.median(history))
         if median > 0 and grad > SPIKE_FACTOR * median:
-          self.spikes += 1
-          lines.append(self._spike_line(first_step + offset, grad, median,
-                                        modules, metrics, mode))
+          if step <= self.settling_steps:
+            self._note_settling(step, grad, modules, mode, held=True)
+          else:
+            self.spikes += 1
+            lines.append(self._spike_line(step, grad, median, modules,
+                                          metrics, mode))
+      if step <= self.settling_steps:
+        self._note_settling(step, grad, modules, mode, held=False)
+      elif not self._settling['reported'] and self.settling_steps:
+        self._settling['reported'] = True
+        lines.append(self._settling_line())
       history.append(grad)
       for name, value in modules.items():
         # Only steps that reached the module (the reference branch gets no
@@ -153,6 +172,34 @@ class HealthMonitor:
         if value > 0:
           self._module_history[(mode, name)].append(value)
     return lines
+
+  def _note_settling(self, step, grad, modules, mode, held: bool) -> None:
+    record = self._settling
+    if held:
+      record['held'] += 1
+      return
+    if len(record['first']) < SPIKE_MIN_HISTORY:
+      record['first'].append(grad)
+    if grad > record['peak']:
+      rises = {name: value - self._module_median(mode, name)
+               for name, value in modules.items()}
+      record.update(peak=grad, peak_step=step, peak_module=(
+          max(rises, key=rises.get) if rises else 'unknown'))
+
+  def _module_median(self, mode, name) -> float:
+    history = self._module_history[(mode, name)]
+    return float(np.median(history)) if history else 0.0
+
+  def _settling_line(self) -> str:
+    record = self._settling
+    start = float(np.median(record['first'])) if record['first'] else 0.0
+    return (f'steps 1-{self.settling_steps} (warm-up and settling): the '
+            f'generator gradient norm went from {start:.3g} (first steps) to '
+            f'a peak of {record["peak"]:.3g} at step {record["peak_step"]} '
+            f'(mostly {record["peak_module"]}) while the zero-initialised '
+            f'heads opened; {record["held"]} steps over {SPIKE_FACTOR:g}x '
+            'their recent median were not reported one by one; spike checks '
+            f'start at step {self.settling_steps + 1}')
 
   def _spike_line(self, step, grad, median, modules, metrics, mode) -> str:
     """Names the module that carries the spike: the largest rise of its own

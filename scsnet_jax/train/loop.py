@@ -221,7 +221,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       health.initial_module_norms(
           lambda rng: train_state.init_train_state(
               networks, config, rng).generator_params, config.seed),
-      networks.generator if validator is not None else None)
+      networks.generator if validator is not None else None,
+      settling_steps=config_lib.settling_steps(config))
   preemption = PreemptionWatcher()
   log_line = _LogLine(num_steps, start_step)
 

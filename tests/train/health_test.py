@@ -181,3 +181,25 @@ def test_cpm_probe_matches_numpy_and_warns_on_a_dead_layer():
   assert ['layer 2' in lines[0], 'layer 3' in lines[1]] == [True, True]
   # Warned once per layer.
   assert monitor.probe_cpm(nnx.state(model).to_pure_dict(), gray)[1] == []
+
+
+def test_settling_steps_are_summarised_in_one_line_then_judged():
+  """While the heads open (warm-up and as long again) the norm grows by
+  design: steps over 5x their median there give one summary line at the end
+  of that phase, naming the peak; a spike after it is reported as usual."""
+  steps = _steps(120)
+  for i in range(40, 60):            # a growing transient inside settling
+    steps[i][health.GRAD_NORM + 'cpm'] = 40.0 + i
+    steps[i]['generator_grad_norm'] = 40.0 + i
+  steps[110][health.GRAD_NORM + 'cpm'] = 60.0    # after settling: a spike
+  steps[110]['generator_grad_norm'] = 60.0
+  monitor = health.HealthMonitor({}, settling_steps=80)
+  lines = monitor.observe_steps(steps, 1)
+  assert len(lines) == 2 and monitor.spikes == 1
+  assert lines[0].startswith('steps 1-80 (warm-up and settling)')
+  assert 'peak of 99 at step 60 (mostly cpm)' in lines[0]
+  assert 'spike checks start at step 81' in lines[0]
+  assert 'spike at step 111' in lines[1]
+  # Without settling steps every one of them is a spike line.
+  assert len(health.HealthMonitor({}).observe_steps(_steps(0) + steps, 1)
+             ) > 2
