@@ -58,6 +58,15 @@ class ValveCrossAttention(ProjectedAttention):
     self.valve_hidden = conv(1, 2 * channels, channels, dtype=dtype, rngs=rngs)
     self.valve_gate = conv(1, channels, 2 * channels, dtype=dtype, rngs=rngs)
 
+  def weights(self, s, r_keys):
+    """The attention weights (B, h*w, hr*wr), float32, rows summing to 1:
+    what ``__call__`` averages the values with (an instrument)."""
+    q = flatten_hw(self.query(s)).astype(jnp.float32)
+    k = flatten_hw(self.key(r_keys)).astype(jnp.float32)
+    logits = jnp.einsum('bqc,bkc->bqk', q, k) / jnp.sqrt(
+        jnp.float32(q.shape[-1]))
+    return jax.nn.softmax(logits, axis=-1)
+
   def __call__(self, s, r, r_keys=None):
     """``r_keys`` (B,hr,wr,C): what the keys are computed from, if not
     ``r`` (the values always come from ``r``)."""
@@ -98,14 +107,21 @@ class PyramidLevel(nnx.Module):
     self.valve = ValveCrossAttention(channels, qk_channels, dtype=dtype,
                                      attention_impl=attention_impl, rngs=rngs)
 
-  def __call__(self, f_s, f_r, factor: int, f_r_keys=None):
+  def _inputs(self, f_s, f_r, factor, f_r_keys):
     s = lrelu(self.source_proj(avg_pool_ceil(f_s, factor)))
     r = lrelu(self.reference_proj(avg_pool_ceil(f_r, factor)))
     # Keys from the reference's own source features go through the source
     # side's projection: both sides of the match then share one mapping.
     r_keys = (None if f_r_keys is None else
               lrelu(self.source_proj(avg_pool_ceil(f_r_keys, factor))))
-    return self.valve(s, r, r_keys)
+    return s, r, r_keys
+
+  def __call__(self, f_s, f_r, factor: int, f_r_keys=None):
+    return self.valve(*self._inputs(f_s, f_r, factor, f_r_keys))
+
+  def attention_weights(self, f_s, f_r, factor: int, f_r_keys=None):
+    s, r, r_keys = self._inputs(f_s, f_r, factor, f_r_keys)
+    return self.valve.weights(s, r if r_keys is None else r_keys)
 
   def tie_key_to_query(self):
     """Initialisation for luminance keys: the key projection starts equal to
@@ -129,6 +145,11 @@ class PyramidValveCrossAttention(nnx.Module):
     self.fuse_hidden = conv(1, levels * channels, channels, dtype=dtype,
                             rngs=rngs)
     self.fuse_out = conv(3, channels, channels, dtype=dtype, rngs=rngs)
+
+  def attention_weights(self, f_s, f_r, f_r_keys=None) -> list[jax.Array]:
+    """Per level, the attention weights (B, h_l*w_l, hr_l*wr_l)."""
+    return [level.attention_weights(f_s, f_r, 2**index, f_r_keys)
+            for index, level in enumerate(self.levels)]
 
   def __call__(self, f_s, f_r, f_r_keys=None):
     """f_s (B,h,w,C) attends to f_r (B,hr,wr,C); keys from ``f_r_keys``

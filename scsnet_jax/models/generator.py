@@ -293,17 +293,30 @@ class Generator(nnx.Module):
     f_init = self.init_conv(gray.astype(self.dtype))
     f_int = self.source_encoder(f_init)
     if reference is not None:
-      f_ref = self.reference_encoder(reference.astype(self.dtype))
-      keys_from = None
-      if self.config.reference_keys == 'luminance':
-        keys_from = self.source_encoder(self.init_conv(
-            reference[..., :1].astype(self.dtype)))
+      f_ref, keys_from = self._reference_features(reference)
       borrowed = self.pvc_attention(f_int, f_ref, keys_from)
       f_int = (f_int + borrowed if self.config.reference_residual else
                borrowed)
     f_color = self.color_decoder(f_int)
     f_tex = self.texture_encoder(f_init)
     return self.fusion(jnp.concatenate([f_tex, f_color], axis=-1))
+
+  def _reference_features(self, reference):
+    """(f_r, what the keys are computed from or None) of a reference."""
+    f_ref = self.reference_encoder(reference.astype(self.dtype))
+    if self.config.reference_keys != 'luminance':
+      return f_ref, None
+    return f_ref, self.source_encoder(self.init_conv(
+        reference[..., :1].astype(self.dtype)))
+
+  def reference_attention(self, gray, reference) -> list[jax.Array]:
+    """PVCAttn's attention weights per pyramid level, (B, Nq, Nk) float32:
+    how each position of the gray image spreads over the reference (an
+    instrument; train/health reads it)."""
+    self._validate(gray, reference)
+    f_s = self.source_encoder(self.init_conv(gray.astype(self.dtype)))
+    return self.pvc_attention.attention_weights(
+        f_s, *self._reference_features(reference))
 
   def __call__(self, gray, reference=None, *, scale=None, out_size=None):
     """(B,H,W,1) gray [+ (B,Hr,Wr,3) reference] -> (B,Ht,Wt,3) norm. LAB."""

@@ -33,6 +33,8 @@ import scipy.stats
 from PIL import Image
 
 from scsnet_jax import color
+from scsnet_jax.data import sources as data_sources
+from scsnet_jax.evaluation import validation
 from scsnet_jax.models import vgg
 from scsnet_jax.train import losses
 
@@ -42,11 +44,10 @@ DISTORTIONS = {'blur': (0.8, 1.6, 3.2), 'noise': (0.02, 0.05, 0.12),
 
 
 def _photos() -> list[np.ndarray]:
-  """scikit-image's six colour photographs, float [0, 1]."""
-  import skimage.data  # pylint: disable=g-import-not-at-top  # optional
-  from scsnet_jax.evaluation import validation  # the names, one place
-  return [np.asarray(getattr(skimage.data, name)(), np.float32) / 255.0
-          for name in validation.SKIMAGE_PHOTOS]
+  """The validation photos (scikit-image's six), float [0, 1]."""
+  source = data_sources.DemoSource('all', names=validation.SKIMAGE_PHOTOS)
+  return [np.asarray(source.load(i), np.float32) / 255.0
+          for i in range(len(source))]
 
 
 def _crop_pair(photo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

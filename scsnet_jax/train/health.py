@@ -16,9 +16,17 @@ A falling loss does not show that a network is learning; these do
   that are zero on every point of every photo) and
   ``health/cpm_output_std/<L|a|b>`` (the head's output, standard deviation
   over each photo: a head that paints one flat colour has ~0 here);
-- host side: a loss-spike detector that names the module whose gradient
-  jumped, and one warning when a module's weights have shrunk to half their
-  initial norm or a CPM layer is under 20% alive.
+- on the validation photos with their own LR colours as reference (the
+  aligned case, referential models): ``health/attention_entropy/level<i>``
+  (PVCAttn's attention entropy per query over that of uniform attention:
+  1.0 = every reference position weighted alike, i.e. global colour
+  statistics) and ``health/attention_own_position/level<i>`` (share of
+  queries whose strongest key is their own position, which an aligned
+  reference should give; chance is 1 / keys);
+- host side: a loss-spike detector that names the module carrying a spike
+  (after a settling phase summarised in one line), and one warning when a
+  module's weights have shrunk to half their initial norm or a CPM layer
+  is under 20% alive.
 """
 
 from __future__ import annotations
@@ -41,6 +49,8 @@ CPM_ALIVE = 'health/cpm_alive/layer'
 CPM_DEAD = 'health/cpm_dead_units/layer'
 CPM_OUTPUT_STD = 'health/cpm_output_std/'
 SPIKES = 'health/spikes'
+ATTENTION_ENTROPY = 'health/attention_entropy/level'
+ATTENTION_OWN = 'health/attention_own_position/level'
 
 SHRINK_WARNING = 0.5        # a module's norm under this x its initial value
 ALIVE_WARNING = 0.2         # a CPM layer with fewer positive activations
@@ -79,6 +89,29 @@ def initial_module_norms(init_generator_params, seed: int) -> dict[str, float]:
   norms = jax.jit(lambda rng: module_norms(init_generator_params(rng)))(
       jax.random.PRNGKey(seed))
   return {k: float(v) for k, v in jax.device_get(norms).items()}
+
+
+def attention_scalars(weights: list[jax.Array]) -> dict[str, jax.Array]:
+  """Entropy (over uniform's) and own-position share of aligned-reference
+  attention weights, one (B, N, N) array per PVCAttn level."""
+  scalars = {}
+  for level, p in enumerate(weights, start=1):
+    keys = p.shape[-1]
+    entropy = -jnp.sum(p * jnp.log(jnp.maximum(p, 1e-30)), axis=-1)
+    scalars[f'{ATTENTION_ENTROPY}{level}'] = jnp.mean(entropy) / jnp.log(keys)
+    own = jnp.argmax(p, axis=-1) == jnp.arange(p.shape[1])[None]
+    scalars[f'{ATTENTION_OWN}{level}'] = jnp.mean(own)
+  return scalars
+
+
+def make_attention_probe(graphdef):
+  """jit (params, gray (N,h,w,1), own LR colours (N,h,w,3)) -> the
+  attention scalars of ``attention_scalars``."""
+  @jax.jit
+  def probe(params, gray, reference):
+    model = nnx.merge(graphdef, params)
+    return attention_scalars(model.reference_attention(gray, reference))
+  return probe
 
 
 def make_cpm_probe(graphdef, points_per_side: int = PROBE_POINTS_PER_SIDE):
@@ -135,6 +168,8 @@ class HealthMonitor:
     self._warned = set()
     self._probe = (make_cpm_probe(generator_graphdef)
                    if generator_graphdef is not None else None)
+    self._attention_probe = (make_attention_probe(generator_graphdef)
+                             if generator_graphdef is not None else None)
 
   def observe_steps(self, step_metrics_list: list[dict[str, Any]],
                     first_step: int, modes: Optional[list[Any]] = None
@@ -239,11 +274,16 @@ class HealthMonitor:
                      'loss (optimizer.weight_decay_mode, docs/training.md)')
     return lines
 
-  def probe_cpm(self, params, gray) -> tuple[dict[str, float], list[str]]:
-    """CPM health scalars on validation photos gray (N, h, w, 1) and the
-    dead-layer warnings."""
+  def probe_cpm(self, params, gray, own_colours=None
+                ) -> tuple[dict[str, float], list[str]]:
+    """CPM health scalars on validation photos gray (N, h, w, 1) (plus the
+    attention scalars with their own LR colours (N, h, w, 3) as reference,
+    for a referential model) and the dead-layer warnings."""
     scalars = {k: float(v)
                for k, v in jax.device_get(self._probe(params, gray)).items()}
+    if own_colours is not None:
+      scalars.update({k: float(v) for k, v in jax.device_get(
+          self._attention_probe(params, gray, own_colours)).items()})
     lines = []
     for key, value in scalars.items():
       if key.startswith(CPM_ALIVE) and value < ALIVE_WARNING and (
@@ -271,4 +311,11 @@ def summary(scalars: dict[str, float]) -> Optional[str]:
          if k.startswith(CPM_OUTPUT_STD)]
   if std:
     parts.append('CPM output std L/a/b ' + '/'.join(std))
+  entropy = [f'{v:.2f}' for k, v in sorted(scalars.items())
+             if k.startswith(ATTENTION_ENTROPY)]
+  if entropy:
+    own = [f'{v:.1%}' for k, v in sorted(scalars.items())
+           if k.startswith(ATTENTION_OWN)]
+    parts.append('reference attention entropy ' + '/'.join(entropy) +
+                 ' of uniform, own position ' + '/'.join(own))
   return 'health: ' + '; '.join(parts) if parts else None

@@ -326,8 +326,9 @@ def _validate(validator, config, workdir, step, last, state, writer,
     logging.info('validation at step %d:\n%s', step,
                     validation.summary_table(scores))
     # The training weights' CPM (not the EMA's): is the head alive?
-    cpm_scalars, lines = monitor.probe_cpm(state.generator_params,
-                                           validator.data.gray)
+    cpm_scalars, lines = monitor.probe_cpm(
+        state.generator_params, validator.data.gray,
+        validator.data.lr_color if len(validator.modes) > 1 else None)
     writer.write_scalars(step, cpm_scalars)
     for line in lines:          # dead or collapsed layers: warnings
       logging.warning(line)

@@ -6,9 +6,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import skimage.data
+import skimage.transform
 from flax import nnx
 
+from scsnet_jax import color
 from scsnet_jax.models.generator import Generator, GeneratorConfig
+from scsnet_jax.models.layers import lrelu
 from scsnet_jax.train import health
 
 
@@ -203,3 +207,57 @@ def test_settling_steps_are_summarised_in_one_line_then_judged():
   # Without settling steps every one of them is a spike line.
   assert len(health.HealthMonitor({}).observe_steps(_steps(0) + steps, 1)
              ) > 2
+
+
+def test_attention_scalars_against_numpy():
+  """Entropy over uniform's and own-position share, re-derived in numpy on
+  hand-made weights: uniform rows give 1.0; one-hot diagonal rows give 0.0
+  and an own-position share of 1."""
+  uniform = jnp.full((2, 4, 4), 0.25)
+  diagonal = jnp.eye(4)[None].repeat(2, 0)
+  rng = np.random.default_rng(0)
+  mixed = rng.random((2, 9, 9))
+  mixed /= mixed.sum(-1, keepdims=True)
+  scalars = health.attention_scalars([uniform, diagonal, jnp.asarray(mixed)])
+  assert float(scalars[f'{health.ATTENTION_ENTROPY}1']) == pytest.approx(1)
+  assert float(scalars[f'{health.ATTENTION_ENTROPY}2']) == pytest.approx(
+      0, abs=1e-6)
+  assert float(scalars[f'{health.ATTENTION_OWN}2']) == 1.0
+  entropy = -(mixed * np.log(mixed)).sum(-1).mean() / np.log(9)
+  own = np.mean(mixed.argmax(-1) == np.arange(9)[None])
+  assert float(scalars[f'{health.ATTENTION_ENTROPY}3']) == pytest.approx(
+      entropy, rel=1e-5)
+  assert float(scalars[f'{health.ATTENTION_OWN}3']) == pytest.approx(own)
+
+
+def test_attention_probe_reads_the_model_weights():
+  """The probe's weights are PVCAttn's own: rows sum to 1 and equal a
+  softmax of the query/key projections computed by hand; tied luminance
+  keys with the photo's own colours put every query's strongest key on
+  its own position far more often than chance."""
+  config = dataclasses.replace(TINY, referential=True, pyramid_levels=2,
+                               reference_keys='luminance')
+  model = Generator(config, rngs=nnx.Rngs(0))
+  photo = skimage.transform.resize(skimage.data.astronaut(), (32, 32),
+                                   anti_aliasing=True)
+  nlab = color.rgb_to_nlab(photo, np)[None].astype(np.float32)
+  gray = nlab[..., :1]
+  weights = model.reference_attention(gray, nlab)
+  f_s = model.source_encoder(model.init_conv(gray))
+  level = model.pvc_attention.levels[0]
+  s = lrelu(level.source_proj(f_s))
+  q = np.asarray(level.valve.query(s)).reshape(1, 64, -1)
+  k = np.asarray(level.valve.key(s)).reshape(1, 64, -1)   # tied, same L
+  logits = q @ k.transpose(0, 2, 1) / np.sqrt(q.shape[-1])
+  expected = np.exp(logits - logits.max(-1, keepdims=True))
+  expected /= expected.sum(-1, keepdims=True)
+  np.testing.assert_allclose(np.asarray(weights[0]), expected, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(weights[1]).sum(-1), 1.0, atol=1e-5)
+  graphdef, state = nnx.split(model)
+  scalars = health.make_attention_probe(graphdef)(state.to_pure_dict(),
+                                                  gray, nlab)
+  assert float(scalars[f'{health.ATTENTION_OWN}1']) > 3 / 64
+  monitor = health.HealthMonitor({}, graphdef)
+  got, _ = monitor.probe_cpm(state.to_pure_dict(), gray, nlab)
+  assert f'{health.ATTENTION_ENTROPY}2' in got
+  assert 'reference attention entropy' in health.summary(got)
