@@ -49,19 +49,25 @@ class SelfAttention(ProjectedAttention):
 
 
 class ValveCrossAttention(ProjectedAttention):
-  """VCAttn: source ``s`` (B,h,w,C) attends to reference ``r`` (B,hr,wr,C)."""
+  """VCAttn: source ``s`` (B,h,w,C) attends to reference ``r`` (B,hr,wr,C).
+
+  ``logit_scale`` multiplies the attention logits (1.0 = the spec's
+  softmax(q k^T / sqrt(Cq))): a constant, not a parameter.
+  """
 
   def __init__(self, channels: int, qk_channels: int, *, dtype=jnp.float32,
-               attention_impl=None, rngs: nnx.Rngs):
+               attention_impl=None, logit_scale: float = 1.0,
+               rngs: nnx.Rngs):
     super().__init__(channels, qk_channels, dtype=dtype,
                      attention_impl=attention_impl, rngs=rngs)
+    self.logit_scale = float(logit_scale)
     self.valve_hidden = conv(1, 2 * channels, channels, dtype=dtype, rngs=rngs)
     self.valve_gate = conv(1, channels, 2 * channels, dtype=dtype, rngs=rngs)
 
   def weights(self, s, r_keys):
     """The attention weights (B, h*w, hr*wr), float32, rows summing to 1:
     what ``__call__`` averages the values with (an instrument)."""
-    q = flatten_hw(self.query(s)).astype(jnp.float32)
+    q = flatten_hw(self.query(s)).astype(jnp.float32) * self.logit_scale
     k = flatten_hw(self.key(r_keys)).astype(jnp.float32)
     logits = jnp.einsum('bqc,bkc->bqk', q, k) / jnp.sqrt(
         jnp.float32(q.shape[-1]))
@@ -70,10 +76,14 @@ class ValveCrossAttention(ProjectedAttention):
   def __call__(self, s, r, r_keys=None):
     """``r_keys`` (B,hr,wr,C): what the keys are computed from, if not
     ``r`` (the values always come from ``r``)."""
-    if r_keys is None:
+    if r_keys is None and self.logit_scale == 1.0:
       borrowed = self.attend_maps(s, r)
     else:
-      out = attend(flatten_hw(self.query(s)), flatten_hw(self.key(r_keys)),
+      query = flatten_hw(self.query(s))
+      if self.logit_scale != 1.0:   # scaling q scales every logit
+        query = query * jnp.asarray(self.logit_scale, query.dtype)
+      out = attend(query, flatten_hw(self.key(r if r_keys is None else
+                                              r_keys)),
                    flatten_hw(self.value(r)),
                    implementation=self.attention_impl)
       borrowed = out.reshape(s.shape[:3] + (out.shape[-1],))
@@ -101,11 +111,12 @@ class PyramidLevel(nnx.Module):
   """One pyramid level: pooled, projected source and reference, then VCAttn."""
 
   def __init__(self, channels: int, qk_channels: int, *, dtype, attention_impl,
-               rngs: nnx.Rngs):
+               logit_scale: float = 1.0, rngs: nnx.Rngs):
     self.source_proj = conv(1, channels, channels, dtype=dtype, rngs=rngs)
     self.reference_proj = conv(1, channels, channels, dtype=dtype, rngs=rngs)
     self.valve = ValveCrossAttention(channels, qk_channels, dtype=dtype,
-                                     attention_impl=attention_impl, rngs=rngs)
+                                     attention_impl=attention_impl,
+                                     logit_scale=logit_scale, rngs=rngs)
 
   def _inputs(self, f_s, f_r, factor, f_r_keys):
     s = lrelu(self.source_proj(avg_pool_ceil(f_s, factor)))
@@ -137,10 +148,11 @@ class PyramidValveCrossAttention(nnx.Module):
 
   def __init__(self, channels: int = 256, qk_channels: int = 64,
                levels: int = 3, *, dtype=jnp.float32, attention_impl=None,
-               rngs: nnx.Rngs):
+               logit_scale: float = 1.0, rngs: nnx.Rngs):
     self.levels = nnx.List([
         PyramidLevel(channels, qk_channels, dtype=dtype,
-                     attention_impl=attention_impl, rngs=rngs)
+                     attention_impl=attention_impl, logit_scale=logit_scale,
+                     rngs=rngs)
         for _ in range(levels)])
     self.fuse_hidden = conv(1, levels * channels, channels, dtype=dtype,
                             rngs=rngs)

@@ -1,5 +1,6 @@
 """SelfAttention, VCAttn and PVCAttn against naive numpy re-derivations."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -133,3 +134,26 @@ def test_pyramid_matches_numpy_on_odd_sizes():
   got = np.asarray(nnx.jit(lambda m, s, r: m(s, r))(module, f_s, f_r))
   assert got.shape == f_s.shape
   np.testing.assert_allclose(got, numpy_pyramid(module, f_s, f_r), atol=1e-5)
+
+
+def test_logit_scale_multiplies_the_logits():
+  """VCAttn with logit_scale c equals the spec's attention on c-scaled
+  queries, re-derived with a numpy softmax; c = 1 is the spec path."""
+  from scsnet_jax.models.attention import ValveCrossAttention
+  rng = np.random.default_rng(0)
+  s = jnp.asarray(rng.normal(0, 1, (1, 3, 3, 8)), jnp.float32)
+  r = jnp.asarray(rng.normal(0, 1, (1, 2, 4, 8)), jnp.float32)
+  scaled = ValveCrossAttention(8, 4, logit_scale=7.0, rngs=nnx.Rngs(0))
+  q = np.asarray(scaled.query(s)).reshape(1, 9, 4) * 7.0
+  k = np.asarray(scaled.key(r)).reshape(1, 8, 4)
+  v = np.asarray(scaled.value(r)).reshape(1, 8, 8)
+  logits = q @ k.transpose(0, 2, 1) / 2.0
+  p = np.exp(logits - logits.max(-1, keepdims=True))
+  p /= p.sum(-1, keepdims=True)
+  np.testing.assert_allclose(np.asarray(scaled.weights(s, r)), p, atol=1e-5)
+  borrowed = (p @ v).reshape(1, 3, 3, 8)
+  gate = jax.nn.sigmoid(scaled.valve_gate(jax.nn.leaky_relu(
+      scaled.valve_hidden(jnp.concatenate([s, borrowed], -1)), 0.2)))
+  expected = gate[..., :8] * s + gate[..., 8:] * borrowed
+  np.testing.assert_allclose(np.asarray(scaled(s, r)), np.asarray(expected),
+                             atol=1e-5)
