@@ -17,6 +17,11 @@ limits stop it from costing much more memory or time than its size:
 - ``check_view``: a tensor may not read more elements than its storage holds,
   so a stride-0 broadcast (772 bytes declaring 2**27 copies of one float) is
   refused, not copied.
+- ``check_rank`` and ``bounded_numel``: a tensor has at most
+  ``MAX_TENSOR_RANK`` dimensions, and its element count is multiplied out
+  only up to a limit (a 3.5 KB file with 300 dimensions of 2**61 names a
+  5,600-digit count, which Python refuses to format, and 80,000 dimensions
+  took 34 s of big-integer products).
 - ``short_repr``: error messages show bounded reprs (``reprlib``), never a
   full ``repr`` cut afterwards (that costs the whole repr first).
 - ``check_sha256``: a known digest is checked before anything is parsed.
@@ -25,7 +30,6 @@ limits stop it from costing much more memory or time than its size:
 from __future__ import annotations
 
 import hashlib
-import math
 import pickletools
 import reprlib
 
@@ -36,6 +40,9 @@ BUDGET_SLACK = 1 << 20          # 1 MiB: tiny files, shared-storage views
 MAX_PICKLE_BYTES = 16 << 20     # VGG16's pickle is ~5 KB, Inception's ~60 KB
 MAX_PICKLE_OPS = 500_000        # ~32 opcodes per tensor: ~15k tensors
 _MEMO_PUTS = ('PUT', 'BINPUT', 'LONG_BINPUT')
+# Dimensions a tensor may have: weights have at most 5 (Conv3d); torch
+# itself caps many kernels at 25.
+MAX_TENSOR_RANK = 16
 
 
 class CheckpointFormatError(UserError):
@@ -76,21 +83,45 @@ def byte_budget(file_size: int, max_bytes: int) -> int:
   return min(max_bytes, BUDGET_FACTOR * file_size + BUDGET_SLACK)
 
 
+def check_rank(size) -> None:
+  """Refuses a tensor size record (a tuple or list) with more than
+  ``MAX_TENSOR_RANK`` entries, before any entry is looked at."""
+  if isinstance(size, (tuple, list)) and len(size) > MAX_TENSOR_RANK:
+    raise CheckpointFormatError(
+        f'tensor of rank {len(size)}: refused, more than '
+        f'{MAX_TENSOR_RANK} dimensions (no weight has that many)')
+
+
+def bounded_numel(shape: tuple[int, ...], limit: int):
+  """``math.prod(shape)`` if it is at most ``limit``, else None; stops as
+  soon as the running product passes ``limit`` (an empty dimension makes
+  it 0), so no huge integer is built."""
+  if 0 in shape:
+    return 0
+  numel = 1
+  for n in shape:
+    numel *= n
+    if numel > limit:
+      return None
+  return numel
+
+
 def check_view(shape: tuple[int, ...], stride: tuple[int, ...], offset: int,
                storage_size: int, itemsize: int, budget: list[int]) -> None:
   """Refuses a strided view (element units) of a storage of
   ``storage_size`` elements that broadcasts (stride 0), overlaps into more
   elements than the storage has, reads past it, or needs more bytes than
   ``budget[0]``; otherwise takes its bytes from ``budget[0]``."""
-  numel = math.prod(shape)
+  check_rank(shape)
+  numel = bounded_numel(shape, storage_size)
   if any(n > 1 and s == 0 for n, s in zip(shape, stride)):
     raise CheckpointFormatError(
         f'tensor of shape {short_repr(shape)} has stride 0 (a broadcast): '
         'refused, it would multiply its storage in memory')
-  if numel > storage_size:
+  if numel is None:   # never formatted: it may have thousands of digits
     raise CheckpointFormatError(
-        f'tensor of shape {short_repr(shape)} has {numel} elements, more than '
-        f'its storage of {storage_size} (overlapping strides)')
+        f'tensor of shape {short_repr(shape)} reads more than its storage '
+        f'of {storage_size} elements (overlapping strides)')
   last = offset + sum((n - 1) * s for n, s in zip(shape, stride))
   if last >= storage_size:
     raise CheckpointFormatError(

@@ -28,7 +28,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import io
-import math
 import os
 import pickle
 import zipfile
@@ -115,6 +114,7 @@ def _rebuild_tensor(storage, storage_offset, size, stride, *unused):
     raise CheckpointFormatError(
         f'bad storage offset {short_repr(storage_offset)}')
   shape, stride = _as_int_tuple(size, 'size'), _as_int_tuple(stride, 'stride')
+  torch_limits.check_rank(shape)
   if len(shape) != len(stride):
     raise CheckpointFormatError(f'size {shape} and stride {stride} differ in '
                                 'rank')
@@ -235,8 +235,7 @@ def _materialise(tensor: _TensorRef, buffers: dict[str, np.ndarray],
   storage = tensor.storage
   buffer = buffers[storage.key][storage.view_offset:storage.view_offset +
                                 storage.numel]
-  numel = math.prod(tensor.shape)
-  if numel == 0:
+  if 0 in tensor.shape:
     return np.zeros(tensor.shape, buffer.dtype)
   torch_limits.check_view(tensor.shape, tensor.stride, tensor.offset,
                           buffer.size, buffer.dtype.itemsize, budget)
