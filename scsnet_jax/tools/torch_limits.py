@@ -22,6 +22,14 @@ limits stop it from costing much more memory or time than its size:
   only up to a limit (a 3.5 KB file with 300 dimensions of 2**61 names a
   5,600-digit count, which Python refuses to format, and 80,000 dimensions
   took 34 s of big-integer products).
+- ``zip_entry_count``: a zip archive may hold one entry per storage its
+  pickle names plus ``EXTRA_ZIP_ENTRIES`` (torch's byteorder, version, ...).
+  ``zipfile.ZipFile`` builds a ZipInfo for every entry when it opens an
+  archive (600,000 empty entries cost ~6x the file in memory), so the count
+  is first read from the end-of-central-directory record, and an archive
+  with more than ``MAX_ZIP_ENTRIES`` (more than a pickle within the opcode
+  cap can name) is refused before it is listed; the exact check follows the
+  pickle.
 - ``short_repr``: error messages show bounded reprs (``reprlib``), never a
   full ``repr`` cut afterwards (that costs the whole repr first).
 - ``check_sha256``: a known digest is checked before anything is parsed.
@@ -32,6 +40,7 @@ from __future__ import annotations
 import hashlib
 import pickletools
 import reprlib
+import zipfile
 
 from scsnet_jax.errors import UserError
 
@@ -40,6 +49,12 @@ BUDGET_SLACK = 1 << 20          # 1 MiB: tiny files, shared-storage views
 MAX_PICKLE_BYTES = 16 << 20     # VGG16's pickle is ~5 KB, Inception's ~60 KB
 MAX_PICKLE_OPS = 500_000        # ~32 opcodes per tensor: ~15k tensors
 _MEMO_PUTS = ('PUT', 'BINPUT', 'LONG_BINPUT')
+# Entries a torch zip holds besides one per storage: data.pkl, byteorder,
+# version, .data/version, .data/serialization_id, .format_version,
+# .storage_alignment, and folder entries some zip tools add.
+EXTRA_ZIP_ENTRIES = 16
+# ~32 opcodes per tensor: no pickle within MAX_PICKLE_OPS names more storages.
+MAX_ZIP_ENTRIES = MAX_PICKLE_OPS // 32 + EXTRA_ZIP_ENTRIES
 # Dimensions a tensor may have: weights have at most 5 (Conv3d); torch
 # itself caps many kernels at 25.
 MAX_TENSOR_RANK = 16
@@ -76,6 +91,35 @@ def short_repr(value) -> str:
     return _SHORT.repr(value)
   except Exception:  # A stand-in whose repr fails: its type is enough.
     return f'<{type(value).__name__}>'
+
+
+def zip_entry_count(path: str) -> int:
+  """The entry count of a zip archive's end-of-central-directory record
+  (zip64 included), read without listing the entries; refuses more than
+  ``MAX_ZIP_ENTRIES``."""
+  with open(path, 'rb') as f:
+    # zipfile's own reader of the end record (what ZipFile trusts too).
+    end = zipfile._EndRecData(f)  # pylint: disable=protected-access
+  if end is None:
+    raise CheckpointFormatError(f'{path}: damaged zip archive (no end of '
+                                'central directory record)')
+  count = end[zipfile._ECD_ENTRIES_TOTAL]  # pylint: disable=protected-access
+  if count > MAX_ZIP_ENTRIES:
+    raise CheckpointFormatError(
+        f'{path}: the archive has {count} entries, more than the '
+        f'{MAX_ZIP_ENTRIES} any state dict within the pickle limits needs: '
+        'refused before listing them')
+  return count
+
+
+def check_zip_entries(path: str, count: int, storages: int) -> None:
+  """Refuses an archive with more entries than its pickle's ``storages``
+  plus torch's few extra files."""
+  if count > storages + EXTRA_ZIP_ENTRIES:
+    raise CheckpointFormatError(
+        f'{path}: the archive has {count} entries but its pickle names '
+        f'{storages} storage(s) (at most {EXTRA_ZIP_ENTRIES} other entries '
+        'are expected): refused')
 
 
 def byte_budget(file_size: int, max_bytes: int) -> int:

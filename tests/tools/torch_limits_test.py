@@ -209,3 +209,38 @@ def test_converters_refuse_huge_ranks_in_one_line(tmp_path, capsys,
   err = capsys.readouterr().err
   assert err.count('\n') == 1 and 'rank 300' in err, err
   assert 'Traceback' not in err and not out.exists()
+
+
+def _with_empty_entries(path, count, state=None):
+  """A real state dict plus ``count`` empty entries (names the pickle never
+  mentions)."""
+  writer.save_torch_state_dict(
+      {'w': np.ones(4, np.float32)} if state is None else state, path)
+  with zipfile.ZipFile(path, 'a', zipfile.ZIP_STORED) as archive:
+    for index in range(count):
+      archive.writestr(f'archive/data/x{index}', b'')
+  return path
+
+
+def test_entry_count_is_refused_from_the_end_record_before_listing(
+    tmp_path, monkeypatch):
+  """More entries than any pickle within the opcode cap can name: refused
+  from the end-of-central-directory record, before ZipFile builds one
+  ZipInfo per entry (600,000 empty entries cost ~6x the file in memory)."""
+  path = _with_empty_entries(tmp_path / 'many.pth',
+                             torch_limits.MAX_ZIP_ENTRIES + 1)
+
+  def no_listing(*args, **kwargs):
+    raise AssertionError('ZipFile listed the archive')
+  monkeypatch.setattr(zipfile, 'ZipFile', no_listing)
+  message = _refused_cheaply(path, 'entries')
+  assert str(torch_limits.MAX_ZIP_ENTRIES + 1 + 4) in message
+
+
+def test_entries_the_pickle_does_not_name_are_refused(tmp_path):
+  path = _with_empty_entries(tmp_path / 'extra.pth', 100)
+  message = _refused_cheaply(path, 'entries')
+  assert 'names 1 storage' in message
+  # torch's own extra entries (byteorder, version, ...) are fine.
+  assert len(load_torch_state_dict(_with_empty_entries(
+      tmp_path / 'few.pth', 3))) == 1
