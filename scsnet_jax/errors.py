@@ -105,6 +105,20 @@ def file_line(path, error, limit: int = 300) -> str:
   return f'{printable(path)}: {printable(reason[:limit])}'
 
 
+def root_cause(error: BaseException) -> BaseException:
+  """The innermost exception ``error`` was raised from: where a library's
+  wrapper (orbax's "Encountered error while reading array index ... <the
+  whole TensorStore spec>") hides the readable reason (TensorStore's
+  "OUT_OF_RANGE: Error reading ... Requested byte range ... is not valid")."""
+  seen = {id(error)}
+  while True:
+    inner = error.__cause__ or error.__context__
+    if inner is None or id(inner) in seen:
+      return error
+    seen.add(id(inner))
+    error = inner
+
+
 def one_line(error: BaseException, mode: str = 'train', config=None) -> str:
   """The line the training command prints for a user error (the whole
   message on one line) or an out-of-memory error (its first sentence and
