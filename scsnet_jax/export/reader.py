@@ -153,10 +153,13 @@ class ExportedGenerator:
     return self._loaded[entry['file']]
 
   def predict_nlab(self, gray: np.ndarray, reference: Optional[np.ndarray],
-                   out_size: tuple[int, int]
+                   out_size: tuple[int, int], interrupt=None
                    ) -> tuple[np.ndarray, list[int]]:
     """(B, H, W, 1) gray [, (B, Hr, Wr, 3) reference] -> ((B, Ht, Wt, 3)
-    normalised LAB float32, []); UserError without a fitting artifact."""
+    normalised LAB float32, []); UserError without a fitting artifact.
+    ``interrupt()`` once before the artifact runs (one window)."""
+    if interrupt is not None:
+      interrupt()
     from scsnet_jax.inference.predictor import reflect_pad
     _, height, width, _ = gray.shape
     scale = out_size[0] // height
