@@ -328,7 +328,7 @@ def test_output_buckets_crop_to_the_unpadded_result_and_bound_programs(
   bucketed = predictor_lib.Predictor(params, TINY)
   exact = predictor_lib.Predictor(params, TINY, buckets=False)
   gray = _gray((1, 20, 28, 1), seed=3)
-  for out_size in ((41, 57), (43, 59), (37, 50)):   # one output bucket
+  for out_size in ((41, 57), (43, 59), (45, 62)):   # one bucket: (48, 64)
     got, _ = bucketed.predict_nlab(gray, None, out_size)
     want, _ = exact.predict_nlab(gray, None, out_size)
     np.testing.assert_allclose(got, want, atol=1e-5)
