@@ -11,6 +11,11 @@ loaded once at start-up; each request runs the predict CLI's model, a
 ``runner.Runner`` (same tiling, same bfloat16 fallback), through
 ``app_requests.Colouriser``.
 A bad upload is a one-line message on the page and the server goes on.
+Requests from other sites' pages are refused, uploads are size-capped, kept
+``app_uploads.UPLOAD_KEEP_SECONDS`` and capped in total
+(``app_uploads.UploadGuard``), and one request may take at most
+``--max-request-seconds`` (refused up front when the machine's measured
+rate says so; the page's Cancel button stops it).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import signal
 import sys
 from typing import Optional, Sequence
 
-from scsnet_jax import app_requests, image_io
+from scsnet_jax import app_requests, app_uploads
 from scsnet_jax import runner as runner_lib
 from scsnet_jax.errors import UserError, first_line
 
@@ -42,6 +47,18 @@ def build_parser() -> argparse.ArgumentParser:
                       help='refuse uploads (photo or reference) with more '
                            'pixels, read from the file header before '
                            'decoding (default: %(default)s = 4096^2)')
+  parser.add_argument('--max-request-seconds', type=float,
+                      default=app_requests.DEFAULT_MAX_REQUEST_SECONDS,
+                      help='longest a request may take: refused up front '
+                           'when the rate measured at start-up says it '
+                           'would take longer, stopped when it does '
+                           '(default: %(default)s)')
+  parser.add_argument('--max-upload-cache', type=int,
+                      default=app_uploads.DEFAULT_MAX_CACHE_BYTES,
+                      help='bytes all kept uploads may hold; more uploads '
+                           'are refused until old ones expire '
+                           f'({app_uploads.UPLOAD_KEEP_SECONDS} s) '
+                           '(default: %(default)s)')
   parser.add_argument('--max-queue', type=int, default=DEFAULT_MAX_QUEUE,
                       help='requests that may wait while one runs (one runs '
                            'at a time, previews included); more are turned '
@@ -113,6 +130,14 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                  f'{args.max_input_pixels}')
   if args.max_queue < 1:
     parser.error(f'--max-queue must be positive, got {args.max_queue}')
+  if not args.max_request_seconds > 0:
+    parser.error(f'--max-request-seconds must be positive, got '
+                 f'{args.max_request_seconds}')
+  largest = app_uploads.max_upload_bytes(args.max_input_pixels)
+  if args.max_upload_cache < largest:
+    parser.error(f'--max-upload-cache must hold at least one upload '
+                 f'({largest} bytes at --max-input-pixels '
+                 f'{args.max_input_pixels}), got {args.max_upload_cache}')
   runner_lib.check_model_arguments(parser, args)
   if args.auth is not None:
     try:
@@ -137,13 +162,18 @@ def build_page(colouriser: app_requests.Colouriser, checkpoint: str):
   bfloat16) and returns (result PNG, bicubic gray, PNG download, summary)."""
   gr = _import_gradio()
 
-  def colourise(image, reference, target, scale, width, height, bfloat16):
+  def colourise(image, reference, target, scale, width, height, bfloat16,
+                request: gr.Request):
     try:
       result = colouriser.colourise(image, reference, target, scale, width,
-                                    height, bool(bfloat16))
+                                    height, bool(bfloat16),
+                                    session=request.session_hash)
     except app_requests.RequestError as error:
       raise gr.Error(str(error), print_exception=False) from None
     return result.png_path, result.bicubic, result.png_path, result.summary
+
+  def cancel(request: gr.Request):
+    colouriser.cancel(request.session_hash)
 
   def preview(image, scale):
     if not image:
@@ -162,7 +192,8 @@ def build_page(colouriser: app_requests.Colouriser, checkpoint: str):
                    'not offered on this device (CPU: bfloat16 is emulated, '
                    'slower than float32)')
   with gr.Blocks(title='SCSNet colouriser', analytics_enabled=False,
-                 delete_cache=(600, 1800)) as page:
+                 delete_cache=(app_uploads.SWEEP_SECONDS,
+                               app_uploads.UPLOAD_KEEP_SECONDS)) as page:
     gr.Markdown(f'## SCSNet: gray photo -> colour photo at any size\n'
                 f'Model `{os.path.basename(os.path.normpath(checkpoint))}` '
                 f'({mode}). A colour upload is converted to gray first. '
@@ -189,7 +220,9 @@ def build_page(colouriser: app_requests.Colouriser, checkpoint: str):
       bfloat16 = gr.Checkbox(label='bfloat16', value=False,
                              interactive=colouriser.offer_bfloat16,
                              info=bfloat16_info, elem_id='bfloat16')
-    run = gr.Button('Colourise', variant='primary', elem_id='run')
+    with gr.Row():
+      run = gr.Button('Colourise', variant='primary', elem_id='run')
+      stop = gr.Button('Cancel', variant='stop', elem_id='cancel')
     with gr.Row():
       result = gr.Image(label='SCSNet result', type='filepath', format='png',
                         interactive=False, elem_id='result')
@@ -209,6 +242,9 @@ def build_page(colouriser: app_requests.Colouriser, checkpoint: str):
                       bfloat16],
               outputs=[result, bicubic, download, summary],
               api_name='colourise', concurrency_id='decode')
+    # Not queued: it must run while a colourisation holds the worker.
+    stop.click(cancel, api_name='cancel', queue=False,
+               api_visibility='undocumented')
   return page
 
 
@@ -222,24 +258,30 @@ def serve(args: argparse.Namespace, *, block: bool = True):
     UserError: the checkpoint cannot be loaded (one line).
     OSError: the address cannot be served (e.g. the port is taken).
   """
+  from starlette import middleware   # installed with gradio
   runner = runner_lib.load_runner(args.checkpoint, dtype='float32',
                                   tile=args.tile,
                                   tile_overlap=args.tile_overlap)
   colouriser = app_requests.Colouriser(
       runner, max_output_pixels=args.max_output_pixels,
-      max_input_pixels=getattr(args, 'max_input_pixels',
-                               app_requests.DEFAULT_MAX_INPUT_PIXELS))
+      max_input_pixels=args.max_input_pixels,
+      max_request_seconds=args.max_request_seconds)
   if block:   # SIGTERM (``kill``, service managers) stops like Ctrl-C,
     # so the result folder is removed.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
   try:
     page = build_page(colouriser, args.checkpoint)
-    page.queue(max_size=getattr(args, 'max_queue', DEFAULT_MAX_QUEUE),
+    max_request_bytes = app_uploads.max_upload_bytes(args.max_input_pixels)
+    guard = middleware.Middleware(
+        app_uploads.UploadGuard, uploads=lambda: page.upload_file_set,
+        max_request_bytes=max_request_bytes,
+        max_cache_bytes=args.max_upload_cache)
+    page.queue(max_size=args.max_queue,
                default_concurrency_limit=1).launch(
         server_name=args.host, server_port=args.port, share=False,
-        auth=getattr(args, 'auth_pairs', None),
+        auth=args.auth_pairs, app_kwargs={'middleware': [guard]},
         inbrowser=False, ssr_mode=False, mcp_server=False,
-        enable_monitoring=False, max_file_size=image_io.MAX_FILE_BYTES,
+        enable_monitoring=False, max_file_size=max_request_bytes,
         prevent_thread_lock=True, quiet=True)
   except BaseException:
     colouriser.close()

@@ -9,15 +9,26 @@ float32 blocks; a preview is shrunk first), runs the ``runner.Runner``
 that the predict CLI runs (same tiling, same dtype fallback) and writes the
 result PNG. Nothing here imports gradio, so the
 logic is testable and reusable on its own.
+
+One request may not hold the (single) worker for long: an input much larger
+than the requested output is reduced to the output size first
+(``reduce_input``: a 4096x4096 upload asked for at 64x64 was 361 tiles); a
+request whose estimated time (its windows times the seconds per window
+measured on this machine at start-up, ``measure_seconds_per_tile``) is over
+``max_request_seconds`` is refused before it runs; a running one stops at
+the next window when that deadline passes, or when ``cancel`` is called
+for its session (the page's Cancel button), which frees the worker.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 import traceback
 import uuid
@@ -46,6 +57,13 @@ PREVIEW_MAX_SIDE = 1024
 # has already been sent its copy by then).
 KEEP_RESULTS_SECONDS = 600
 TARGETS = ('Scale', 'Exact size')
+# Default deadline of one request (``--max-request-seconds``): requests
+# estimated to take longer are refused, running ones stop when it passes.
+DEFAULT_MAX_REQUEST_SECONDS = 300
+# An input with more than this many times the output's pixels is reduced to
+# the output size before the model runs (the output is less than half the
+# input on each side): the model's cost follows its input.
+REDUCE_FACTOR = 4
 
 
 class RequestError(UserError):
@@ -80,6 +98,35 @@ def shrink_for_preview(pixels: np.ndarray,
   size = (max(1, round(width * factor)), max(1, round(height * factor)))
   return np.asarray(Image.fromarray(pixels).resize(
       size, Image.Resampling.BOX), np.uint8)
+
+
+def reduce_input(pixels: np.ndarray, alpha: Optional[np.ndarray],
+                 out_size: tuple[int, int]):
+  """(H, W, 3) uint8 and (H, W) alpha or None -> both at ``out_size``
+  (Ht, Wt) (PIL's antialiasing box filter) if the input has more than
+  ``REDUCE_FACTOR`` times the output's pixels, else unchanged; and whether
+  they were reduced."""
+  height, width = pixels.shape[:2]
+  out_h, out_w = out_size
+  if height * width <= REDUCE_FACTOR * out_h * out_w:
+    return pixels, alpha, False
+
+  def shrink(image, mode=None):
+    return np.asarray(Image.fromarray(image, mode).resize(
+        (out_w, out_h), Image.Resampling.BOX), np.uint8)
+  return (shrink(pixels), None if alpha is None else shrink(alpha, 'L'),
+          True)
+
+
+def measure_seconds_per_tile(runner: runner_lib.Runner) -> float:
+  """Seconds one window takes on this machine: a full tile (256 px when
+  untiled) at scale 2, timed on its second run (the first compiles)."""
+  side = runner.tile or 256
+  gray = np.zeros((1, side, side, 1), np.float32)
+  runner.predict_nlab(gray, None, (2 * side, 2 * side))
+  start = time.perf_counter()
+  runner.predict_nlab(gray, None, (2 * side, 2 * side))
+  return time.perf_counter() - start
 
 
 def _short(error: BaseException, path: str) -> str:
@@ -122,12 +169,17 @@ class Colouriser:
       their header, before decoding, with a RequestError.
     offer_bfloat16: whether requests may ask for bfloat16 (default: where it
       is fast, ``bfloat16_is_fast``).
+    max_request_seconds: one request's deadline (module docstring).
+    seconds_per_tile: the cost of one window here (default: measured now,
+      ``measure_seconds_per_tile``).
   """
 
   def __init__(self, runner: runner_lib.Runner, *,
                max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS,
                max_input_pixels: int = DEFAULT_MAX_INPUT_PIXELS,
-               offer_bfloat16: Optional[bool] = None):
+               offer_bfloat16: Optional[bool] = None,
+               max_request_seconds: float = DEFAULT_MAX_REQUEST_SECONDS,
+               seconds_per_tile: Optional[float] = None):
     self.runners = {'float32': runner}
     self.offer_bfloat16 = (bfloat16_is_fast() if offer_bfloat16 is None
                            else offer_bfloat16)
@@ -135,6 +187,10 @@ class Colouriser:
       self.runners['bfloat16'] = runner.with_dtype('bfloat16')
     self.max_output_pixels = max_output_pixels
     self.max_input_pixels = max_input_pixels
+    self.max_request_seconds = max_request_seconds
+    self.seconds_per_tile = (measure_seconds_per_tile(runner)
+                             if seconds_per_tile is None else seconds_per_tile)
+    self._cancelled: dict[Optional[str], threading.Event] = {}   # running
     self.output_dir = tempfile.mkdtemp(prefix='scsnet_app-')
 
   @property
@@ -174,15 +230,6 @@ class Colouriser:
               'photos.')
     return pixels, alpha, note
 
-  def read_gray(self, path: Optional[str]):
-    """Upload -> (normalised L (H, W, 1) float32, alpha (H, W) or None,
-    note).
-
-    The note says that a colour upload was converted to gray (empty else).
-    """
-    pixels, alpha, note = self._read_upload(path)
-    return color.gray_from_rgb(pixels), alpha, note
-
   def preview(self, path: Optional[str], scale=None):
     """The gray image the model will see, (h, w, 3) uint8 with its longer
     side at most ``PREVIEW_MAX_SIDE`` (shrunk before the conversion), the
@@ -210,23 +257,94 @@ class Colouriser:
               'give a colour reference, or none for automatic colours.')
     return runner_lib.reference_nlab(pixels), note
 
+  # ------------------------------------------------------------- budget ---
+  def estimate_seconds(self, height: int, width: int,
+                       out_size: tuple[int, int]) -> float:
+    """The time an (H, W) -> ``out_size`` request is expected to take: its
+    windows, or its output in units of the measured window's output if
+    that is more, times ``seconds_per_tile``."""
+    runner = self.runners['float32']
+    side = runner.tile or 256
+    windows = runner.tile_count(height, width, out_size)
+    if not runner.tile:
+      windows = math.ceil(height * width / side**2)
+    output = out_size[0] * out_size[1] / (2 * side)**2
+    return max(windows, output) * self.seconds_per_tile
+
+  def _check_budget(self, height: int, width: int,
+                    out_size: tuple[int, int], size: str) -> None:
+    """RequestError (one line) for a request over the time budget."""
+    seconds = self.estimate_seconds(height, width, out_size)
+    if seconds > self.max_request_seconds:
+      windows = self.runners['float32'].tile_count(height, width, out_size)
+      raise RequestError(
+          f'{size} -> {out_size[1]}x{out_size[0]} would take about '
+          f'{seconds:.0f} s here ({windows} window(s), '
+          f'{self.seconds_per_tile:.3g} s each), more than this page\'s '
+          f'{self.max_request_seconds:g} s per request '
+          '(--max-request-seconds); ask for a smaller output or use python '
+          '-m scsnet_jax.predict')
+
+  def cancel(self, session: Optional[str] = None) -> bool:
+    """Stops ``session``'s running request at its next window (True if one
+    was running): its ``colourise`` raises RequestError and the worker is
+    free."""
+    event = self._cancelled.get(session)
+    if event is not None:
+      event.set()
+    return event is not None
+
+  def _interrupt(self, cancelled: threading.Event, deadline: float):
+    def interrupt():
+      if cancelled.is_set():
+        raise RequestError('cancelled')
+      if time.perf_counter() > deadline:
+        raise RequestError(
+            f'stopped after {self.max_request_seconds:g} s, this page\'s '
+            'limit per request (--max-request-seconds); ask for a smaller '
+            'output or use python -m scsnet_jax.predict')
+    return interrupt
+
   # ------------------------------------------------------------- running ---
   def colourise(self, image_path: Optional[str],
                 reference_path: Optional[str] = None, target: str = 'Scale',
                 scale=4.0, out_width=None, out_height=None,
-                bfloat16: bool = False) -> Result:
-    """One request: upload(s) and form values -> ``Result``.
+                bfloat16: bool = False, session: Optional[str] = None
+                ) -> Result:
+    """One request: upload(s) and form values -> ``Result``. ``session``
+    names it for ``cancel``.
 
     Raises:
-      RequestError: one line naming the file or field and the problem.
+      RequestError: one line naming the file or field and the problem
+        (also: over the time budget, past the deadline, cancelled).
     """
+    cancelled = threading.Event()
+    self._cancelled[session] = cancelled
+    try:
+      return self._colourise(image_path, reference_path, target, scale,
+                             out_width, out_height, bfloat16, cancelled)
+    finally:
+      if self._cancelled.get(session) is cancelled:
+        del self._cancelled[session]
+
+  def _colourise(self, image_path, reference_path, target, scale, out_width,
+                 out_height, bfloat16, cancelled) -> Result:
     start = time.perf_counter()
+    interrupt = self._interrupt(cancelled, start + self.max_request_seconds)
     self._sweep()
-    gray, alpha, note = self.read_gray(image_path)
-    height, width = gray.shape[:2]
+    pixels, alpha, note = self._read_upload(image_path)
+    height, width = pixels.shape[:2]
     out_size = _output_size(height, width, target, scale, out_width,
                             out_height, self.max_output_pixels)
     notes = [note] if note else []
+    pixels, alpha, reduced = reduce_input(pixels, alpha, out_size)
+    if reduced:
+      notes.append(f'The {width}x{height} input was reduced to '
+                   f'{out_size[1]}x{out_size[0]} before colourising.')
+    gray = color.gray_from_rgb(pixels)
+    del pixels
+    run_h, run_w = gray.shape[:2]
+    self._check_budget(run_h, run_w, out_size, f'{width}x{height}')
     reference = None
     if reference_path:
       reference, ref_note = self._read_reference(reference_path)
@@ -239,7 +357,9 @@ class Colouriser:
     try:
       nlab, redone = runner.predict_nlab(
           gray[None], None if reference is None else reference[None],
-          out_size)
+          out_size, interrupt)
+    except RequestError:   # the deadline, or cancelled
+      raise
     except Exception as error:  # e.g. out of memory: the server goes on
       traceback.print_exc(file=sys.stderr)
       raise RequestError(f'inference failed ({type(error).__name__}: '
@@ -256,7 +376,7 @@ class Colouriser:
     bicubic = color.rgb_from_gray(runner.bicubic_gray(gray[None],
                                                       out_size)[0])
     seconds = time.perf_counter() - start
-    tiles = runner.tile_count(height, width, out_size)
+    tiles = runner.tile_count(run_h, run_w, out_size)
     mode = 'guided by the reference' if reference is not None else 'automatic'
     summary = (f'**{width}x{height} -> {out_size[1]}x{out_size[0]}** '
                f'({out_size[1] / width:.3g}x), {mode}, {dtype}, '

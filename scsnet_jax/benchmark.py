@@ -30,12 +30,13 @@ import numpy as np
 from flax import nnx
 
 from scsnet_jax import atomic, config_lib
+from scsnet_jax.inference import size_benchmark
 from scsnet_jax.models import flops as flops_lib
 from scsnet_jax.models import generator as gen_lib
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list('what', ['forward', 'train'],
-                  'Parts to run: forward, train, tiled, input.')
+                  'Parts to run: forward, train, tiled, input, sizes.')
 flags.DEFINE_list('modes', ['automatic', 'referential'], 'Generator modes.')
 flags.DEFINE_list('dtypes', ['float32', 'bfloat16'], 'Compute dtypes.')
 flags.DEFINE_list('batch_sizes', None,
@@ -59,6 +60,13 @@ flags.DEFINE_integer('input_batch', 8, 'Input benchmark: batch size.')
 flags.DEFINE_integer('input_batches', 10, 'Input benchmark: timed batches.')
 flags.DEFINE_integer('input_workers', 0,
                      'Input benchmark: grain workers (0 = one, inline).')
+flags.DEFINE_integer('sizes_count', 100,
+                     'Sizes benchmark: photos per run (--what=sizes).')
+flags.DEFINE_list('sizes_modes', ['unbounded', 'bounded', 'input_buckets'],
+                  'Sizes benchmark: predictor settings compared.')
+flags.DEFINE_enum('sizes_model', 'tiny', ['tiny', 'shallow'],
+                  'Sizes benchmark: generator (size_benchmark.TINY_MODEL, '
+                  'or configs/test.py shallow).')
 flags.DEFINE_string('json', None, 'Write the results as JSON here.')
 
 
@@ -334,7 +342,10 @@ def main(argv):
   FLAGS.repeats = FLAGS.repeats or (2 if on_cpu else 5)
   results = []
   runners: dict[str, Callable[[dict], dict]] = {
-      'train': bench_train, 'tiled': bench_tiled, 'input': bench_input}
+      'train': bench_train, 'tiled': bench_tiled, 'input': bench_input,
+      'sizes': lambda env: size_benchmark.bench_mixed_sizes(
+          FLAGS.sizes_count, FLAGS.tile, FLAGS.sizes_modes,
+          FLAGS.sizes_model)}
   settings = {
       'size': FLAGS.size, 'scale': FLAGS.scale, 'repeats': FLAGS.repeats,
       'warmup': FLAGS.warmup, 'attention_impl': FLAGS.attention_impl,
@@ -348,7 +359,6 @@ def main(argv):
     if FLAGS.json:
       atomic.write_json(FLAGS.json, {'environment': env, 'settings': settings,
                                      'results': results}, indent=1)
-
   for part in FLAGS.what:
     if part == 'forward':
       for mode in FLAGS.modes:

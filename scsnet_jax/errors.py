@@ -7,10 +7,14 @@ the system gave. Entry points (``main``, ``predict``, ``export``, the tools)
 catch exactly these two, print the line and exit non-zero; a batch command
 reports the file and goes on with the next. Anything else is a bug and
 propagates with its traceback. ``is_user_error`` tells the two apart;
-``first_line`` and ``one_line`` make the line.
+``first_line``, ``file_line`` and ``one_line`` make the line;
+``printable`` escapes the control characters of every printed name.
 """
 
 from __future__ import annotations
+
+import os
+import unicodedata
 
 
 class UserError(ValueError):
@@ -48,18 +52,78 @@ def is_user_error(error: BaseException) -> bool:
   return isinstance(error, (UserError, app.UsageError, OSError))
 
 
+# Characters a printed line must not carry raw: a newline in a file name
+# would start a forged line ("done: ..."), an ESC a terminal command.
+# Control characters (Cc), line and paragraph separators (Zl, Zp),
+# surrogates (Cs: undecodable bytes of a file name) and the bidirectional
+# overrides that reorder what a terminal shows.
+_UNPRINTABLE_CATEGORIES = ('Cc', 'Zl', 'Zp', 'Cs')
+_BIDI_CONTROLS = frozenset('\u202a\u202b\u202c\u202d\u202e'
+                           '\u2066\u2067\u2068\u2069')
+
+
+def _escape(char: str) -> str:
+  if char in _BIDI_CONTROLS or (
+      unicodedata.category(char) in _UNPRINTABLE_CATEGORIES):
+    escaped = repr(char)[1:-1]   # '\n', '\x1b', '\u202e', '\udcff'
+    return escaped if escaped != char else f'\\x{ord(char):02x}'
+  return char
+
+
+def printable(text: str) -> str:
+  """``text`` with control characters escaped as Python writes them
+  (``\\n``, ``\\x1b``, ``\\u202e``): what every printed file name goes
+  through, so a name cannot start a line or command the terminal."""
+  if text.isprintable():
+    return text
+  return ''.join(_escape(char) for char in text)
+
+
 def first_line(error: BaseException, limit: int = 300) -> str:
   """An exception as one short line (its type if it has no message): what
   a batch command prints for one bad file before going on."""
   lines = str(error).strip().splitlines()
-  return lines[0][:limit] if lines else type(error).__name__
+  return printable(lines[0][:limit]) if lines else type(error).__name__
+
+
+def file_line(path, error, limit: int = 300) -> str:
+  """``PATH: reason`` for one bad file: the whole name, escaped
+  (``printable``), and the first line of the reason cut to ``limit``
+  characters (the name may be long; the reason is what gets cut).
+
+  ``error`` is an exception or a message; the name in it (a message often
+  starts with it) is dropped or escaped before the message is cut into lines,
+  so a newline in the name cannot end the line early.
+  """
+  path = os.fspath(path)
+  message = str(error).strip()
+  if message.startswith(path):
+    message = message[len(path):].lstrip(':').lstrip()
+  message = message.replace(path, printable(path)) if path else message
+  lines = message.splitlines()
+  reason = lines[0] if lines else type(error).__name__
+  return f'{printable(path)}: {printable(reason[:limit])}'
+
+
+def root_cause(error: BaseException) -> BaseException:
+  """The innermost exception ``error`` was raised from: where a library's
+  wrapper (orbax's "Encountered error while reading array index ... <the
+  whole TensorStore spec>") hides the readable reason (TensorStore's
+  "OUT_OF_RANGE: Error reading ... Requested byte range ... is not valid")."""
+  seen = {id(error)}
+  while True:
+    inner = error.__cause__ or error.__context__
+    if inner is None or id(inner) in seen:
+      return error
+    seen.add(id(inner))
+    error = inner
 
 
 def one_line(error: BaseException, mode: str = 'train', config=None) -> str:
   """The line the training command prints for a user error (the whole
   message on one line) or an out-of-memory error (its first sentence and
   the flag that lowers the batch: ``config`` gives its value now)."""
-  text = ' '.join(str(error).split())
+  text = printable(' '.join(str(error).split()))
   if is_out_of_memory(error):
     first = text.split('. ')[0][:200]
     if mode == 'eval':

@@ -87,16 +87,20 @@ class ImageTooLargeError(ImageDecodeError):
 
 # ------------------------------------------------------------- reading ---
 def read_file_bytes(path: str | os.PathLike,
-                    max_bytes: int = MAX_FILE_BYTES) -> bytes:
+                    max_bytes: int = MAX_FILE_BYTES, *,
+                    error_type: type[UserError] = ImageDecodeError) -> bytes:
   """A regular file's contents, refusing anything else and anything larger
   than ``max_bytes`` (at most ``max_bytes`` + 1 bytes are ever read).
 
   The open is non-blocking, so a FIFO does not hang; ``fstat`` of the open
   file (not a ``stat`` of the name, which could be swapped meanwhile) must
-  say regular file, so ``/dev/zero`` or a socket is one error line.
+  say regular file, so ``/dev/zero`` or a socket is one error line. Other
+  untrusted files (an export folder's) are read through here too, with
+  their own ``error_type`` and cap.
 
   Raises:
-    ImageDecodeError: missing, unreadable, not a regular file, too large.
+    error_type (ImageDecodeError): missing, unreadable, not a regular file,
+      too large.
   """
   path = os.fspath(path)
   flags = (os.O_RDONLY | getattr(os, 'O_NONBLOCK', 0) |
@@ -104,16 +108,16 @@ def read_file_bytes(path: str | os.PathLike,
   try:
     fd = os.open(path, flags)
   except OSError as error:
-    raise ImageDecodeError(
+    raise error_type(
         f'{path}: cannot read file ({error.strerror or error})') from None
   try:
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode):
-      raise ImageDecodeError(f'{path}: not a regular file (a folder, device, '
-                             'FIFO or socket); only image files are read')
+      raise error_type(f'{path}: not a regular file (a folder, device, '
+                       'FIFO or socket); only regular files are read')
     if info.st_size > max_bytes:
-      raise ImageDecodeError(f'{path}: file has {info.st_size} bytes, more '
-                             f'than the limit of {max_bytes}')
+      raise error_type(f'{path}: file has {info.st_size} bytes, more '
+                       f'than the limit of {max_bytes}')
     chunks, left = [], max_bytes + 1
     while left > 0:
       chunk = os.read(fd, min(left, 1 << 24))
@@ -122,14 +126,14 @@ def read_file_bytes(path: str | os.PathLike,
       chunks.append(chunk)
       left -= len(chunk)
   except OSError as error:
-    raise ImageDecodeError(
+    raise error_type(
         f'{path}: cannot read file ({error.strerror or error})') from None
   finally:
     os.close(fd)
   data = b''.join(chunks)
   if len(data) > max_bytes:   # it grew after the fstat
-    raise ImageDecodeError(f'{path}: file has more than the limit of '
-                           f'{max_bytes} bytes')
+    raise error_type(f'{path}: file has more than the limit of '
+                     f'{max_bytes} bytes')
   return data
 
 

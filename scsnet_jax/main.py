@@ -13,7 +13,8 @@ Errors: mistakes in the command or config, missing files and out-of-memory
 end with one line on stderr and exit status 1 (``SCSNET_DEBUG=1`` shows the
 traceback); anything else is a bug and keeps its traceback. Stopped early by
 SIGTERM (after saving): exit 75, ``errors.EXIT_STOPPED_EARLY``, to requeue.
-A resume's config changes need ``--allow_config_change`` (train.resume). Directories a
+A resume's config changes need ``--allow_config_change`` (train.resume), and
+a damaged latest checkpoint ``--fall_back_to_intact_checkpoint``. Directories a
 failed run created and left empty are removed. Library chatter (orbax's
 INFO lines, TensorFlow/oneDNN/libtpu start-up banners) is hidden unless
 ``--verbosity=1`` or higher. See docs/training.md.
@@ -51,6 +52,11 @@ _ALLOW_CONFIG_CHANGE = flags.DEFINE_string(
     'allow_config_change', '', 'Resuming: config keys (or sections) that may '
     'differ from the checkpoint\'s saved config, comma-separated, e.g. '
     'optimizer.learning_rate,data (train.steps may always change).')
+
+_FALL_BACK = flags.DEFINE_bool(
+    'fall_back_to_intact_checkpoint', False, 'Resuming: if the latest '
+    'checkpoint is damaged (e.g. a file cut short), move it aside to '
+    'checkpoints/STEP.damaged and resume from the newest intact one.')
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 # `--config.KEY=VALUE` given without `--config=FILE` (eval on a workdir).
@@ -191,7 +197,8 @@ def resolve_config(config, workdir: str, mode: str,
   return config
 
 
-def _run(config, workdir: str, mode: str, allow_config_change=()):
+def _run(config, workdir: str, mode: str, allow_config_change=(),
+         fall_back_to_intact: bool = False):
   _hide_gpus_from_tensorflow()
   _initialize_distributed()
   if mode == 'eval':
@@ -200,7 +207,8 @@ def _run(config, workdir: str, mode: str, allow_config_change=()):
   from scsnet_jax.train import loop as trainer
   try:
     return trainer.train_and_evaluate(
-        config, workdir, allow_config_change=allow_config_change)
+        config, workdir, allow_config_change=allow_config_change,
+        fall_back_to_intact=fall_back_to_intact)
   except trainer.StoppedEarly as stopped:
     # Saved, not finished: a distinct status so the scheduler requeues.
     logging.warning('%s; exit status %d (requeue to continue)', stopped,
@@ -220,7 +228,7 @@ def main(argv):
     config = resolve_config(config, workdir, mode, _WORKDIR_OVERRIDES)
     from scsnet_jax.train import resume
     _run(config, workdir, mode,
-         resume.parse_allowed(_ALLOW_CONFIG_CHANGE.value))
+         resume.parse_allowed(_ALLOW_CONFIG_CHANGE.value), _FALL_BACK.value)
   except Exception as error:  # pylint: disable=broad-except
     workdir_lib.remove_new_empty_dirs(workdir, before)
     if os.environ.get('SCSNET_DEBUG') or not (

@@ -3,13 +3,17 @@
   python -m scsnet_jax.predict --checkpoint WORKDIR_OR_EXPORT \\
       --input old_photos/ scan.tif --output out/ --scale 4 \\
       [--size 1920x1080] [--reference ref.jpg | refs/] [--tile 256] \\
-      [--tile-overlap 32] [--dtype bfloat16] [--batch-size 4] [--overwrite]
+      [--tile-overlap 32] [--dtype bfloat16] [--batch-size 4] \\
+      [--overwrite | --skip-existing]
 
 One ``OUTPUT/<input stem>.png`` (8-bit sRGB) per input; RGBA and LA inputs
 keep their alpha channel (resized bicubically) in an RGBA PNG. A bad file
 gets one ``error: PATH: problem`` line on stderr and the others are still
 processed; the exit code is 1 if anything failed. Outputs are written under a
-temporary name and renamed, so an output file is complete or absent.
+temporary name and renamed, so an output file is complete or absent (so
+``--skip-existing`` resumes an interrupted run: existing outputs count as
+done). File names are printed with their control characters escaped
+(``errors.printable``): a name cannot forge a line.
 
 Before anything is decoded, every output path is checked
 (``inference.planning.plan_outputs``): an output that is an input or a
@@ -32,7 +36,7 @@ import numpy as np
 
 from scsnet_jax import color
 from scsnet_jax import runner as runner_lib
-from scsnet_jax.errors import UserError, first_line
+from scsnet_jax.errors import UserError, file_line, first_line, printable
 from scsnet_jax.inference import image_files
 from scsnet_jax.inference import planning
 from scsnet_jax.inference import predictor as predictor_lib
@@ -97,9 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
                            'of its input and output) are held waiting for '
                            'a batch; a larger image runs alone (default: '
                            '%(default)s)')
-  parser.add_argument('--overwrite', action='store_true',
-                      help='replace existing outputs (an output that is an '
-                           'input or a reference is always refused)')
+  existing = parser.add_mutually_exclusive_group()
+  existing.add_argument('--overwrite', action='store_true',
+                        help='replace existing outputs (an output that is an '
+                             'input or a reference is always refused)')
+  existing.add_argument('--skip-existing', action='store_true',
+                        help='leave inputs whose output exists alone and '
+                             'count them as done (rerun after an interrupt)')
   return parser
 
 
@@ -116,20 +124,19 @@ class _Report:
 
   def __init__(self, bar):
     self.bar, self.written, self.failed, self.recomputed = bar, 0, 0, 0
+    self.skipped = 0
 
   def say(self, line: str):
     (self.bar.write if self.bar is not None else print)(line, file=sys.stderr)
 
-  def fail(self, path: Optional[str], error):
-    message = first_line(error)
-    if path and not message.startswith(path):
-      message = f'{path}: {message}'
-    self.say(f'error: {message}')
+  def fail(self, path: str, error):
+    """``error: PATH: reason``, the name escaped and whole (file_line)."""
+    self.say(f'error: {file_line(path, error)}')
     self.failed += 1
 
 
 def _run_batch(runner: NlabPredictor, items: list, out_size,
-               report: _Report, overwrite: bool):
+               report: _Report, args: argparse.Namespace):
   gray = np.stack([item['gray'] for item in items])
   refs = [item['reference'] for item in items]
   reference = None if refs[0] is None else np.stack(refs)
@@ -143,19 +150,23 @@ def _run_batch(runner: NlabPredictor, items: list, out_size,
   for index, item in enumerate(items):
     if index in redone:
       report.recomputed += 1
-      report.say(f'warning: {item["path"]}: non-finite values in bfloat16; '
-                 'recomputed in float32')
+      report.say(f'warning: {printable(item["path"])}: non-finite values '
+                 'in bfloat16; recomputed in float32')
     pixels = image_files.attach_alpha(color.rgb_from_nlab(out[index]),
                                       item['alpha'], out_size)
-    if not overwrite and os.path.lexists(item['dest']):  # appeared meanwhile
-      report.fail(item['path'], f'output {item["dest"]} appeared during the '
-                  'run; refusing to replace it (pass --overwrite)')
+    dest = printable(item['dest'])
+    if not args.overwrite and os.path.lexists(item['dest']):  # appeared
+      if args.skip_existing:
+        report.skipped += 1
+      else:
+        report.fail(item['path'], f'output {dest} appeared during the '
+                    'run; refusing to replace it (pass --overwrite)')
       continue
     try:
       image_files.write_png_atomic(item['dest'], pixels)
       report.written += 1
     except OSError as error:
-      report.fail(item['path'], f'cannot write {item["dest"]} '
+      report.fail(item['path'], f'cannot write {dest} '
                   f'({error.strerror or error})')
 
 
@@ -180,17 +191,18 @@ def _prepare(path: str, dest: str, args, matcher) -> tuple:
 def run(args: argparse.Namespace) -> int:
   files, input_errors = image_files.collect_inputs(args.input)
   for message in input_errors:
-    print(f'error: {message}', file=sys.stderr)
+    print(f'error: {printable(message)}', file=sys.stderr)
   try:
     image_files.check_output_dir(args.output)
     plan, refused = planning.plan_outputs(
         files, args.output, overwrite=args.overwrite,
-        protected=planning.protected_references(args.reference))
+        protected=planning.protected_references(args.reference),
+        skip_existing=args.skip_existing)
     for message in refused:   # before the model loads: fix, then rerun
-      print(f'error: {message}', file=sys.stderr)
+      print(f'error: {printable(message)}', file=sys.stderr)
     matcher = image_files.ReferenceMatcher(args.reference)  # reads a file
     for line in matcher.take_warnings():
-      print(line, file=sys.stderr)
+      print(printable(line), file=sys.stderr)
     if plan:
       runner = runner_lib.load_runner(
           args.checkpoint, dtype=args.dtype, tile=args.tile,
@@ -209,6 +221,7 @@ def run(args: argparse.Namespace) -> int:
   bar = tqdm(total=len(plan), unit='img', file=sys.stderr,
              disable=len(plan) <= 1)
   report = _Report(bar if len(plan) > 1 else None)
+  report.skipped = len(files) - len(plan) - len(refused)
   batcher = planning.Batcher(args.batch_size, args.max_batch_pixels)
   for path, dest in plan:
     try:
@@ -219,18 +232,20 @@ def run(args: argparse.Namespace) -> int:
       continue
     finally:
       for line in matcher.take_warnings():
-        report.say(line)
+        report.say(printable(line))
     for ready_key, items in batcher.add(key, item, pixels):
-      _run_batch(runner, items, ready_key[2], report, args.overwrite)
+      _run_batch(runner, items, ready_key[2], report, args)
     bar.update(1)
   for key, items in batcher.drain():
-    _run_batch(runner, items, key[2], report, args.overwrite)
+    _run_batch(runner, items, key[2], report, args)
   bar.close()
   failed = report.failed + len(input_errors) + len(refused)
   extra = (f'; {report.recomputed} recomputed in float32'
            if report.recomputed else '')
-  print(f'done: {report.written} written to {args.output}, {failed} failed'
-        f'{extra}')
+  skipped = (f', {report.skipped} skipped (already there)'
+             if report.skipped else '')
+  print(f'done: {report.written} written to {printable(args.output)}'
+        f'{skipped}, {failed} failed{extra}')
   return 1 if failed else 0
 
 

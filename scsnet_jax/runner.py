@@ -128,7 +128,7 @@ class Runner:
     return self.predictor.bicubic_gray(gray, out_size)
 
   def predict_nlab(self, gray: np.ndarray, reference: Optional[np.ndarray],
-                   out_size: tuple[int, int]
+                   out_size: tuple[int, int], interrupt=None
                    ) -> tuple[np.ndarray, list[int]]:
     """``NlabPredictor.predict_nlab``: the export's artifact if one fits,
     else the ``Predictor``."""
@@ -137,13 +137,13 @@ class Runner:
     if (self.exported is not None and self.predictor.dtype == 'float32'
         and one_window and self.exported.supports(reference is not None,
                                                   height, width, out_size)):
-      return self.exported.predict_nlab(gray, reference, out_size)
+      return self.exported.predict_nlab(gray, reference, out_size, interrupt)
     if self.exported is not None and not self._noted:
       self._noted = True
       print('note: no exported artifact fits (it needs an exported integer '
             'scale, float32 and an image within one tile); using the '
             "export's parameters and the model code", file=sys.stderr)
-    return self.predictor.predict_nlab(gray, reference, out_size)
+    return self.predictor.predict_nlab(gray, reference, out_size, interrupt)
 
 
 def load_runner(checkpoint: str, *, dtype: str, tile: int,

@@ -21,6 +21,7 @@ run (``existing_dirs``, ``remove_new_empty_dirs``) touches the disk.
 from __future__ import annotations
 
 import os
+import re
 from typing import NamedTuple, Optional
 
 CONFIG_FILE = 'config.json'
@@ -54,6 +55,20 @@ def config_path(workdir) -> str:
 def checkpoint_dir(workdir) -> str:
   """``WORKDIR/checkpoints`` (absolute): where a run's step folders are."""
   return _join(resolve(workdir), CHECKPOINTS_DIR)
+
+
+def damaged_step_message(checkpoints: str, step: int,
+                         error: BaseException) -> str:
+  """'checkpoint step N in WORKDIR/checkpoints is damaged (reason)': how
+  training and predict name a step orbax cannot read (a truncated OCDBT
+  file, a disk that filled), with the innermost reason
+  (``errors.root_cause``), not orbax's multi-line TensorStore spec."""
+  from scsnet_jax.errors import first_line, root_cause
+  cause = root_cause(error)
+  reason = first_line(cause, limit=200)
+  if not re.match(r'[A-Z_]+: ', reason):   # no status code: name the type
+    reason = f'{type(cause).__name__}: {reason}'
+  return f'checkpoint step {step} in {checkpoints} is damaged ({reason})'
 
 
 def samples_dir(workdir) -> str:

@@ -137,3 +137,120 @@ def test_preview_is_shrunk_before_the_conversion(checkpoint, tmp_path,
   want = np.asarray(Image.fromarray(gray).resize((1024, 410),
                                                  Image.Resampling.BOX))
   assert np.abs(seen[..., 0].astype(int) - want).max() <= 1
+
+
+# ------------------------------------------------------------ issue 32 ---
+def _colouriser(checkpoint, **kwargs):
+  runner = runner_lib.load_runner(checkpoint, dtype='float32', tile=TILE,
+                                  tile_overlap=32)
+  kwargs.setdefault('seconds_per_tile', 1.0)
+  return app_requests.Colouriser(runner, offer_bfloat16=False, **kwargs)
+
+
+def _spy_windows(monkeypatch, on_window=None):
+  """Counts the windows the model computes (``Predictor._render_window``)."""
+  from scsnet_jax.inference import predictor as predictor_lib
+  shapes = []
+  real = predictor_lib.Predictor.predict_nlab
+
+  def predict(self, gray, reference, out_size, interrupt=None):
+    def counted():
+      if interrupt is not None:
+        interrupt()
+      shapes.append(gray.shape)
+      if on_window is not None:
+        on_window(len(shapes))
+    return real(self, gray, reference, out_size, counted)
+  monkeypatch.setattr(predictor_lib.Predictor, 'predict_nlab', predict)
+  return shapes
+
+
+def test_a_request_over_the_time_budget_is_refused_before_it_runs(
+    checkpoint, photos, monkeypatch):
+  """136x40 at x3 runs in 2 windows (tile 128): at 600 s a window (a
+  rate far above the real one, so the deadline never stops the run on a
+  busy machine), over a 1000 s budget; the measured rate sets the budget."""
+  colouriser = _colouriser(checkpoint, seconds_per_tile=600.0,
+                           max_request_seconds=1000)
+  windows = _spy_windows(monkeypatch)
+  try:
+    with pytest.raises(app_requests.RequestError) as error:
+      colouriser.colourise(photos['wide'], scale=3)
+    assert windows == []
+    message = str(error.value)
+    assert message.startswith('136x40 -> 408x120 would take about 1200 s '
+                              'here (2 window(s), 600 s each)'), message
+    assert '--max-request-seconds' in message
+    colouriser.max_request_seconds = 1300
+    assert colouriser.colourise(photos['wide'], scale=3).png_path
+    assert len(windows) == 2
+  finally:
+    colouriser.close()
+  measured = app_requests.measure_seconds_per_tile(colouriser.runners[
+      'float32'])
+  assert 0 < measured < 60
+
+
+def test_an_input_much_larger_than_the_output_is_reduced_first(
+    checkpoint, tmp_path, monkeypatch):
+  """A 1024x1024 one-colour PNG (a few KB) asked for at 32x32: 81 windows
+  of 128 before; now the model sees 32x32, in one window."""
+  Image.fromarray(np.full((1024, 1024), 90, np.uint8)).save(
+      tmp_path / 'flat.png')
+  colouriser = _colouriser(checkpoint, seconds_per_tile=600.0,
+                           max_request_seconds=1000)
+  windows = _spy_windows(monkeypatch)
+  try:
+    result = colouriser.colourise(str(tmp_path / 'flat.png'),
+                                  target='Exact size', out_width=32,
+                                  out_height=32)
+    assert _pixels(result.png_path).shape == (32, 32, 3)
+  finally:
+    colouriser.close()
+  assert windows == [(1, 32, 32, 1)]
+  assert 'reduced to 32x32' in result.summary
+  shrunk, _, reduced = app_requests.reduce_input(
+      np.zeros((100, 80, 3), np.uint8), None, (50, 40))   # 4x: kept
+  assert not reduced and shrunk.shape == (100, 80, 3)
+
+
+def test_the_deadline_stops_a_running_request(checkpoint, photos,
+                                              monkeypatch):
+  """The estimate can be wrong (a busy machine): the deadline is checked
+  before every window."""
+  colouriser = _colouriser(checkpoint, seconds_per_tile=0.0,
+                           max_request_seconds=30)
+  clock = [0.0]
+  monkeypatch.setattr(app_requests.time, 'perf_counter', lambda: clock[0])
+
+  def slow(count):
+    clock[0] += 31   # the first window took 31 s
+  windows = _spy_windows(monkeypatch, slow)
+  try:
+    with pytest.raises(app_requests.RequestError,
+                       match='stopped after 30 s.*--max-request-seconds'):
+      colouriser.colourise(photos['wide'], scale=1.5)
+  finally:
+    colouriser.close()
+  assert len(windows) == 1   # of 2
+
+
+def test_cancel_stops_the_request_and_frees_the_worker(checkpoint, photos,
+                                                       monkeypatch):
+  colouriser = _colouriser(checkpoint)
+  other_session = []
+
+  def cancel_during_the_first_window(count):
+    other_session.append(colouriser.cancel('someone else'))
+    assert colouriser.cancel('me')
+  windows = _spy_windows(monkeypatch, cancel_during_the_first_window)
+  try:
+    with pytest.raises(app_requests.RequestError, match='^cancelled$'):
+      colouriser.colourise(photos['wide'], scale=1.5, session='me')
+    assert len(windows) == 1 and other_session == [False]
+    assert not colouriser.cancel('me')   # nothing running any more
+    monkeypatch.undo()
+    result = colouriser.colourise(photos['wide'], scale=1.5, session='me')
+    assert _pixels(result.png_path).shape == (60, 204, 3)
+  finally:
+    colouriser.close()

@@ -272,3 +272,49 @@ def test_readme_gradio_client_snippet_and_documented_api(server, monkeypatch,
   preview = [(p['parameter_name'], p['parameter_has_default'])
              for p in endpoints['/preview']['parameters']]
   assert preview == [('image', False), ('scale', True)]
+
+
+# ------------------------------------------------------------ issue 32 ---
+def _upload(url, data: bytes, name='x.png', origin=None):
+  import httpx  # gradio's own HTTP client
+  headers = {} if origin is None else {'Origin': origin}
+  return httpx.post(url + 'gradio_api/upload', headers=headers,
+                    files={'files': (name, data, 'image/png')}, timeout=60)
+
+
+def test_foreign_origins_and_upload_bursts_are_refused(checkpoint):
+  """A page on another site could make the browser POST uploads here
+  without a preflight: refused. A burst of uploads stops at the cache cap;
+  an upload larger than the pixel cap allows is refused from its length;
+  the kept uploads never hold more than the cap."""
+  from scsnet_jax import app_uploads
+  port = _free_port()
+  # 1000 pixels: uploads of at most 6000 bytes + 1 MiB of slack; the cache
+  # holds that and 300 KB more: three uploads of 400 KB.
+  largest = app_uploads.max_upload_bytes(1000)
+  cap = largest + 300_000
+  args = app.parse_args(['--checkpoint', checkpoint, '--port', str(port),
+                         '--tile', str(TILE), '--max-input-pixels', '1000',
+                         '--max-upload-cache', str(cap)])
+  page, colouriser = app.serve(args, block=False)
+  url = f'http://127.0.0.1:{port}/'
+  try:
+    for origin in ('http://evil.example', 'null',
+                   f'http://127.0.0.1:{port + 1}'):
+      refused = _upload(url, b'x' * 1000, origin=origin)
+      assert refused.status_code == 403, (origin, refused.text)
+      assert 'cross-origin request refused' in refused.text
+    assert page.upload_file_set == set()   # nothing stored
+    own = _upload(url, b'y' * 1000, origin=f'http://127.0.0.1:{port}')
+    assert own.status_code == 200, own.text
+    too_big = _upload(url, b'z' * (largest + 1))
+    assert too_big.status_code == 413, too_big.text
+    statuses = [_upload(url, bytes([index]) * 400_000).status_code
+                for index in range(6)]
+    assert statuses[:3] == [200] * 3 and set(statuses[3:]) == {507}, statuses
+    kept = app_uploads.cache_bytes(page.upload_file_set)
+    assert kept == 1000 + 3 * 400_000 <= cap
+    assert 'cache is full' in _upload(url, b'w' * 400_000).text
+  finally:
+    page.close()
+    colouriser.close()

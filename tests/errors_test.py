@@ -58,3 +58,19 @@ def test_first_line_is_the_first_line_cut_short_or_the_type():
   assert errors.first_line(ValueError('a' * 400), limit=5) == 'aaaaa'
   assert errors.first_line(KeyError()) == 'KeyError'
   assert errors.first_line(RuntimeError('  \n ')) == 'RuntimeError'
+
+
+def test_printable_escapes_control_characters_only():
+  assert errors.printable('a\nb\tc\x1b[0m\x7f\u202ed\udcff é 猫') == (
+      'a\\nb\\tc\\x1b[0m\\x7f\\u202ed\\udcff é 猫')
+
+
+def test_file_line_keeps_the_whole_name_and_cuts_the_reason():
+  name = '/in/t\ndone: 0 failed\n' + 'y' * 400 + '.png'
+  error = errors.UserError(f'{name}: truncated\nsecond line ' + 'z' * 400)
+  line = errors.file_line(name, error, limit=50)
+  assert line == errors.printable(name) + ': truncated'
+  line = errors.file_line('/in/a.png', 'cannot write it: ' + 'z' * 400,
+                          limit=20)
+  assert line == '/in/a.png: cannot write it: zzz'
+  assert errors.first_line(ValueError('a\x1b[2J\rb')) == 'a\\x1b[2J'

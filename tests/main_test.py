@@ -170,6 +170,8 @@ def test_help_exits_0_and_lists_the_resume_flag():
   result = _run_main('--help')
   assert result.returncode == 0, result.stderr[-2000:]
   assert '--allow_config_change' in result.stdout + result.stderr
+  assert '--[no]fall_back_to_intact_checkpoint' in (result.stdout +
+                                                     result.stderr)
 
 
 def test_a_run_stopped_by_sigterm_exits_75_for_requeueing(monkeypatch,
@@ -178,7 +180,7 @@ def test_a_run_stopped_by_sigterm_exits_75_for_requeueing(monkeypatch,
   from scsnet_jax import errors, main
   from scsnet_jax.train import loop
   calls = []
-  def stopped(config, workdir, allow_config_change=()):
+  def stopped(config, workdir, allow_config_change=(), **unused):
     calls.append(allow_config_change)
     raise loop.StoppedEarly(None, 3)
   monkeypatch.setattr(loop, 'train_and_evaluate', stopped)

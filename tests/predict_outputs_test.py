@@ -154,3 +154,62 @@ def test_batches_stream_reads_and_writes(workdir, tmp_path, capsys,
     np.testing.assert_array_equal(
         np.asarray(Image.open(tmp_path / 'batched' / f'{name}.png')),
         np.asarray(Image.open(tmp_path / 'single' / f'{name}.png')))
+
+
+# ------------------------------------------------------------ issue 32 ---
+def test_control_characters_in_names_are_escaped_and_cannot_forge_lines(
+    workdir, tmp_path, capsys):
+  """A failing file named 't\\ndone: 5 written to out, 0 failed\\n.png' once
+  printed a forged 'done:' line and lost its own reason; a long name lost
+  the reason too (the whole line was cut)."""
+  folder = tmp_path / 'in'
+  folder.mkdir()
+  forged = 't\ndone: 5 written to out, 0 failed\n.png'
+  (folder / forged).write_text('not an image')
+  deep = tmp_path / ('x' * 200) / ('y' * 200)   # a path of 400+ characters
+  deep.mkdir(parents=True)
+  (deep / 'z\x1b[2J.png').write_text('not an image')   # a terminal escape
+  Image.fromarray(_rgb(12, 16)).save(folder / 'good.png')
+  code, out, err = _run(capsys, '--checkpoint', workdir, '--input',
+                        deep / 'z\x1b[2J.png', folder,
+                        '--output', tmp_path / 'out', '--scale', 2)
+  assert code == 1
+  lines = (out + err).replace('\r', '\n').splitlines()   # tqdm's bar: \r
+  assert [line for line in lines if line.startswith('done:')] == [
+      f'done: 1 written to {tmp_path / "out"}, 2 failed'], lines
+  errors = [line for line in lines if line.startswith('error:')]
+  assert len(errors) == 2, err
+  reason = ('cannot decode image (not a recognised image format; allowed: '
+            'PNG, JPEG, WEBP, BMP, TIFF, GIF)')
+  assert errors[0] == f'error: {deep}/z\\x1b[2J.png: {reason}', errors[0]
+  assert errors[1] == (f'error: {folder}/t\\ndone: 5 written to out, 0 '
+                       f'failed\\n.png: {reason}'), errors[1]
+  assert '\x1b' not in err
+
+
+def test_skip_existing_counts_existing_outputs_as_done(workdir, tmp_path,
+                                                       capsys):
+  """Re-running after an interrupt: existing outputs are skipped (not
+  read, not rewritten, not failures), the rest are written, exit 0."""
+  folder = tmp_path / 'in'
+  folder.mkdir()
+  for seed, name in enumerate(('a', 'b', 'c')):
+    Image.fromarray(_rgb(12, 16, seed)).save(folder / f'{name}.png')
+  out = tmp_path / 'out'
+  out.mkdir()
+  (out / 'a.png').write_bytes(b'an earlier result')
+  args = ['--checkpoint', workdir, '--input', folder, '--output', out,
+          '--scale', 2]
+  code, stdout, err = _run(capsys, *args)
+  assert code == 1 and 'already exists' in err   # without the flag
+  (out / 'b.png').unlink()
+  (out / 'c.png').unlink()
+  code, stdout, err = _run(capsys, *args, '--skip-existing')
+  assert code == 0, err
+  assert (out / 'a.png').read_bytes() == b'an earlier result'
+  assert _outputs(out) == ['a.png', 'b.png', 'c.png']
+  assert f'done: 2 written to {out}, 1 skipped (already there), 0 failed' in (
+      stdout), stdout
+  assert _errors(err) == []
+  with pytest.raises(SystemExit):
+    predict.parse_args([*map(str, args), '--skip-existing', '--overwrite'])

@@ -87,12 +87,12 @@ def check_custom_calls(exported, path: str) -> None:
                     'trusted like code)')
 
 
-def deserialize(path: str):
-  """``jax.export.deserialize`` of a file, checked; a file that is not an
-  artifact is a one-line ``UserError``."""
+def deserialize(data: bytes, path: str):
+  """``jax.export.deserialize`` of a file's bytes (read by
+  ``reader.read_file``: a regular file, size capped), checked; bytes that
+  are not an artifact are a one-line ``UserError`` naming ``path``."""
   import jax
-  with open(path, 'rb') as f:
-    data = bytearray(f.read())
+  data = bytearray(data)
   try:
     exported = jax.export.deserialize(data)
   except Exception as error:  # pylint: disable=broad-except

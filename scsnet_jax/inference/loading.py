@@ -94,9 +94,22 @@ def _read_items(workdir, step: Optional[int], **items) -> tuple[dict, int]:
   try:
     restored = checkpointer.restore(epath.Path(directory) / str(step),
                                     args=ocp.args.Composite(**items))
+  except Exception as error:  # pylint: disable=broad-except
+    # orbax and TensorStore raise plain Exceptions for unreadable data.
+    raise UserError(_damaged(directory, step, error)) from None
   finally:
     checkpointer.close()
   return restored, step
+
+
+def _damaged(directory: str, step: int, error: BaseException) -> str:
+  """One line: the damaged step, its reason, and the step to use instead."""
+  earlier = sorted((s for s in ocp.path.step.checkpoint_steps(directory)
+                    if s < step), reverse=True)
+  advice = (f'use an earlier step: --checkpoint {directory}/{earlier[0]}'
+            if earlier else 'no earlier step to use instead')
+  return f'{workdir_lib.damaged_step_message(directory, step, error)}; {advice}'
+
 
 
 def load_generator(workdir: str, step: Optional[int] = None,

@@ -10,7 +10,9 @@ input and before anything is decoded or run:
 - two inputs that would write the same output (all of them are refused:
   which one wins would be an accident of the listing order); names that
   differ only in case count as the same, for case-insensitive file systems;
-- an output that is a folder, and an existing output unless ``overwrite``.
+- an output that is a folder, and an existing output unless ``overwrite``
+  (or ``skip_existing``: then the input is left out, neither planned nor
+  refused, as already done: a rerun after an interrupt).
 The refused inputs get one line each; the other inputs are processed.
 
 ``Batcher`` groups inputs of the same shape into batches of at most
@@ -55,10 +57,11 @@ def protected_references(reference: Optional[str]) -> list[str]:
 
 
 def plan_outputs(files: Sequence[str], output_dir: str, *, overwrite: bool,
-                 protected: Iterable[str] = ()
+                 protected: Iterable[str] = (), skip_existing: bool = False
                  ) -> tuple[list[tuple[str, str]], list[str]]:
   """[(input, output)] safe to write, and one line per refused input
-  (``PATH: problem``), in input order."""
+  (``PATH: problem``), in input order; with ``skip_existing`` the inputs
+  whose output exists are in neither list."""
   guarded = {}
   for path in [*files, *protected]:
     identity = _identity(path)
@@ -86,6 +89,8 @@ def plan_outputs(files: Sequence[str], output_dir: str, *, overwrite: bool,
                      'with separate --output folders)')
     elif os.path.isdir(dest):
       refused.append(f'{path}: output {dest} is an existing folder')
+    elif os.path.lexists(dest) and skip_existing:
+      continue
     elif os.path.lexists(dest) and not overwrite:
       refused.append(f'{path}: output {dest} already exists; refusing to '
                      'replace it (pass --overwrite to replace outputs)')

@@ -22,12 +22,31 @@ self-attention contributes little (gamma is 0 at initialisation); a trained
 model sees only its window there, as any tiled super-resolution does, so
 prefer big tiles. Window origins are multiples of 16 (encoder stride 4 x
 PVCAttn pooling 4) so that pooling grids line up with the untiled run.
+
+Bounded compilations: every (window, output block) shape is a compilation
+(about 12 MB each), so a stream of photos of many sizes grew memory without
+bound and spent its time compiling. Now:
+- every output block is padded to one of a few lengths (``bucket_length``:
+  four per octave) by repeating its last sampling position; the CPM renders
+  each output pixel on its own, so the crop is exact;
+- the compiled window programs are kept in a least-recently-used cache of
+  ``MAX_COMPILED_WINDOWS``, so memory stays flat whatever the sizes;
+- with ``input_buckets`` a window shorter than the tile (a small image) is
+  padded on, by reflection, to a bucket length too, so the number of
+  programs (and compile time) stays flat as well; the sampling positions
+  are the unpadded image's, but the padded border is context the decoder's
+  global self-attention sees: off by more than one 8-bit level at 0.05% to
+  2.5% of the pixels of a partly trained model (benchmark), so it is off
+  by default;
+- the bicubic enlargement runs in numpy (``bicubic.resize_host``), which
+  compiles nothing.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
-from typing import Optional, Protocol, runtime_checkable
+from typing import Callable, Optional, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
@@ -52,6 +71,8 @@ MIN_TILE_OVERLAP = 8  # the ramps need a few pixels; less is refused
 # with --tile-overlap 64 the blend zones of 128 tiles err 16x less than at 32.
 MIN_TILE = 128
 DEFAULT_MAX_OUTPUT_PIXELS = 1 << 27   # 134 MP, e.g. 11585 x 11585
+# Compiled window programs a Predictor keeps (least recently used dropped).
+MAX_COMPILED_WINDOWS = 8
 
 
 # --------------------------------------------------------------- contract ---
@@ -61,10 +82,12 @@ class NlabPredictor(Protocol):
   scale, tiles), ``export.reader.ExportedGenerator`` (serialized artifacts,
   exported integer scales) and ``runner.Runner`` (either, per call).
 
-  ``predict_nlab(gray, reference, out_size)``:
+  ``predict_nlab(gray, reference, out_size, interrupt=None)``:
     gray: (B, H, W, 1) float32, normalised L (``color.gray_from_rgb``).
     reference: (B, Hr, Wr, 3) float32 normalised LAB, or None (automatic).
     out_size: (Ht, Wt), any size (``resolve_output_size``).
+    interrupt: called before each window is computed; it raises to stop
+      the work (the web app's deadline and cancel button).
   Returns ``(nlab, redone)``: (B, Ht, Wt, 3) float32 normalised LAB, and the
   indices of the images recomputed in float32 because bfloat16 gave
   non-finite values (empty in float32). An unsupported request (a reference
@@ -72,7 +95,8 @@ class NlabPredictor(Protocol):
   """
 
   def predict_nlab(self, gray: np.ndarray, reference: Optional[np.ndarray],
-                   out_size: tuple[int, int]
+                   out_size: tuple[int, int],
+                   interrupt: Optional[Callable[[], None]] = None
                    ) -> tuple[np.ndarray, list[int]]:
     ...
 
@@ -123,6 +147,26 @@ class AxisWindow:
   weight: np.ndarray
 
 
+def bucket_length(n: int, multiple: int = INPUT_MULTIPLE) -> int:
+  """``n`` rounded up to one of four lengths per octave (steps of an
+  eighth to a quarter: 64, 80, 96, 112, 128, 160, ...), a multiple of
+  ``multiple``; at most 25% more."""
+  step = max(multiple, 1 << max(n.bit_length() - 3, 0))
+  return -(-n // step) * step
+
+
+def pad_to(images: np.ndarray, height: int, width: int) -> np.ndarray:
+  """(B, H, W, C) -> (B, height, width, C), padded at the bottom and right
+  by reflection (repeated reflection if the pad is wider than the image;
+  edge repeat for a side of one pixel)."""
+  _, h, w, _ = images.shape
+  if (h, w) == (height, width):
+    return images
+  mode = 'reflect' if h > 1 and w > 1 else 'edge'
+  return np.pad(images, ((0, 0), (0, height - h), (0, width - w), (0, 0)),
+                mode=mode)
+
+
 def window_starts(padded_len: int, tile: int, overlap: int) -> list[int]:
   """Origins of windows of length ``tile`` covering [0, padded_len)."""
   if tile <= 0 or padded_len <= tile:
@@ -134,14 +178,23 @@ def window_starts(padded_len: int, tile: int, overlap: int) -> list[int]:
 
 
 def plan_axis(in_len: int, padded_len: int, out_len: int, tile: int,
-              overlap: int, sampling: str = 'corners') -> list[AxisWindow]:
+              overlap: int, sampling: str = 'corners',
+              buckets: bool = False,
+              input_buckets: bool = False) -> list[AxisWindow]:
   """Windows of one axis (input ``in_len`` padded to ``padded_len``).
 
   ``sampling`` is the CPM's (``cpm.SAMPLINGS``): a window's sampling
   positions are chosen so that it reads the LR coordinate the whole padded
-  image would.
+  image would. With ``buckets`` the output blocks are lengthened to
+  ``bucket_length`` (the extra pixels repeat the last); with
+  ``input_buckets`` a single window (an axis no longer than the tile) is
+  lengthened to ``bucket_length`` too (at most the tile), past the padded
+  image (the caller pads the image on).
   """
   length = padded_len if tile <= 0 else min(tile, padded_len)
+  if input_buckets and length == padded_len:
+    length = bucket_length(padded_len)
+    length = min(length, tile) if tile > 0 else length
   centres = (np.arange(out_len, dtype=np.float64) + 0.5) * in_len / out_len
   global_u = cpm_lib.source_coordinate(centres / padded_len, padded_len,
                                        sampling)
@@ -154,6 +207,7 @@ def plan_axis(in_len: int, padded_len: int, out_len: int, tile: int,
     spans.append((int(inside[0]), int(inside[-1]) + 1) if inside.size
                  else (0, 0))
   common = max(stop - lo for lo, stop in spans)
+  common = bucket_length(common) if buckets else common
   windows = []
   for start, (lo, stop) in zip(starts, spans):
     if stop == lo:
@@ -213,7 +267,8 @@ class Predictor:
   """
 
   def __init__(self, params, model_config, *, dtype: str = 'float32',
-               tile: int = 0, tile_overlap: int = 32):
+               tile: int = 0, tile_overlap: int = 32, buckets: bool = True,
+               input_buckets: bool = False):
     if dtype not in DTYPES:
       raise UserError(f'dtype must be one of {tuple(DTYPES)}, got {dtype!r}')
     check_tiling(tile, tile_overlap)
@@ -223,11 +278,12 @@ class Predictor:
     self.params = params
     self.dtype = dtype
     self.tile, self.tile_overlap = tile, tile_overlap
+    self.buckets, self.input_buckets = buckets, input_buckets
     self._graphdefs = {}
-    # This predictor's compilations: one per (dtype, window shape, output
-    # block shape), and one bicubic enlargement per (input, output) size.
+    # This predictor's compilations, one per (dtype, window shape, output
+    # block shape), at most MAX_COMPILED_WINDOWS (the module docstring).
     self._render_window = jax.jit(_render_window, static_argnums=0)
-    self._bicubic_resize = jax.jit(bicubic.resize, static_argnums=1)
+    self._compiled = collections.OrderedDict()
 
   @property
   def referential(self) -> bool:
@@ -244,7 +300,7 @@ class Predictor:
     """The model's bicubic enlargement of normalised L: (B, H, W, 1) ->
     (B, Ht, Wt, 1) float32 (the luminance residual's base; the web app
     shows it beside the result for comparison)."""
-    return np.asarray(self._bicubic_resize(jnp.asarray(gray), tuple(out_size)))
+    return bicubic.resize_host(gray, tuple(out_size))
 
   def tile_count(self, height: int, width: int,
                  out_size: tuple[int, int]) -> int:
@@ -257,27 +313,47 @@ class Predictor:
     pad_h = height + (-height) % INPUT_MULTIPLE
     pad_w = width + (-width) % INPUT_MULTIPLE
     sampling = self.config.cpm_sampling
-    return (plan_axis(height, pad_h, out_size[0], self.tile, self.tile_overlap,
-                      sampling),
-            plan_axis(width, pad_w, out_size[1], self.tile, self.tile_overlap,
-                      sampling))
+    return tuple(
+        plan_axis(n, padded, out_n, self.tile, self.tile_overlap, sampling,
+                  self.buckets, self.input_buckets)
+        for n, padded, out_n in ((height, pad_h, out_size[0]),
+                                 (width, pad_w, out_size[1])))
 
-  def _run(self, gray, reference, out_size, dtype):
-    """gray (B,H,W,1) nlab -> (B,Ht,Wt,3) nlab float32, blended windows."""
+  def _window_program(self, graphdef, *args):
+    """The compiled ``_render_window`` for these argument shapes, from the
+    bounded cache (compiled, and the oldest dropped, if new)."""
+    key = (graphdef, tuple(None if a is None else (a.shape, str(a.dtype))
+                           for a in args[1:]))
+    if key in self._compiled:
+      self._compiled.move_to_end(key)
+    else:
+      self._compiled[key] = self._render_window.lower(graphdef,
+                                                      *args).compile()
+      while len(self._compiled) > MAX_COMPILED_WINDOWS:
+        self._compiled.popitem(last=False)
+    return self._compiled[key]
+
+  def _run(self, gray, reference, out_size, dtype, interrupt=None):
+    """gray (B,H,W,1) nlab -> (B,Ht,Wt,3) nlab float32, blended windows;
+    ``interrupt()`` before each window."""
     batch, height, width, _ = gray.shape
-    padded = jnp.asarray(reflect_pad(gray))
-    ref = None if reference is None else jnp.asarray(reflect_pad(reference))
     rows, cols = self.plan(height, width, out_size)
+    padded = jnp.asarray(pad_to(reflect_pad(gray),
+                                max(r.start + r.length for r in rows),
+                                max(c.start + c.length for c in cols)))
+    ref = None if reference is None else jnp.asarray(reflect_pad(reference))
     out = np.zeros((batch, *out_size, 3), np.float32)
     total = np.zeros(out_size, np.float32)
     graphdef = self.graphdef(dtype)
     for r in rows:
       for c in cols:
+        if interrupt is not None:
+          interrupt()
         window = padded[:, r.start:r.start + r.length,
                         c.start:c.start + c.length]
-        block = self._render_window(
-            graphdef, self.params, window, ref, c.sample, r.sample, c.local,
-            r.local)
+        args = (self.params, window, ref, c.sample, r.sample, c.local,
+                r.local)
+        block = self._window_program(graphdef, *args)(*args)
         n_y, n_x = r.out_stop - r.out_start, c.out_stop - c.out_start
         weight = np.outer(r.weight, c.weight)
         out[:, r.out_start:r.out_stop, c.out_start:c.out_stop] += (
@@ -291,10 +367,11 @@ class Predictor:
     return out
 
   def predict_nlab(self, gray: np.ndarray, reference: Optional[np.ndarray],
-                   out_size: tuple[int, int]
+                   out_size: tuple[int, int],
+                   interrupt: Optional[Callable[[], None]] = None
                    ) -> tuple[np.ndarray, list[int]]:
     """``NlabPredictor.predict_nlab``: gray (B,H,W,1), reference (B,Hr,Wr,3)
-    or None, both normalised LAB.
+    or None, both normalised LAB; ``interrupt`` before each window.
 
     Returns ((B,Ht,Wt,3) normalised LAB float32, indices of the images that
     were recomputed in float32 because bfloat16 gave non-finite values).
@@ -302,14 +379,14 @@ class Predictor:
     if reference is not None and not self.referential:
       raise UserError('this model has no referential mode; run it without '
                        'a reference image')
-    out = self._run(gray, reference, out_size, self.dtype)
+    out = self._run(gray, reference, out_size, self.dtype, interrupt)
     redone = []
     if self.dtype != 'float32':
       for index in range(out.shape[0]):
         if not np.isfinite(out[index]).all():
           one_ref = None if reference is None else reference[index:index + 1]
           out[index] = self._run(gray[index:index + 1], one_ref, out_size,
-                                 'float32')[0]
+                                 'float32', interrupt)[0]
           redone.append(index)
     return out, redone
 

@@ -12,33 +12,35 @@ input coordinate ``(j + 0.5) n / m - 0.5``; a point ``t`` in [0, 1] at
 from __future__ import annotations
 
 import jax.numpy as jnp
+import numpy as np
 
 KEYS_A = -0.5
 
 
-def keys_kernel(x):
+def keys_kernel(x, xp=jnp):
   """The Keys cubic convolution kernel (a = -0.5), support [-2, 2]."""
-  x = jnp.abs(x)
+  x = xp.abs(x)
   a = KEYS_A
   near = (a + 2) * x**3 - (a + 3) * x**2 + 1
   far = a * x**3 - 5 * a * x**2 + 8 * a * x - 4 * a
-  return jnp.where(x <= 1, near, jnp.where(x < 2, far, 0.0))
+  return xp.where(x <= 1, near, xp.where(x < 2, far, 0.0))
 
 
-def weights(positions, n):
+def weights(positions, n, xp=jnp):
   """(..., m) input coordinates -> (..., m, n) rows of interpolation weights.
 
   Taps outside [0, n) are dropped and each row renormalised to sum to 1.
+  ``xp`` is ``jax.numpy`` (traced, exported) or ``numpy`` (host).
   """
   taps = keys_kernel(positions[..., None] -
-                     jnp.arange(n, dtype=jnp.float32))
-  return taps / jnp.sum(taps, axis=-1, keepdims=True)
+                     xp.arange(n, dtype=xp.float32), xp)
+  return taps / xp.sum(taps, axis=-1, keepdims=True)
 
 
-def grid_weights(n_in, n_out):
+def grid_weights(n_in, n_out, xp=jnp):
   """(n_out, n_in) weights of a full-axis resize n_in -> n_out."""
-  centres = (jnp.arange(n_out, dtype=jnp.float32) + 0.5) * (n_in / n_out)
-  return weights(centres - 0.5, n_in)
+  centres = (xp.arange(n_out, dtype=xp.float32) + 0.5) * (n_in / n_out)
+  return weights(centres - 0.5, n_in, xp)
 
 
 def resize(images, out_size):
@@ -48,6 +50,16 @@ def resize(images, out_size):
   cols = grid_weights(width, out_size[1])
   return jnp.einsum('yh,bhwc,xw->byxc', rows, images.astype(jnp.float32),
                     cols)
+
+
+def resize_host(images: np.ndarray, out_size) -> np.ndarray:
+  """``resize`` in numpy: (B, H, W, C) -> (B, Ht, Wt, C) float32, with
+  nothing to compile per size pair (inference sees many sizes)."""
+  height, width = images.shape[1], images.shape[2]
+  rows = grid_weights(height, out_size[0], np).astype(np.float32)
+  cols = grid_weights(width, out_size[1], np).astype(np.float32)
+  return np.einsum('yh,bhwc,xw->byxc', rows,
+                   np.asarray(images, np.float32), cols, optimize=True)
 
 
 def sample_points(images, coords):

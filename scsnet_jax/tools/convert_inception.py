@@ -23,7 +23,7 @@ import sys
 
 import numpy as np
 
-from scsnet_jax.errors import UserError
+from scsnet_jax.errors import UserError, one_line
 
 BATCH_NORM_EPS = 1e-3  # torchvision's BasicConv2d
 PYTORCH_FID_FILENAME = 'pt_inception-2015-12-05-6726825d.pth'
@@ -121,7 +121,7 @@ def main(argv=None):
   try:
     converted = convert_file(args.input, args.output, args.sha256)
   except (UserError, OSError) as error:  # bad, unsafe or mismatched file
-    print(f'convert_inception: error: {error}', file=sys.stderr)
+    print(f'convert_inception: error: {one_line(error)}', file=sys.stderr)
     return 1
   expected_hash = PYTORCH_FID_FILENAME.rsplit('-', 1)[-1].split('.')[0]
   actual_hash = _sha256_prefix(args.input)

@@ -18,7 +18,7 @@ import sys
 
 import numpy as np
 
-from scsnet_jax.errors import UserError
+from scsnet_jax.errors import UserError, one_line
 from scsnet_jax.models import vgg
 from scsnet_jax.tools import torch_reader
 
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
   try:
     convert_file(args.input, args.output, args.sha256)
   except (OSError, UserError) as e:  # the reader's errors are UserErrors
-    print(f'convert_vgg16: error: {e}', file=sys.stderr)
+    print(f'convert_vgg16: error: {one_line(e)}', file=sys.stderr)
     return 1
   print(f'wrote {args.output}')
   return 0

@@ -17,6 +17,19 @@ limits stop it from costing much more memory or time than its size:
 - ``check_view``: a tensor may not read more elements than its storage holds,
   so a stride-0 broadcast (772 bytes declaring 2**27 copies of one float) is
   refused, not copied.
+- ``check_rank`` and ``bounded_numel``: a tensor has at most
+  ``MAX_TENSOR_RANK`` dimensions, and its element count is multiplied out
+  only up to a limit (a 3.5 KB file with 300 dimensions of 2**61 names a
+  5,600-digit count, which Python refuses to format, and 80,000 dimensions
+  took 34 s of big-integer products).
+- ``zip_entry_count``: a zip archive may hold one entry per storage its
+  pickle names plus ``EXTRA_ZIP_ENTRIES`` (torch's byteorder, version, ...).
+  ``zipfile.ZipFile`` builds a ZipInfo for every entry when it opens an
+  archive (600,000 empty entries cost ~6x the file in memory), so the count
+  is first read from the end-of-central-directory record, and an archive
+  with more than ``MAX_ZIP_ENTRIES`` (more than a pickle within the opcode
+  cap can name) is refused before it is listed; the exact check follows the
+  pickle.
 - ``short_repr``: error messages show bounded reprs (``reprlib``), never a
   full ``repr`` cut afterwards (that costs the whole repr first).
 - ``check_sha256``: a known digest is checked before anything is parsed.
@@ -25,9 +38,9 @@ limits stop it from costing much more memory or time than its size:
 from __future__ import annotations
 
 import hashlib
-import math
 import pickletools
 import reprlib
+import zipfile
 
 from scsnet_jax.errors import UserError
 
@@ -36,6 +49,15 @@ BUDGET_SLACK = 1 << 20          # 1 MiB: tiny files, shared-storage views
 MAX_PICKLE_BYTES = 16 << 20     # VGG16's pickle is ~5 KB, Inception's ~60 KB
 MAX_PICKLE_OPS = 500_000        # ~32 opcodes per tensor: ~15k tensors
 _MEMO_PUTS = ('PUT', 'BINPUT', 'LONG_BINPUT')
+# Entries a torch zip holds besides one per storage: data.pkl, byteorder,
+# version, .data/version, .data/serialization_id, .format_version,
+# .storage_alignment, and folder entries some zip tools add.
+EXTRA_ZIP_ENTRIES = 16
+# ~32 opcodes per tensor: no pickle within MAX_PICKLE_OPS names more storages.
+MAX_ZIP_ENTRIES = MAX_PICKLE_OPS // 32 + EXTRA_ZIP_ENTRIES
+# Dimensions a tensor may have: weights have at most 5 (Conv3d); torch
+# itself caps many kernels at 25.
+MAX_TENSOR_RANK = 16
 
 
 class CheckpointFormatError(UserError):
@@ -71,9 +93,61 @@ def short_repr(value) -> str:
     return f'<{type(value).__name__}>'
 
 
+def zip_entry_count(path: str) -> int:
+  """The entry count of a zip archive's end-of-central-directory record
+  (zip64 included), read without listing the entries; refuses more than
+  ``MAX_ZIP_ENTRIES``."""
+  with open(path, 'rb') as f:
+    # zipfile's own reader of the end record (what ZipFile trusts too).
+    end = zipfile._EndRecData(f)  # pylint: disable=protected-access
+  if end is None:
+    raise CheckpointFormatError(f'{path}: damaged zip archive (no end of '
+                                'central directory record)')
+  count = end[zipfile._ECD_ENTRIES_TOTAL]  # pylint: disable=protected-access
+  if count > MAX_ZIP_ENTRIES:
+    raise CheckpointFormatError(
+        f'{path}: the archive has {count} entries, more than the '
+        f'{MAX_ZIP_ENTRIES} any state dict within the pickle limits needs: '
+        'refused before listing them')
+  return count
+
+
+def check_zip_entries(path: str, count: int, storages: int) -> None:
+  """Refuses an archive with more entries than its pickle's ``storages``
+  plus torch's few extra files."""
+  if count > storages + EXTRA_ZIP_ENTRIES:
+    raise CheckpointFormatError(
+        f'{path}: the archive has {count} entries but its pickle names '
+        f'{storages} storage(s) (at most {EXTRA_ZIP_ENTRIES} other entries '
+        'are expected): refused')
+
+
 def byte_budget(file_size: int, max_bytes: int) -> int:
   """The materialised bytes allowed for a file of ``file_size`` bytes."""
   return min(max_bytes, BUDGET_FACTOR * file_size + BUDGET_SLACK)
+
+
+def check_rank(size) -> None:
+  """Refuses a tensor size record (a tuple or list) with more than
+  ``MAX_TENSOR_RANK`` entries, before any entry is looked at."""
+  if isinstance(size, (tuple, list)) and len(size) > MAX_TENSOR_RANK:
+    raise CheckpointFormatError(
+        f'tensor of rank {len(size)}: refused, more than '
+        f'{MAX_TENSOR_RANK} dimensions (no weight has that many)')
+
+
+def bounded_numel(shape: tuple[int, ...], limit: int):
+  """``math.prod(shape)`` if it is at most ``limit``, else None; stops as
+  soon as the running product passes ``limit`` (an empty dimension makes
+  it 0), so no huge integer is built."""
+  if 0 in shape:
+    return 0
+  numel = 1
+  for n in shape:
+    numel *= n
+    if numel > limit:
+      return None
+  return numel
 
 
 def check_view(shape: tuple[int, ...], stride: tuple[int, ...], offset: int,
@@ -82,15 +156,16 @@ def check_view(shape: tuple[int, ...], stride: tuple[int, ...], offset: int,
   ``storage_size`` elements that broadcasts (stride 0), overlaps into more
   elements than the storage has, reads past it, or needs more bytes than
   ``budget[0]``; otherwise takes its bytes from ``budget[0]``."""
-  numel = math.prod(shape)
+  check_rank(shape)
+  numel = bounded_numel(shape, storage_size)
   if any(n > 1 and s == 0 for n, s in zip(shape, stride)):
     raise CheckpointFormatError(
         f'tensor of shape {short_repr(shape)} has stride 0 (a broadcast): '
         'refused, it would multiply its storage in memory')
-  if numel > storage_size:
+  if numel is None:   # never formatted: it may have thousands of digits
     raise CheckpointFormatError(
-        f'tensor of shape {short_repr(shape)} has {numel} elements, more than '
-        f'its storage of {storage_size} (overlapping strides)')
+        f'tensor of shape {short_repr(shape)} reads more than its storage '
+        f'of {storage_size} elements (overlapping strides)')
   last = offset + sum((n - 1) * s for n, s in zip(shape, stride))
   if last >= storage_size:
     raise CheckpointFormatError(

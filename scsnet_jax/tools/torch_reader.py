@@ -19,7 +19,9 @@ shapes are refused: storages and tensors must fit a byte budget of at most
 ``torch_limits.BUDGET_FACTOR`` x the file size (+1 MiB, and never more than
 ``max_bytes``), a tensor may not read more elements than its storage holds
 (no stride-0 broadcasts), and pickles are opcode-scanned for size, object
-count and memo indices first (``torch_limits``). Every problem is one
+count and memo indices first, and a zip's entry count is checked against
+the storages its pickle names (``torch_limits``). A file without tensors is
+an error: every caller expects weights. Every problem is one
 ``CheckpointFormatError`` line naming the file.
 """
 
@@ -28,7 +30,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import io
-import math
 import os
 import pickle
 import zipfile
@@ -115,6 +116,7 @@ def _rebuild_tensor(storage, storage_offset, size, stride, *unused):
     raise CheckpointFormatError(
         f'bad storage offset {short_repr(storage_offset)}')
   shape, stride = _as_int_tuple(size, 'size'), _as_int_tuple(stride, 'stride')
+  torch_limits.check_rank(shape)
   if len(shape) != len(stride):
     raise CheckpointFormatError(f'size {shape} and stride {stride} differ in '
                                 'rank')
@@ -235,8 +237,7 @@ def _materialise(tensor: _TensorRef, buffers: dict[str, np.ndarray],
   storage = tensor.storage
   buffer = buffers[storage.key][storage.view_offset:storage.view_offset +
                                 storage.numel]
-  numel = math.prod(tensor.shape)
-  if numel == 0:
+  if 0 in tensor.shape:
     return np.zeros(tensor.shape, buffer.dtype)
   torch_limits.check_view(tensor.shape, tensor.stride, tensor.offset,
                           buffer.size, buffer.dtype.itemsize, budget)
@@ -291,16 +292,18 @@ _ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError,
 
 
 def _read_zip(path: str, max_bytes: int):
+  entries = torch_limits.zip_entry_count(path)   # before ZipFile lists them
   try:
     with zipfile.ZipFile(path) as archive:
-      return _read_zip_archive(path, archive, max_bytes)
+      return _read_zip_archive(path, archive, max_bytes, entries)
   except _ZIP_ERRORS as error:
     raise CheckpointFormatError(
         f'{path}: damaged zip archive ({type(error).__name__}: '
         f'{str(error)[:200]})') from None
 
 
-def _read_zip_archive(path: str, archive: zipfile.ZipFile, max_bytes: int):
+def _read_zip_archive(path: str, archive: zipfile.ZipFile, max_bytes: int,
+                      entries: int):
   infos = archive.infolist()
   total = sum(info.file_size for info in infos)
   if total > max_bytes:
@@ -324,6 +327,8 @@ def _read_zip_archive(path: str, archive: zipfile.ZipFile, max_bytes: int):
       raise CheckpointFormatError(
           f'{path}: byteorder entry is {short_repr(raw)}, not little or big')
   obj, storages, _ = _unpickle(archive.read(pickles[0]), max_bytes, path)
+  torch_limits.check_zip_entries(path, max(entries, len(infos)),
+                                 len(storages))
   buffers = {}
   for key, storage in storages.items():
     entry = f'{root}data/{key}'
@@ -423,6 +428,8 @@ def load_torch_state_dict(path: str | os.PathLike, *,
   if not tensors and not isinstance(obj, dict):
     raise CheckpointFormatError(f'{path}: holds a {type(obj).__name__}, not a '
                                 'state dict')
+  if not tensors:   # every caller expects weights: an empty dict is no file
+    raise CheckpointFormatError(f'{path}: the state dict holds no tensors')
   left = [budget - sum(b.nbytes for b in buffers.values())]
   try:
     return {name: _materialise(t, buffers, left)

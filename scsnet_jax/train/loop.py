@@ -149,12 +149,18 @@ def _write_config(workdir: str, config: ml_collections.ConfigDict):
 
 def _check_resumed_config(manager, config, allowed: Sequence[str]) -> None:
   """One-line refusal of a resume whose config changed (``train.resume``),
-  before anything is compiled or restored."""
-  step = manager.latest_step()
-  if step is None:
+  before anything is compiled or restored. The config of the newest step
+  whose config item reads is compared (a damaged step is reported when its
+  state is restored: ``checkpointing.restore_or_create``)."""
+  for step in sorted(manager.all_steps(), reverse=True):
+    try:
+      saved = checkpointing.saved_config(manager, step)
+    except Exception:  # pylint: disable=broad-except
+      continue   # damaged: restore_or_create names it in one line
+    break
+  else:
     return
-  changed = resume.check_config(checkpointing.saved_config(manager, step),
-                                config.to_dict(), allowed, step)
+  changed = resume.check_config(saved, config.to_dict(), allowed, step)
   if changed:
     logging.warning('resuming step %d with changed config keys: %s', step,
                     ', '.join(changed))
@@ -176,12 +182,15 @@ def _flat_hparams(config: ml_collections.ConfigDict) -> dict[str, Any]:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        data_iterator: Optional[Any] = None,
-                       allow_config_change: Sequence[str] = ()) -> TrainState:
+                       allow_config_change: Sequence[str] = (),
+                       fall_back_to_intact: bool = False) -> TrainState:
   """Trains to ``config_lib.total_steps(config)`` (or until SIGTERM).
 
   ``data_iterator`` (per-process numpy batches) replaces the configured input
   pipeline, e.g. in tests. A resume refuses a config that differs from the
-  checkpoint's except in ``allow_config_change`` keys (``train.resume``).
+  checkpoint's except in ``allow_config_change`` keys (``train.resume``),
+  and a damaged latest checkpoint unless ``fall_back_to_intact``
+  (``checkpointing.restore_or_create``).
   Returns the final state; raises ``StoppedEarly`` (after saving) on SIGTERM.
   """
   from scsnet_jax.data import pipeline as input_pipeline
@@ -201,8 +210,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       workdir, max_to_keep=train.max_to_keep, keep_period=train.keep_period)
   _check_resumed_config(manager, config, allow_config_change)
   networks = train_state.build_networks(config)
-  state, restored = checkpointing.restore_or_create(manager, networks, config,
-                                                    mesh, data_iterator)
+  state, restored = checkpointing.restore_or_create(
+      manager, networks, config, mesh, data_iterator,
+      fall_back=fall_back_to_intact)
   start_step = int(jax.device_get(state.step))
   if restored:
     logging.info('restored step %d from %s', start_step,
@@ -256,6 +266,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       pending.append(metrics)
       pending_modes.append(referential)
       step += 1
+      checkpointing.check_saves(manager)   # a failed async save: stop now
       report_progress(step)
       if profiler is not None:
         profiler(step)
@@ -284,9 +295,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         break
   finally:
     writer.flush()
-    manager.wait_until_finished()
-    manager.close()
-    preemption.close()
+    try:
+      checkpointing.finish_saves(manager)
+    finally:
+      manager.close()
+      preemption.close()
   _log_summary(workdir, step, num_steps, stopped and step < num_steps)
   if stopped and step < num_steps:
     raise StoppedEarly(state, step)

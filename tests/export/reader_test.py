@@ -88,3 +88,61 @@ def test_artifacts_with_foreign_custom_calls_or_junk_are_refused(exported,
     f.write(b'\x00junk' * 20)
   with pytest.raises(UserError, match='not a readable jax.export artifact'):
     runner.predict_nlab(gray, _random((1, 4, 8, 3), 1), (16, 16))
+
+
+# ------------------------------------------------------------ issue 32 ---
+def test_artifacts_and_json_files_are_regular_files_of_capped_size(
+    exported, tmp_path, monkeypatch):
+  """An artifact (or the manifest, or the model config) that is a link to
+  /dev/zero, or larger than the cap, is one line: never read to the end."""
+  from scsnet_jax.errors import UserError
+  _, _, path, _ = exported
+  copy = _copy(path, tmp_path)
+  artifact = os.path.join(copy, 'generator_automatic_x2.jax_export')
+  os.remove(artifact)
+  os.symlink('/dev/zero', artifact)
+  runner = reader.ExportedGenerator(copy)
+  gray = _random((1, 8, 8, 1), 0)
+  with pytest.raises(UserError, match='not a regular file') as error:
+    runner.predict_nlab(gray, None, (16, 16))
+  assert 'generator_automatic_x2.jax_export' in str(error.value)
+  # A regular file over the (lowered) cap: refused from its size.
+  size = os.path.getsize(os.path.join(path, 'generator_automatic_x2'
+                                      '.jax_export'))
+  os.remove(artifact)
+  with open(artifact, 'wb') as f:
+    f.truncate(size + 1)
+  monkeypatch.setattr(reader, 'MAX_ARTIFACT_BYTES', size)
+  with pytest.raises(UserError, match=f'more than the limit of {size}'):
+    reader.ExportedGenerator(copy).predict_nlab(gray, None, (16, 16))
+  for name in ('manifest.json', 'model_config.json'):
+    other = _copy(path, tmp_path / name)
+    os.remove(os.path.join(other, name))
+    os.symlink('/dev/zero', os.path.join(other, name))
+    with pytest.raises(UserError, match=f'{name}: not a regular file'):
+      reader.load_params(other)
+
+
+@pytest.mark.parametrize('edit, words', [
+    (lambda m: m['artifacts'][0].pop('mode'), "artifacts[0].mode"),
+    (lambda m: m['artifacts'][0].update(input_multiple=0),
+     'artifacts[0].input_multiple = 0'),
+    (lambda m: m['artifacts'][0].update(scale='2'), "artifacts[0].scale = '2'"),
+    (lambda m: m['artifacts'][0].update(scale=True), 'artifacts[0].scale'),
+    (lambda m: m['artifacts'][0].update(mode='sepia'),
+     "artifacts[0].mode = 'sepia'"),
+    (lambda m: m.pop('artifacts'), 'artifacts'),
+    (lambda m: m.update(step='3'), "step = '3'"),
+])
+def test_manifest_schema_is_checked_in_one_line(exported, tmp_path, edit,
+                                                words):
+  """A missing mode (a KeyError per image), input_multiple 0 (a
+  ZeroDivisionError), a string scale (silently never matched): each is one
+  line from read_manifest, before any image."""
+  from scsnet_jax.errors import UserError
+  _, _, path, _ = exported
+  with pytest.raises(UserError) as error:
+    reader.read_manifest(_copy(path, tmp_path, edit))
+  message = str(error.value)
+  assert words in message and 'manifest.json' in message, message
+  assert '\n' not in message

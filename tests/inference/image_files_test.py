@@ -69,7 +69,7 @@ def test_named_device_or_fifo_is_one_error_not_a_hang(odd_folder, name):
     assert isinstance(outcome.get('error'), image_io.ImageDecodeError), outcome
     assert str(outcome['error']) == (
         f'{path}: not a regular file (a folder, device, FIFO or socket); only '
-        'image files are read')
+        'regular files are read')
 
 
 def test_reads_stop_at_the_byte_limit(tmp_path, monkeypatch):

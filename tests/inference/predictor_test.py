@@ -311,3 +311,55 @@ def test_centres_sampling_in_every_predictor_path(model):
                                                                (320, 440))
   diff = np.abs(tiled - whole)[:, 8:-8, 8:-8]
   assert diff.max() < 5e-3 and diff.mean() < 1e-4, (diff.max(), diff.mean())
+
+
+# ------------------------------------------------------------ issue 32 ---
+def _levels(nlab):
+  return color.rgb_from_nlab(nlab).astype(int)
+
+
+def test_output_buckets_crop_to_the_unpadded_result_and_bound_programs(
+    model, monkeypatch):
+  """Every (input, output) size was a compilation kept forever (12-15 MB
+  each). Output blocks are padded to a few lengths and cropped: exact (the
+  CPM renders each pixel on its own); programs are kept in a bounded cache."""
+  _, _, params = model
+  monkeypatch.setattr(predictor_lib, 'MAX_COMPILED_WINDOWS', 3)
+  bucketed = predictor_lib.Predictor(params, TINY)
+  exact = predictor_lib.Predictor(params, TINY, buckets=False)
+  gray = _gray((1, 20, 28, 1), seed=3)
+  for out_size in ((41, 57), (43, 59), (45, 62)):   # one bucket: (48, 64)
+    got, _ = bucketed.predict_nlab(gray, None, out_size)
+    want, _ = exact.predict_nlab(gray, None, out_size)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert np.abs(_levels(got[0]) - _levels(want[0])).max() <= 1
+  assert len(bucketed._compiled) == 1 and len(exact._compiled) == 3
+  for side in (12, 16, 24, 32):   # four more input sizes: three kept
+    bucketed.predict_nlab(_gray((1, side, side, 1)), None, (side, side))
+  assert len(bucketed._compiled) == 3
+
+
+def test_input_buckets_pad_small_images_and_crop_within_a_level(model):
+  """Opt-in: a small image's window is padded on to a bucket length (few
+  programs whatever the sizes); the padded context moves the result by at
+  most one 8-bit level here (attention off at initialisation; a trained
+  model differs more, see the module docstring)."""
+  _, _, params = model
+  bucketed = predictor_lib.Predictor(params, TINY, input_buckets=True)
+  exact = predictor_lib.Predictor(params, TINY, buckets=False)
+  for shape, out_size in (((1, 18, 27, 1), (36, 54)),
+                          ((1, 37, 45, 1), (50, 61))):
+    rows, cols = bucketed.plan(shape[1], shape[2], out_size)
+    assert (rows[0].length, cols[0].length) == tuple(
+        predictor_lib.bucket_length(n + (-n) % 4) for n in shape[1:3])
+    got, _ = bucketed.predict_nlab(_gray(shape, 5), None, out_size)
+    want, _ = exact.predict_nlab(_gray(shape, 5), None, out_size)
+    assert np.abs(_levels(got[0]) - _levels(want[0])).max() <= 1
+
+
+def test_bucket_lengths_are_few_and_close():
+  lengths = {predictor_lib.bucket_length(n) for n in range(64, 257)}
+  assert sorted(lengths) == [64, 80, 96, 112, 128, 160, 192, 224, 256]
+  for n in range(1, 2000):
+    bucket = predictor_lib.bucket_length(n)
+    assert n <= bucket <= max(1.25 * n, n + 3) and bucket % 4 == 0

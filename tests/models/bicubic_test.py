@@ -50,3 +50,14 @@ def test_points_equal_grid_and_interpolate_constants():
   constant = np.full((1, 6, 10), 0.3, np.float32)
   np.testing.assert_allclose(bicubic.sample_points(constant, coords), 0.3,
                              atol=1e-6)
+
+
+def test_resize_host_is_resize_in_numpy():
+  """The predictor's enlargement (issue 32: no compilation per size pair)."""
+  images = np.random.default_rng(4).uniform(-1, 1, (2, 13, 17, 3)).astype(
+      np.float32)
+  for out_size in ((31, 40), (13, 17), (7, 9)):
+    host = bicubic.resize_host(images, out_size)
+    assert host.dtype == np.float32 and host.shape == (2, *out_size, 3)
+    np.testing.assert_allclose(host, np.asarray(bicubic.resize(
+        images, out_size)), atol=1e-5)

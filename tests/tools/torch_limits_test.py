@@ -170,3 +170,77 @@ def test_converters_report_damaged_zips_in_one_line(tmp_path, capsys,
 def test_budget_is_a_few_times_the_file_size():
   assert torch_limits.byte_budget(1000, 4 << 30) == 4000 + (1 << 20)
   assert torch_limits.byte_budget(10 << 30, 4 << 30) == 4 << 30
+
+
+# ------------------------------------------------------------ issue 32 ---
+def _huge_rank_file(path, rank, side=2**61):
+  storage = writer.Storage(np.ones(1, np.float32), '0')
+  writer.save_torch_state_dict(
+      {'w': writer.TensorView(storage, 0, (side,) * rank, (1,) * rank)}, path)
+  return path
+
+
+def test_huge_rank_is_refused_by_its_rank_quickly(tmp_path):
+  """300 dims of 2**61 in 3.5 KB: refused by the rank, without the product
+  (5600 digits, which str() refuses to format) or a quadratic walk."""
+  path = _huge_rank_file(tmp_path / 'rank.pth', 300)
+  assert path.stat().st_size < 8000
+  message = _refused_cheaply(path, 'rank 300')
+  assert str(torch_limits.MAX_TENSOR_RANK) in message
+  big = _huge_rank_file(tmp_path / 'rank80k.pth', 80_000, side=2)
+  _refused_cheaply(big, 'rank 80000')
+
+
+def test_numel_is_bounded_with_an_early_exit():
+  assert torch_limits.bounded_numel((3, 4, 5), limit=60) == 60
+  assert torch_limits.bounded_numel((3, 4, 5), limit=59) is None
+  assert torch_limits.bounded_numel((2**61,) * 8, limit=2**62) is None
+  assert torch_limits.bounded_numel((0, 2**61, 2**61), limit=10) == 0
+  assert torch_limits.bounded_numel((), limit=1) == 1
+
+
+@pytest.mark.parametrize('converter', [convert_vgg16, convert_inception],
+                         ids=['vgg16', 'inception'])
+def test_converters_refuse_huge_ranks_in_one_line(tmp_path, capsys,
+                                                  converter):
+  path = _huge_rank_file(tmp_path / 'rank.pth', 300)
+  out = tmp_path / 'out.npz'
+  assert converter.main(['--input', str(path), '--output', str(out)]) == 1
+  err = capsys.readouterr().err
+  assert err.count('\n') == 1 and 'rank 300' in err, err
+  assert 'Traceback' not in err and not out.exists()
+
+
+def _with_empty_entries(path, count, state=None):
+  """A real state dict plus ``count`` empty entries (names the pickle never
+  mentions)."""
+  writer.save_torch_state_dict(
+      {'w': np.ones(4, np.float32)} if state is None else state, path)
+  with zipfile.ZipFile(path, 'a', zipfile.ZIP_STORED) as archive:
+    for index in range(count):
+      archive.writestr(f'archive/data/x{index}', b'')
+  return path
+
+
+def test_entry_count_is_refused_from_the_end_record_before_listing(
+    tmp_path, monkeypatch):
+  """More entries than any pickle within the opcode cap can name: refused
+  from the end-of-central-directory record, before ZipFile builds one
+  ZipInfo per entry (600,000 empty entries cost ~6x the file in memory)."""
+  path = _with_empty_entries(tmp_path / 'many.pth',
+                             torch_limits.MAX_ZIP_ENTRIES + 1)
+
+  def no_listing(*args, **kwargs):
+    raise AssertionError('ZipFile listed the archive')
+  monkeypatch.setattr(zipfile, 'ZipFile', no_listing)
+  message = _refused_cheaply(path, 'entries')
+  assert str(torch_limits.MAX_ZIP_ENTRIES + 1 + 4) in message
+
+
+def test_entries_the_pickle_does_not_name_are_refused(tmp_path):
+  path = _with_empty_entries(tmp_path / 'extra.pth', 100)
+  message = _refused_cheaply(path, 'entries')
+  assert 'names 1 storage' in message
+  # torch's own extra entries (byteorder, version, ...) are fine.
+  assert len(load_torch_state_dict(_with_empty_entries(
+      tmp_path / 'few.pth', 3))) == 1

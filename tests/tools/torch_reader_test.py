@@ -230,6 +230,15 @@ def test_nested_dicts_flatten_and_cycles_are_refused(tmp_path):
     load_torch_state_dict(path)
 
 
+@pytest.mark.parametrize('legacy', [False, True], ids=['zip', 'legacy'])
+def test_an_empty_state_dict_is_an_error(tmp_path, legacy):
+  """Where weights are expected, a file without tensors is not a success."""
+  path = tmp_path / 'empty.pth'
+  writer.save_torch_state_dict({}, path, legacy=legacy)
+  with pytest.raises(CheckpointFormatError, match='no tensors'):
+    load_torch_state_dict(path)
+
+
 def test_error_classes_are_value_errors():
   assert issubclass(UnsafeCheckpointError, CheckpointFormatError)
   assert issubclass(CheckpointFormatError, ValueError)

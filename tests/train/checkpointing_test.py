@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from scsnet_jax import config_lib, sharding
+from scsnet_jax.errors import UserError
 from scsnet_jax.inference import loading
 from scsnet_jax.train import checkpointing
 from scsnet_jax.train import state as train_state
@@ -171,3 +172,129 @@ def test_reading_writes_nothing_and_warns_nothing(tmp_path, config, state,
   assert warnings == []
   assert not any('read only' in r.getMessage() for r in caplog.records)
   assert _tree_listing(tmp_path) == before
+
+
+# ------------------------------------------------------------ issue 32 ---
+def damage_step(step_dir, item='generator_ema'):
+  """Truncates the largest OCDBT data file of one item to half its size
+  (a disk that filled, a copy cut short): TensorStore's OUT_OF_RANGE."""
+  data = os.path.join(step_dir, item, 'ocdbt.process_0', 'd')
+  biggest = max((os.path.join(data, name) for name in os.listdir(data)),
+                key=os.path.getsize)
+  os.truncate(biggest, os.path.getsize(biggest) // 2)
+
+
+@pytest.fixture(scope='module')
+def plain_state(config):
+  """A TrainState of numpy arrays from the shapes alone (step 7): nothing
+  compiled, unlike ``state``."""
+  abstract = train_state.abstract_train_state(
+      train_state.build_networks(config), config, sharding.create_mesh())
+  rng = np.random.default_rng(0)
+  state = jax.tree.map(lambda s: rng.normal(size=s.shape).astype(s.dtype),
+                       abstract)
+  return state.replace(step=np.int32(7))
+
+
+@pytest.fixture(scope='module')
+def damaged_workdir(tmp_path_factory, config, plain_state):
+  """Steps 7 (intact) and 9 (its generator_ema truncated)."""
+  workdir = tmp_path_factory.mktemp('damaged')
+  checkpointing.save_train_state(workdir, plain_state, config)
+  checkpointing.save_train_state(
+      workdir, plain_state.replace(step=np.int32(9)), config)
+  damage_step(workdir / 'checkpoints' / '9')
+  return workdir
+
+
+def test_a_damaged_latest_step_stops_training_in_one_line(
+    damaged_workdir, tmp_path, config, plain_state):
+  """Once a 157-line TensorStore traceback; now one line naming the damaged
+  step, the intact one, and both ways on; with the flag, the damaged step
+  is moved aside and training resumes from the intact one."""
+  import shutil
+  workdir = tmp_path / 'w'
+  shutil.copytree(damaged_workdir, workdir)
+  checkpoints = workdir / 'checkpoints'
+  networks = train_state.build_networks(config)
+  mesh = sharding.create_mesh()
+  manager = checkpointing.create_manager(workdir)
+  with pytest.raises(UserError) as error:
+    checkpointing.restore_or_create(manager, networks, config, mesh)
+  message = str(error.value)
+  assert '\n' not in message and len(message) < 700, message
+  assert message.startswith(f'checkpoint step 9 in {checkpoints} is damaged '
+                            '(OUT_OF_RANGE: '), message
+  assert 'step 7 is intact' in message
+  assert f'mv {checkpoints}/9 {checkpoints}/9.damaged' in message
+  assert '--fall_back_to_intact_checkpoint' in message
+  assert sorted(os.listdir(checkpoints)) == ['7', '9']   # nothing moved
+  restored, resumed = checkpointing.restore_or_create(
+      manager, networks, config, mesh, fall_back=True)
+  assert resumed and int(restored.step) == 7
+  _assert_trees_equal(restored.generator_ema, plain_state.generator_ema)
+  assert sorted(os.listdir(checkpoints)) == ['7', '9.damaged']
+  assert manager.all_steps() == [7]
+  manager.close()
+
+
+def test_a_damaged_step_names_the_step_to_predict_from(damaged_workdir):
+  with pytest.raises(UserError) as error:
+    loading.load_generator(damaged_workdir)
+  message = str(error.value)
+  checkpoints = damaged_workdir / 'checkpoints'
+  assert '\n' not in message and 'TensorStore(' not in message
+  assert message.startswith(f'checkpoint step 9 in {checkpoints} is damaged '
+                            '(OUT_OF_RANGE: ')
+  assert message.endswith(f'use an earlier step: --checkpoint '
+                          f'{checkpoints}/7'), message
+
+
+@pytest.fixture()
+def tiny_disk(tmp_path):
+  """A 40 MiB tmpfs (the state needs ~170 MiB): a real ENOSPC. Needs root
+  and a kernel that lets this process mount; skipped elsewhere."""
+  import subprocess
+  disk = tmp_path / 'disk'
+  disk.mkdir()
+  mounted = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=40m', 'tmpfs',
+                            str(disk)], capture_output=True)
+  if mounted.returncode:
+    pytest.skip(f'cannot mount a tmpfs here: {mounted.stderr.decode()}')
+  try:
+    yield disk
+  finally:
+    subprocess.run(['umount', '-l', str(disk)], check=False)
+
+
+def test_a_full_disk_is_one_line_before_the_save_starts(tiny_disk, config,
+                                                        plain_state):
+  """Once 4,541 lines (590 tracebacks from orbax's threads) and training
+  went on computing steps it could not save."""
+  workdir = tiny_disk / 'w'
+  manager = checkpointing.create_manager(workdir)
+  with pytest.raises(checkpointing.CheckpointSaveError) as error:
+    checkpointing.save(manager, plain_state, config)
+  message = str(error.value)
+  assert message.startswith(
+      f'checkpoint save failed: no space left on {workdir} (step 7 needs '), (
+          message)
+  assert '\n' not in message
+  assert os.listdir(workdir / 'checkpoints') == []   # nothing started
+  manager.close()
+
+
+def test_a_save_that_fails_in_orbax_threads_is_one_line(tiny_disk, config,
+                                                        plain_state,
+                                                        monkeypatch):
+  """The free space can go while a save runs (another writer): the
+  asynchronous failure is reported by the next check_saves, as one line."""
+  monkeypatch.setattr(checkpointing, '_check_free_space', lambda *a: None)
+  workdir = tiny_disk / 'w'
+  manager = checkpointing.create_manager(workdir)
+  assert checkpointing.save(manager, plain_state, config)
+  with pytest.raises(checkpointing.CheckpointSaveError) as error:
+    checkpointing.finish_saves(manager)
+  assert str(error.value).startswith(
+      f'checkpoint save failed: no space left on {workdir}; ')
+  manager.close()
