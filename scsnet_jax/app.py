@@ -18,7 +18,6 @@ Requests from other sites' pages are refused, uploads are size-capped, kept
 rate says so; the page's Cancel button stops it).
 """
 
-from __future__ import annotations
 
 import argparse
 import os
@@ -162,6 +161,9 @@ def build_page(colouriser: app_requests.Colouriser, checkpoint: str):
   bfloat16) and returns (result PNG, bicubic gray, PNG download, summary)."""
   gr = _import_gradio()
 
+  # gradio passes the request by this annotation's evaluated value, so this
+  # module has no `from __future__ import annotations` (it made it a string
+  # and the request None).
   def colourise(image, reference, target, scale, width, height, bfloat16,
                 request: gr.Request):
     try:
