@@ -30,7 +30,7 @@ import numpy as np
 from flax import nnx
 
 from scsnet_jax import config_lib
-from scsnet_jax.models import flops as flops_lib
+from scsnet_jax import flops as flops_lib
 from scsnet_jax.models import generator as gen_lib
 
 FLAGS = flags.FLAGS

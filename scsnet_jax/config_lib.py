@@ -161,7 +161,7 @@ def eval_defaults() -> ml_collections.ConfigDict:
       num_self_reference=500,
       num_other_reference=2000,
       batch_size=8,            # per process
-      inception_weights='',    # npz from scsnet_jax.tools.convert_inception
+      inception_weights='',    # npz from scsnet_jax.pretrained.convert_inception
       y_channel=False,         # PSNR/SSIM on RGB (False) or BT.601 Y (True)
       crop_border=0,           # pixels dropped on each side for PSNR/SSIM
       step=-1,                 # checkpoint step; -1 = latest

@@ -20,7 +20,7 @@ pytest.importorskip('gradio', reason="the web app's extra is not installed "
                     "(pip install -e '.[app]')")
 
 from scsnet_jax import app, color, predict  # noqa: E402
-from scsnet_jax.tools import app_screenshot  # noqa: E402
+from tools import app_screenshot  # noqa: E402
 from tests.app_requests_test import TILE, _pixels  # noqa: E402
 from tests.app_requests_test import checkpoint, photos  # noqa: E402,F401 (fixtures)
 

@@ -49,7 +49,7 @@ def test_file_and_folder_are_fsynced(tmp_path, monkeypatch):
 def test_pngs_configs_and_converted_weights_go_through_the_helper(
     tmp_path, monkeypatch):
   from scsnet_jax.inference import image_files
-  from scsnet_jax.models import vgg
+  from scsnet_jax.pretrained import vgg
   from scsnet_jax.train import loop
   import ml_collections
   written = []

@@ -246,7 +246,7 @@ def test_every_documented_snippet_is_run_by_a_test():
 def _zero_inception(path):
   """An npz with pytorch-fid InceptionV3's converted names and shapes."""
   from flax import nnx  # pylint: disable=g-import-not-at-top
-  from scsnet_jax.models import inception  # pylint: disable=g-import-not-at-top
+  from scsnet_jax.pretrained import inception  # pylint: disable=g-import-not-at-top
   model = nnx.eval_shape(lambda: inception.FIDInceptionV3(rngs=nnx.Rngs(0)))
   weights = {}
   for node_path, node in nnx.iter_graph(model):

@@ -299,12 +299,12 @@ def load_feature_fn(eval_config) -> tuple[Optional[Callable], Optional[str]]:
   path = eval_config.inception_weights
   if not path:
     return None, ('no Inception weights (set config.eval.inception_weights to '
-                  'the npz from scsnet_jax.tools.convert_inception)')
+                  'the npz from scsnet_jax.pretrained.convert_inception)')
   if not os.path.isfile(path):
     raise FileNotFoundError(f'config.eval.inception_weights={path} does not '
                             'exist; convert pytorch-fid\'s weights with '
-                            'python -m scsnet_jax.tools.convert_inception')
-  from scsnet_jax.models import inception  # pylint: disable=g-import-not-at-top
+                            'python -m scsnet_jax.pretrained.convert_inception')
+  from scsnet_jax.pretrained import inception  # pylint: disable=g-import-not-at-top
   return inception.make_feature_fn(inception.load_fid_inception(path)), None
 
 

@@ -16,7 +16,7 @@ from absl import logging
 
 from scsnet_jax.errors import UserError
 from scsnet_jax import color
-from scsnet_jax.models import vgg
+from scsnet_jax.pretrained import vgg
 
 # relu1_1 ... relu5_1, as in the spec.
 PERCEPTUAL_LAYER_WEIGHTS = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)
@@ -135,7 +135,7 @@ def load_perceptual_params(loss_config):
     raise UserError(
         'config.loss.vgg_weights is empty: the perceptual loss needs '
         "torchvision's ImageNet VGG16 weights. Convert them once with "
-        '`python -m scsnet_jax.tools.convert_vgg16 --input '
+        '`python -m scsnet_jax.pretrained.convert_vgg16 --input '
         'vgg16-397923af.pth --output vgg16.npz` and set '
         '--config.loss.vgg_weights=vgg16.npz (or set '
         'config.loss.allow_random_vgg=True for a smoke test only).')

@@ -14,8 +14,8 @@ from scsnet_jax import color, config_lib
 from scsnet_jax.train import losses
 from scsnet_jax.train import state as train_state
 from scsnet_jax.train import step as train_step
-from scsnet_jax.models import vgg
-from tests.models.vgg_test import random_vgg_params
+from scsnet_jax.pretrained import vgg
+from tests.pretrained.vgg_test import random_vgg_params
 
 
 def test_l1_matches_numpy():

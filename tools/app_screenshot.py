@@ -1,6 +1,6 @@
 """Drive the web app in headless Chromium, as a person would, and screenshot.
 
-  python -m scsnet_jax.tools.app_screenshot --url http://127.0.0.1:7860 \\
+  python tools/app_screenshot.py --url http://127.0.0.1:7860 \\
       --input docs/images/chelsea_gray_lr.png --scale 4 [--output FILE]
 
 Opens the page, uploads the photo, sets the magnification, clicks
@@ -136,8 +136,7 @@ def run_page(url: str, image_path: str, screenshot_path: str, *,
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog='python -m '
-                                   'scsnet_jax.tools.app_screenshot',
+  parser = argparse.ArgumentParser(prog='python tools/app_screenshot.py',
                                    description=__doc__.splitlines()[0])
   parser.add_argument('--url', default='http://127.0.0.1:7860',
                       help='the running app (default: %(default)s)')

@@ -37,8 +37,8 @@ import zlib
 import ml_dtypes
 import numpy as np
 
-from scsnet_jax.tools import torch_limits
-from scsnet_jax.tools.torch_limits import (CheckpointFormatError,
+from scsnet_jax.pretrained import torch_limits
+from scsnet_jax.pretrained.torch_limits import (CheckpointFormatError,
                                            UnsafeCheckpointError, short_repr)
 
 DEFAULT_MAX_BYTES = 4 << 30  # 4 GiB: VGG16 is 0.55 GB, pytorch-fid's 0.1 GB.

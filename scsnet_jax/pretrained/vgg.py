@@ -5,7 +5,7 @@ pytree here, not an NNX module: the trainer passes the arrays in (replicated)
 and never differentiates or updates them. Layout NHWC / HWIO.
 
 Params: ``{'conv1_1': {'kernel': (3, 3, 3, 64), 'bias': (64,)}, ...}``, made
-by ``python -m scsnet_jax.tools.convert_vgg16`` from torchvision's
+by ``python -m scsnet_jax.pretrained.convert_vgg16`` from torchvision's
 ``vgg16-397923af.pth`` and read by ``load_vgg16_params``. Nothing is ever
 downloaded.
 """
@@ -118,7 +118,7 @@ def load_vgg16_params(path: str | os.PathLike
                       ) -> dict[str, dict[str, np.ndarray]]:
   """Reads the converter's .npz; errors name the file and what is wrong."""
   path = os.fspath(path)
-  hint = ('make it with: python -m scsnet_jax.tools.convert_vgg16 '
+  hint = ('make it with: python -m scsnet_jax.pretrained.convert_vgg16 '
           '--input vgg16-397923af.pth --output vgg16.npz')
   if not os.path.isfile(path):
     raise FileNotFoundError(f'VGG16 weights file not found: {path} ({hint})')

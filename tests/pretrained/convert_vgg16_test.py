@@ -10,8 +10,8 @@ import pytest
 import scipy.signal
 
 from tests.paths import REPO_ROOT
-from scsnet_jax.models import vgg
-from scsnet_jax.tools import convert_vgg16
+from scsnet_jax.pretrained import vgg
+from scsnet_jax.pretrained import convert_vgg16
 from tests import torch_pickle_writer
 
 # torchvision vgg16().features: (index, out, in) of each 3x3 conv.
@@ -115,7 +115,7 @@ def test_user_mistakes_give_one_line_and_exit_status_1(tmp_path, capsys):
 
 def test_cli_entry_point_without_traceback(tmp_path):
   result = subprocess.run(
-      [sys.executable, '-m', 'scsnet_jax.tools.convert_vgg16', '--input',
+      [sys.executable, '-m', 'scsnet_jax.pretrained.convert_vgg16', '--input',
        str(tmp_path / 'missing.pth'), '--output', str(tmp_path / 'o.npz')],
       capture_output=True, text=True, check=False, timeout=120,
       env={**os.environ, 'JAX_PLATFORMS': 'cpu'},

@@ -9,8 +9,8 @@ unfolded torch tensors (OIHW conv, BatchNorm eps 1e-3, torch pooling).
 import numpy as np
 import pytest
 
-from scsnet_jax.models import inception
-from scsnet_jax.tools import convert_inception
+from scsnet_jax.pretrained import inception
+from scsnet_jax.pretrained import convert_inception
 from tests import torch_pickle_writer
 
 

@@ -7,7 +7,7 @@ import pytest
 import scipy.ndimage
 from flax import nnx
 
-from scsnet_jax.models import inception
+from scsnet_jax.pretrained import inception
 
 
 def test_bilinear_resize_matches_torch_closed_form():

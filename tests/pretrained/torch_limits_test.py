@@ -14,8 +14,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from scsnet_jax.tools import convert_inception, convert_vgg16, torch_limits
-from scsnet_jax.tools.torch_reader import (CheckpointFormatError,
+from scsnet_jax.pretrained import convert_inception, convert_vgg16, torch_limits
+from scsnet_jax.pretrained.torch_reader import (CheckpointFormatError,
                                            load_torch_state_dict)
 from tests import torch_pickle_writer as writer
 

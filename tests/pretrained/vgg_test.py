@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.signal
 
-from scsnet_jax.models import vgg
+from scsnet_jax.pretrained import vgg
 
 
 def random_vgg_params(seed=0):

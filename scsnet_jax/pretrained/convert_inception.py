@@ -1,6 +1,6 @@
 """Converts pytorch-fid's InceptionV3 weights to the npz that FID here loads.
 
-    python -m scsnet_jax.tools.convert_inception \
+    python -m scsnet_jax.pretrained.convert_inception \
         --input pt_inception-2015-12-05-6726825d.pth --output inception.npz
 
 The ``.pth`` is read by the allow-listed reader in ``torch_reader`` (torch is
@@ -51,7 +51,7 @@ def convert_state_dict(state_dict: dict[str, np.ndarray],
   any missing, unexpected or mis-shaped tensor is a ValueError.
   """
   if expected_shapes is None:
-    from scsnet_jax.models import inception  # pylint: disable=g-import-not-at-top
+    from scsnet_jax.pretrained import inception  # pylint: disable=g-import-not-at-top
     expected_shapes = inception.folded_conv_shapes()
   used = set()
   converted = {}
@@ -86,7 +86,7 @@ def convert_file(input_path, output_path,
                  sha256: str | None = None) -> dict[str, np.ndarray]:
   """Reads a .pth safely (after checking ``sha256``, a hex prefix, if
   given), converts it, writes an uncompressed npz."""
-  from scsnet_jax.tools import torch_reader  # pylint: disable=g-import-not-at-top
+  from scsnet_jax.pretrained import torch_reader  # pylint: disable=g-import-not-at-top
   state_dict = torch_reader.load_torch_state_dict(input_path,
                                                   expected_sha256=sha256)
   converted = convert_state_dict(state_dict)

@@ -1,6 +1,6 @@
 """Converts torchvision's VGG16 ImageNet weights to the .npz that L_P reads.
 
-  python -m scsnet_jax.tools.convert_vgg16 \
+  python -m scsnet_jax.pretrained.convert_vgg16 \
       --input vgg16-397923af.pth --output vgg16.npz
 
 ``features.<i>.weight`` (OIHW) becomes ``convX_Y/kernel`` (HWIO) and
@@ -19,8 +19,8 @@ import sys
 import numpy as np
 
 from scsnet_jax.errors import UserError
-from scsnet_jax.models import vgg
-from scsnet_jax.tools import torch_reader
+from scsnet_jax.pretrained import vgg
+from scsnet_jax.pretrained import torch_reader
 
 
 class ConversionError(UserError):
@@ -64,7 +64,7 @@ def convert_file(input_path: str, output_path: str,
 
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(
-      prog='python -m scsnet_jax.tools.convert_vgg16', description=__doc__,
+      prog='python -m scsnet_jax.pretrained.convert_vgg16', description=__doc__,
       formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--input', required=True,
                       help="torchvision's vgg16-397923af.pth")

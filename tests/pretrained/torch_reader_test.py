@@ -8,8 +8,8 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from scsnet_jax.tools import torch_reader
-from scsnet_jax.tools.torch_reader import (CheckpointFormatError,
+from scsnet_jax.pretrained import torch_reader
+from scsnet_jax.pretrained.torch_reader import (CheckpointFormatError,
                                            UnsafeCheckpointError,
                                            load_torch_state_dict)
 from tests import torch_pickle_writer as writer

@@ -9,7 +9,7 @@ converter folds the inference-mode BatchNorm into the kernel and a bias.
 Attribute names copy torchvision's (``Mixed_5b.branch1x1``) so the weight
 file's names map one to one. Layout NHWC; weights are loaded with
 ``load_fid_inception`` from the npz written by
-``python -m scsnet_jax.tools.convert_inception``.
+``python -m scsnet_jax.pretrained.convert_inception``.
 """
 
 from __future__ import annotations
@@ -267,7 +267,7 @@ def load_fid_inception(weights_path: str | os.PathLike) -> FIDInceptionV3:
     raise FileNotFoundError(
         f'no Inception weights at {weights_path}; convert pytorch-fid\'s '
         'pt_inception-2015-12-05-6726825d.pth with python -m '
-        'scsnet_jax.tools.convert_inception.')
+        'scsnet_jax.pretrained.convert_inception.')
   model = nnx.eval_shape(lambda: FIDInceptionV3(rngs=nnx.Rngs(0)))
   with np.load(weights_path, allow_pickle=False) as arrays:
     weights = {k: arrays[k] for k in arrays.files}

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import pytest
 from flax import nnx
 
-from scsnet_jax.models import flops
+from scsnet_jax import flops
 from scsnet_jax.models import generator as gen_lib
 
 
