@@ -8,7 +8,7 @@ Serves on 127.0.0.1 (this machine only) unless ``--host`` says otherwise
 no share link, no analytics, nothing fetched from the network (gradio is
 pinned to releases that serve their own fonts and scripts). The model is
 loaded once at start-up; each request runs the predict CLI's model, a
-``runner.Runner`` (same tiling, same bfloat16 fallback), through
+``inference.runner.Runner`` (same tiling, same bfloat16 fallback), through
 ``app_requests.Colouriser``.
 A bad upload is a one-line message on the page and the server goes on.
 """
@@ -22,7 +22,7 @@ import sys
 from typing import Optional, Sequence
 
 from scsnet_jax import app_requests, image_io
-from scsnet_jax import runner as runner_lib
+from scsnet_jax.inference import runner as runner_lib
 from scsnet_jax.errors import UserError, first_line
 
 DEFAULT_PORT = 7860

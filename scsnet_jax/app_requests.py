@@ -5,7 +5,7 @@ The page (``scsnet_jax.app``) hands uploaded file paths and form values to
 decoder (``image_io``: too many pixels for ``max_input_pixels`` is refused
 from the header; bombs, truncation, wrong types are one ``RequestError``
 line), converts to the model's gray input (``color.gray_from_rgb``, in
-float32 blocks; a preview is shrunk first), runs the ``runner.Runner``
+float32 blocks; a preview is shrunk first), runs the ``inference.runner.Runner``
 that the predict CLI runs (same tiling, same dtype fallback) and writes the
 result PNG. Nothing here imports gradio, so the
 logic is testable and reusable on its own.
@@ -16,21 +16,20 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-import sys
 import tempfile
 import time
-import traceback
 import uuid
 from typing import Optional
 
+from absl import logging
 import jax
 import numpy as np
 from PIL import Image
 
 from scsnet_jax import color, image_io
-from scsnet_jax import runner as runner_lib
+from scsnet_jax.inference import runner as runner_lib
 from scsnet_jax.errors import UserError, first_line
-from scsnet_jax.inference import image_files
+from scsnet_jax import image_files
 from scsnet_jax.inference import predictor as predictor_lib
 
 # The web app's default output limit: 16.8 MP (4096 x 4096). A browser tab
@@ -150,7 +149,7 @@ class Colouriser:
     pixels (from the header, before decoding) and every decoding problem
     are one RequestError line."""
     try:
-      return image_files.read_image_and_alpha(
+      return image_io.read_image_and_alpha(
           path, max_pixels=self.max_input_pixels)
     except image_io.ImageTooLargeError as error:
       width, height = error.size
@@ -241,7 +240,7 @@ class Colouriser:
           gray[None], None if reference is None else reference[None],
           out_size)
     except Exception as error:  # e.g. out of memory: the server goes on
-      traceback.print_exc(file=sys.stderr)
+      logging.exception('inference failed')   # the server log keeps it
       raise RequestError(f'inference failed ({type(error).__name__}: '
                          f'{first_line(error)})') from None
     if redone:

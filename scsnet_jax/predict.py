@@ -12,7 +12,7 @@ processed; the exit code is 1 if anything failed. Outputs are written under a
 temporary name and renamed, so an output file is complete or absent.
 
 Before anything is decoded, every output path is checked
-(``inference.planning.plan_outputs``): an output that is an input or a
+(``planning.plan_outputs``): an output that is an input or a
 reference, two inputs with the same output name, and (without
 ``--overwrite``) an existing output are refused, one line per input, and the
 other inputs still run. Inputs are streamed: at most ``--batch-size``
@@ -30,12 +30,10 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from scsnet_jax import color
-from scsnet_jax import runner as runner_lib
+from scsnet_jax import color, image_files, image_io, planning
 from scsnet_jax.errors import UserError, first_line
-from scsnet_jax.inference import image_files
-from scsnet_jax.inference import planning
 from scsnet_jax.inference import predictor as predictor_lib
+from scsnet_jax.inference import runner as runner_lib
 from scsnet_jax.inference.predictor import NlabPredictor
 from scsnet_jax.models.generator import DTYPES
 
@@ -162,7 +160,7 @@ def _run_batch(runner: NlabPredictor, items: list, out_size,
 def _prepare(path: str, dest: str, args, matcher) -> tuple:
   """Decodes one input: (batch key, item, pixels held); raises OSError or
   UserError (ImageDecodeError is one) for a bad input."""
-  pixels, alpha = image_files.read_image_and_alpha(path)
+  pixels, alpha = image_io.read_image_and_alpha(path)
   height, width = pixels.shape[:2]
   out_size = predictor_lib.resolve_output_size(
       height, width, scale=args.scale, size=args.size,

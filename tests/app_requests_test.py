@@ -10,7 +10,7 @@ from flax import nnx
 from PIL import Image
 
 from scsnet_jax import app_requests, color
-from scsnet_jax import runner as runner_lib
+from scsnet_jax.inference import runner as runner_lib
 from scsnet_jax.export import writer as export
 from scsnet_jax.models.generator import Generator
 from tests.export.tiny import TINY

@@ -31,7 +31,7 @@ def _run(code_or_args, *, code=False, timeout=600):
                                     'scsnet_jax.config_lib',
                                     'scsnet_jax.train.step',
                                     'scsnet_jax.inference.predictor',
-                                    'scsnet_jax.runner',
+                                    'scsnet_jax.inference.runner',
                                     'scsnet_jax.predict',
                                     'scsnet_jax.export.cli'])
 def test_importable_without_training_stack(module):

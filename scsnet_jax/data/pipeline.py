@@ -32,7 +32,7 @@ from scsnet_jax.data import sources as data_sources
 from scsnet_jax.data import degradations, quality_filter
 from scsnet_jax import image_io
 from scsnet_jax.data.sources import DataError  # re-exported
-from scsnet_jax.models import INPUT_MULTIPLE
+from scsnet_jax.models.geometry import INPUT_MULTIPLE
 
 __all__ = ['DataError', 'create_dataset',
            'create_iterator', 'MODEL_KEYS']

@@ -23,7 +23,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from scsnet_jax.models import INPUT_MULTIPLE
+from scsnet_jax.models.geometry import INPUT_MULTIPLE
 
 MANIFEST = 'manifest.json'
 PARAMS_DIR = 'params'

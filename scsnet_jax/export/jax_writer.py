@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 import jax
 
 from scsnet_jax.export import format as export_format
-from scsnet_jax.models import INPUT_MULTIPLE
+from scsnet_jax.models.geometry import INPUT_MULTIPLE
 
 
 def export_artifact(graphdef, params, mode: str, scale: int,

@@ -9,7 +9,7 @@ the parameters baked in and symbolic batch and spatial sizes, as the
 normalised LAB in and out (``color.normalize_lab``). The CPM's coordinate
 grid is built inside the graph from the input size, so one file serves every
 multiple-of-4 input size at its one scale; pad other sizes by reflection
-and crop (``inference.predictor.reflect_pad``), and use the parameters for
+and crop (``models.geometry.reflect_pad``), and use the parameters for
 non-integer scales. See docs/onnx.md.
 
 Route: the live generator (``nnx.merge(graphdef, params)``) is traced to a
@@ -37,7 +37,7 @@ import numpy as np
 
 from scsnet_jax.errors import UserError
 from scsnet_jax.export import format as export_format
-from scsnet_jax.models import INPUT_MULTIPLE
+from scsnet_jax.models.geometry import INPUT_MULTIPLE
 
 # Max |onnxruntime - live JAX| on the probes, in units of max(1, max |JAX
 # output|): 1e-4 absolute for a trained model's normalised LAB in [-1, 1];

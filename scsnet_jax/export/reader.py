@@ -18,6 +18,7 @@ import numpy as np
 from scsnet_jax.errors import UserError
 from scsnet_jax.export import trust
 from scsnet_jax.export.format import FORMAT, JAX_KEY, MANIFEST
+from scsnet_jax.models.geometry import reflect_pad
 
 def is_export_dir(path: str) -> bool:
   """Does ``path`` hold an export (rather than a training workdir)?"""
@@ -98,7 +99,6 @@ class ExportedGenerator:
                    ) -> tuple[np.ndarray, list[int]]:
     """(B, H, W, 1) gray [, (B, Hr, Wr, 3) reference] -> ((B, Ht, Wt, 3)
     normalised LAB float32, []); UserError without a fitting artifact."""
-    from scsnet_jax.inference.predictor import reflect_pad
     _, height, width, _ = gray.shape
     scale = out_size[0] // height
     mode = 'automatic' if reference is None else 'referential'

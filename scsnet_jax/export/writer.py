@@ -20,7 +20,6 @@ from scsnet_jax import atomic
 from scsnet_jax.errors import UserError
 from scsnet_jax.export import format as export_format
 from scsnet_jax.export import jax_writer, onnx_writer
-from scsnet_jax.inference import image_files
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,7 +92,7 @@ def export_generator(graphdef, params, model_config: dict, output_dir: str, *,
         modes=modes, platforms=platforms)
     atomic.write_json(os.path.join(staging, export_format.MANIFEST), manifest,
                       indent=2)
-    os.chmod(staging, 0o777 & ~image_files.current_umask())  # mkdtemp: 0700
+    os.chmod(staging, 0o777 & ~atomic.read_umask())  # mkdtemp: 0700
     if os.path.isdir(output_dir):
       os.rmdir(output_dir)  # empty, checked above
     os.replace(staging, output_dir)

@@ -37,7 +37,7 @@ from flax import nnx
 from scsnet_jax.errors import UserError
 from scsnet_jax.models import bicubic
 from scsnet_jax.models import cpm as cpm_lib
-from scsnet_jax.models import INPUT_MULTIPLE
+from scsnet_jax.models.geometry import INPUT_MULTIPLE, reflect_pad
 from scsnet_jax.models.generator import (DTYPES, GeneratorConfig,
                                          abstract_generator, resolve_out_size)
 
@@ -59,7 +59,7 @@ DEFAULT_MAX_OUTPUT_PIXELS = 1 << 27   # 134 MP, e.g. 11585 x 11585
 class NlabPredictor(Protocol):
   """What runs the model on numpy images: ``Predictor`` (model code, any
   scale, tiles), ``export.reader.ExportedGenerator`` (serialized artifacts,
-  exported integer scales) and ``runner.Runner`` (either, per call).
+  exported integer scales) and ``inference.runner.Runner`` (either, per call).
 
   ``predict_nlab(gray, reference, out_size)``:
     gray: (B, H, W, 1) float32, normalised L (``color.gray_from_rgb``).
@@ -90,20 +90,6 @@ def resolve_output_size(height: int, width: int, *, scale=None, size=None,
     raise UserError(f'output {out_w}x{out_h} has {out_h * out_w} pixels, more '
                      f'than the limit of {max_pixels} (--max-output-pixels)')
   return int(out_h), int(out_w)
-
-
-def reflect_pad(images: np.ndarray, multiple: int = INPUT_MULTIPLE
-                ) -> np.ndarray:
-  """(B, H, W, C) -> (B, H', W', C), H', W' the next multiples, by reflection.
-
-  Reflection needs more pixels than it pads; tiny sides repeat the edge.
-  """
-  _, h, w, _ = images.shape
-  pad_h, pad_w = (-h) % multiple, (-w) % multiple
-  if not pad_h and not pad_w:
-    return images
-  mode = 'reflect' if h > pad_h and w > pad_w else 'edge'
-  return np.pad(images, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode=mode)
 
 
 # ----------------------------------------------------------------- tiling ---

@@ -24,7 +24,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from scsnet_jax.errors import UserError
-from scsnet_jax.models import INPUT_MULTIPLE, bicubic
+from scsnet_jax.models import bicubic
+from scsnet_jax.models.geometry import INPUT_MULTIPLE
 from scsnet_jax.models.attention import PyramidValveCrossAttention, SelfAttention
 from scsnet_jax.models.cpm import ContinuousPixelMapping, check_sampling
 from scsnet_jax.models.layers import (Down, ResBlock, Up, conv, lrelu,

@@ -28,7 +28,7 @@ import collections
 import os
 from typing import Iterable, Optional, Sequence
 
-from scsnet_jax.inference import image_files
+from scsnet_jax import image_files
 
 # Default bound on the pixels held for batching (``--max-batch-pixels``):
 # 16.8 M, e.g. four 2048 x 2048 outputs; one larger image runs alone.

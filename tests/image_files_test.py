@@ -1,14 +1,10 @@
-"""inference.image_files: only regular files are read, the umask is read safely.
+"""image_files: only regular files are read.
 
 Devices, FIFOs and links to them must never be read (``/dev/zero`` is
-endless, a FIFO blocks its reader); the umask helper must not change the
-umask, which other threads' files and folders would inherit.
+endless, a FIFO blocks its reader).
 """
 
 import os
-import stat
-import subprocess
-import sys
 import threading
 
 import numpy as np
@@ -16,7 +12,7 @@ import pytest
 from PIL import Image
 
 from scsnet_jax import image_io
-from scsnet_jax.inference import image_files
+from scsnet_jax import image_files
 
 needs_posix = pytest.mark.skipif(not hasattr(os, 'mkfifo') or
                                  not os.path.exists('/dev/zero'),
@@ -63,7 +59,7 @@ def test_folder_inputs_report_devices_and_fifos(odd_folder):
 @pytest.mark.parametrize('name', ['zero.jpg', 'pipe.png'])
 def test_named_device_or_fifo_is_one_error_not_a_hang(odd_folder, name):
   path = str(odd_folder / name)
-  for reader in (image_files.read_image_and_alpha, image_files.read_image,
+  for reader in (image_io.read_image_and_alpha, image_io.read_image,
                  image_io.read_file_bytes):
     outcome = _finishes(reader, path)
     assert isinstance(outcome.get('error'), image_io.ImageDecodeError), outcome
@@ -85,8 +81,8 @@ def test_reads_stop_at_the_byte_limit(tmp_path, monkeypatch):
 def test_max_pixels_is_checked_from_the_header(tmp_path):
   Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(tmp_path / 'a.png')
   with pytest.raises(image_io.ImageTooLargeError, match='40x30 pixels'):
-    image_files.read_image_and_alpha(tmp_path / 'a.png', max_pixels=1199)
-  pixels, alpha = image_files.read_image_and_alpha(tmp_path / 'a.png',
+    image_io.read_image_and_alpha(tmp_path / 'a.png', max_pixels=1199)
+  pixels, alpha = image_io.read_image_and_alpha(tmp_path / 'a.png',
                                                    max_pixels=1200)
   assert pixels.shape == (30, 40, 3) and alpha is None
 
@@ -97,51 +93,9 @@ def test_alpha_gets_the_orientation_of_the_colour(tmp_path):
   exif = Image.Exif()
   exif[0x0112] = 6
   Image.fromarray(rgba).save(tmp_path / 'a.png', exif=exif)
-  pixels, alpha = image_files.read_image_and_alpha(tmp_path / 'a.png')
+  pixels, alpha = image_io.read_image_and_alpha(tmp_path / 'a.png')
   np.testing.assert_array_equal(pixels, np.rot90(rgba[..., :3], k=-1))
   np.testing.assert_array_equal(alpha, np.rot90(rgba[..., 3], k=-1))
-
-
-def test_current_umask_matches_the_shell_and_leaves_it_alone():
-  old = os.umask(0o027)
-  try:
-    shell = subprocess.run(['sh', '-c', 'umask'], capture_output=True,
-                           text=True, check=True).stdout
-    assert image_files.current_umask() == int(shell.strip(), 8) == 0o027
-  finally:
-    os.umask(old)
-
-
-def test_concurrent_umask_reads_never_loosen_new_folders(tmp_path):
-  """Setting the umask to 0 to read it (the old helper) gives folders that
-  other threads create meanwhile mode 0o777."""
-  old_umask, old_interval = os.umask(0o022), sys.getswitchinterval()
-  sys.setswitchinterval(1e-6)
-  stop = threading.Event()
-
-  def read_umask():
-    while not stop.is_set():
-      image_files.current_umask()
-
-  def make_folders(worker):
-    for i in range(400):
-      os.mkdir(tmp_path / f'{worker}-{i}')
-
-  readers = [threading.Thread(target=read_umask) for _ in range(3)]
-  makers = [threading.Thread(target=make_folders, args=(w,)) for w in range(3)]
-  try:
-    for thread in readers + makers:
-      thread.start()
-    for thread in makers:
-      thread.join()
-  finally:
-    stop.set()
-    for thread in readers:
-      thread.join()
-    sys.setswitchinterval(old_interval)
-    os.umask(old_umask)
-  modes = {stat.S_IMODE(entry.stat().st_mode) for entry in os.scandir(tmp_path)}
-  assert modes == {0o755}, sorted(oct(mode) for mode in modes)
 
 
 def test_huge_header_is_refused_before_any_pixel(tmp_path):
@@ -162,10 +116,10 @@ def test_huge_header_is_refused_before_any_pixel(tmp_path):
   (tmp_path / 'ours.png').write_bytes(png(9000, 9000))
   with pytest.raises(image_io.ImageTooLargeError, match='^.*pil.png: Image '
                      'size'):
-    image_files.read_image_and_alpha(tmp_path / 'pil.png')
+    image_io.read_image_and_alpha(tmp_path / 'pil.png')
   with pytest.raises(image_io.ImageTooLargeError,
                      match=r'ours.png: 9000x9000 pixels .*decompression bomb'):
-    image_files.read_image_and_alpha(tmp_path / 'ours.png',
+    image_io.read_image_and_alpha(tmp_path / 'ours.png',
                                      max_pixels=80_000_000)
 
 

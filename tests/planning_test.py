@@ -1,4 +1,4 @@
-"""inference/planning.py on its own (no model): which outputs a predict run
+"""planning.py on its own (no model): which outputs a predict run
 may write, decided from the file system alone, and the bounded batcher.
 tests/predict_outputs_test.py drives the same through the CLI."""
 
@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from scsnet_jax.inference import planning
+from scsnet_jax import planning
 
 
 def test_plan_refuses_inputs_shared_names_references_and_existing(tmp_path):

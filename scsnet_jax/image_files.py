@@ -16,7 +16,7 @@ from typing import Iterable, Optional
 import numpy as np
 from PIL import Image
 
-from scsnet_jax import image_io
+from scsnet_jax import atomic, image_io
 from scsnet_jax.image_io import ImageDecodeError, read_image
 
 
@@ -24,28 +24,7 @@ from scsnet_jax.image_io import ImageDecodeError, read_image
 # R, G, B, in 8-bit steps) is gray: JPEG noise gives gray photos a few steps.
 GRAY_SPREAD = 3
 
-__all__ = ['ImageDecodeError', 'read_image', 'read_image_and_alpha',
-           'attach_alpha', 'is_gray', 'collect_inputs', 'ReferenceMatcher',
-           'output_path', 'check_output_dir', 'write_png_atomic']
-
-
 # ------------------------------------------------------------------ alpha ---
-def read_image_and_alpha(path, *, max_pixels: int = image_io.MAX_IMAGE_PIXELS
-                         ) -> tuple[np.ndarray, Optional[np.ndarray]]:
-  """(H, W, 3) uint8 sRGB as ``read_image``, and the (H, W) uint8 alpha
-  channel of RGBA, LA and transparent palette images (None otherwise).
-
-  One decode (``image_io.read_image_and_alpha``, the package's only
-  decoder): the colour pixels are exactly ``read_image``'s (alpha dropped,
-  not composited); the alpha gets the same EXIF orientation.
-
-  Raises:
-    ImageDecodeError: as ``read_image`` (``ImageTooLargeError`` for more
-      than ``max_pixels``).
-  """
-  return image_io.read_image_and_alpha(path, max_pixels=max_pixels)
-
-
 def attach_alpha(pixels: np.ndarray, alpha: Optional[np.ndarray],
                  out_size: tuple[int, int]) -> np.ndarray:
   """A result and its input's alpha -> what to write: (Ht, Wt, 3) uint8
@@ -218,14 +197,4 @@ def write_png_atomic(path: str, pixels: np.ndarray) -> None:
                      f'{pixels.dtype} {pixels.shape}')
   buffer = io.BytesIO()
   Image.fromarray(pixels).save(buffer, format='PNG')
-  from scsnet_jax import atomic
   atomic.write_bytes(path, buffer.getvalue())
-
-
-def current_umask() -> int:
-  """The process's umask, read without changing it (``/proc/self/status``;
-  setting and restoring it would race with threads creating files, e.g.
-  the web app's). Where /proc is missing: set and restored (one home:
-  ``atomic._read_umask``)."""
-  from scsnet_jax import atomic
-  return atomic._read_umask()  # pylint: disable=protected-access

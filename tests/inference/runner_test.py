@@ -1,4 +1,4 @@
-"""runner.py: the three ``predict_nlab`` implementations keep one contract
+"""inference/runner.py: the three ``predict_nlab`` implementations keep one contract
 (``inference.predictor.NlabPredictor``), and a Runner on an export folder
 runs the artifact where one fits and the model code elsewhere; the app's
 tile count and comparison come from the Runner, not its insides."""
@@ -6,7 +6,7 @@ tile count and comparison come from the Runner, not its insides."""
 import numpy as np
 import pytest
 
-from scsnet_jax import runner as runner_lib
+from scsnet_jax.inference import runner as runner_lib
 from scsnet_jax.export import reader
 from scsnet_jax.inference import predictor as predictor_lib
 # The export folder fixture, shared with tests/export/:
@@ -19,7 +19,7 @@ def _gray(shape, seed=0):
 
 
 def test_every_implementation_keeps_the_contract_on_tiny_shapes(
-    exported, capsys):  # noqa: F811
+    exported, caplog):  # noqa: F811
   _, params, path, _ = exported
   implementations = {
       'predictor': predictor_lib.Predictor(params, TINY),
@@ -39,12 +39,12 @@ def test_every_implementation_keeps_the_contract_on_tiny_shapes(
   np.testing.assert_allclose(results['exported'], results['predictor'],
                              atol=1e-5)
   np.testing.assert_array_equal(results['runner'], results['exported'])
-  assert 'note:' not in capsys.readouterr().err   # the artifact fitted
+  assert 'note:' not in caplog.text   # the artifact fitted
   assert not isinstance(object(), predictor_lib.NlabPredictor)
 
 
 def test_a_runner_falls_back_to_the_model_code_where_no_artifact_fits(
-    exported, capsys):  # noqa: F811
+    exported, caplog):  # noqa: F811
   _, params, path, _ = exported
   runner = runner_lib.load_runner(path, dtype='float32', tile=0,
                                   tile_overlap=32)
@@ -53,7 +53,10 @@ def test_a_runner_falls_back_to_the_model_code_where_no_artifact_fits(
   want, _ = predictor_lib.Predictor(params, TINY).predict_nlab(
       gray, None, (15, 21))
   np.testing.assert_allclose(got, want, atol=1e-6)
-  assert 'no exported artifact fits' in capsys.readouterr().err
+  # Logged (library code does not print), once.
+  assert caplog.text.count('no exported artifact fits') == 1
+  runner.predict_nlab(gray, None, (15, 21))
+  assert caplog.text.count('no exported artifact fits') == 1
 
 
 @pytest.mark.parametrize('tile, size, tiles', [

@@ -1,9 +1,10 @@
-"""The model behind the predict CLI and the web app: one ``Runner`` per
-``--checkpoint``, whichever kind of folder it names.
+"""The one entry that runs a trained model: ``load_runner(checkpoint)`` gives
+a ``Runner`` (an ``NlabPredictor``), whichever kind of folder ``checkpoint``
+names. The predict CLI, the web app and any new feature call it.
 
-It stands above both ``inference/`` (the tiled ``Predictor``, the training
-run's loader) and ``export/`` (the exported artifacts' reader), which it
-joins; the commands stand above it.
+It joins the tiled ``predictor.Predictor`` and the training run's loader
+(``loading``) with the exported artifacts' reader (``export.reader``); the
+commands stand above it.
 
 ``load_runner`` turns a training workdir (or its checkpoints/, or one
 checkpoints/STEP) or an export folder into a ``Runner``; a bad path is one
@@ -16,14 +17,16 @@ from __future__ import annotations
 
 import argparse
 import copy
-import sys
 from typing import Optional
 
+from absl import logging
 import numpy as np
+from PIL import Image
 
 from scsnet_jax import color
 from scsnet_jax import workdir as workdir_lib
 from scsnet_jax.errors import UserError, first_line
+from scsnet_jax.export import reader as export
 from scsnet_jax.inference import predictor as predictor_lib
 
 # References are downscaled to this longest side: their cost (cross attention
@@ -88,7 +91,6 @@ class Runner:
 
   def __init__(self, checkpoint: str, *, dtype: str, tile: int,
                tile_overlap: int):
-    from scsnet_jax.export import reader as export
     self.exported: Optional[export.ExportedGenerator] = None
     if export.is_export_dir(checkpoint):
       self.exported = export.ExportedGenerator(checkpoint)
@@ -140,9 +142,10 @@ class Runner:
       return self.exported.predict_nlab(gray, reference, out_size)
     if self.exported is not None and not self._noted:
       self._noted = True
-      print('note: no exported artifact fits (it needs an exported integer '
-            'scale, float32 and an image within one tile); using the '
-            "export's parameters and the model code", file=sys.stderr)
+      logging.warning(
+          'note: no exported artifact fits (it needs an exported integer '
+          'scale, float32 and an image within one tile); using the '
+          "export's parameters and the model code")
     return self.predictor.predict_nlab(gray, reference, out_size)
 
 
@@ -164,7 +167,6 @@ def reference_nlab(pixels: np.ndarray) -> np.ndarray:
   """uint8 (Hr, Wr, 3) -> nlab, longest side at most REFERENCE_MAX_SIDE."""
   height, width = pixels.shape[:2]
   if max(height, width) > REFERENCE_MAX_SIDE:
-    from PIL import Image
     factor = REFERENCE_MAX_SIDE / max(height, width)
     size = (max(1, round(width * factor)), max(1, round(height * factor)))
     pixels = np.asarray(Image.fromarray(pixels).resize(
