@@ -18,7 +18,6 @@ import os
 import platform
 import resource
 import statistics
-import sys
 import time
 from typing import Any, Callable, Optional
 
@@ -29,7 +28,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from scsnet_jax import config_lib
+from scsnet_jax import command_line, config_lib
 from scsnet_jax import flops as flops_lib
 from scsnet_jax.models import generator as gen_lib
 
@@ -357,19 +356,9 @@ def main(argv):
     logging.info('wrote %s', FLAGS.json)
 
 
-_HELP_FLAGS = ('-h', '-?', '--help', '--helpshort', '--helpfull', '--helpxml')
-
-
 def run(argv=None) -> None:
   """``app.run(main)``, except that asking for help exits 0 (absl exits 1)."""
-  argv = list(sys.argv if argv is None else argv)
-  options = argv[1:argv.index('--')] if '--' in argv else argv[1:]
-  try:
-    app.run(main, argv=argv)
-  except SystemExit as exit_:
-    if exit_.code == 1 and any(a in _HELP_FLAGS for a in options):
-      sys.exit(0)
-    raise
+  command_line.run(main, argv, flags_parser=app.parse_flags_with_usage)
 
 
 if __name__ == '__main__':

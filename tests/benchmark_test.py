@@ -29,6 +29,7 @@ def _run(code_or_args, *, code=False, timeout=600):
 
 @pytest.mark.parametrize('module', ['scsnet_jax.benchmark',
                                     'scsnet_jax.config_lib',
+                                    'scsnet_jax.command_line',
                                     'scsnet_jax.train.step',
                                     'scsnet_jax.inference.predictor',
                                     'scsnet_jax.inference.runner',

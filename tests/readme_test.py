@@ -22,6 +22,7 @@ import pytest
 from PIL import Image
 
 from tests.paths import REPO_ROOT
+from tests import helpers
 SAMPLE = os.path.join('docs', 'images', 'chelsea_gray_lr.png')
 FAST_DEMO = {'train.steps': 4, 'train.checkpoint_every_steps': 4,
              'train.sample_every_steps': 4, 'train.log_every_steps': 2,
@@ -117,11 +118,11 @@ def test_readme_walkthrough(tmp_path):
   train = _find(commands, 'main', '--config=configs/demo.py')
   assert train is not None, 'README lost its demo command'
   train = _replace(train, 'demo_workdir', workdir)
-  from scsnet_jax import config_lib, config_overrides
+  from scsnet_jax import command_line, config_lib
   demo = config_lib.load_sibling_config(
       os.path.join(REPO_ROOT, 'configs', 'demo.py'), 'demo')
   train += [f'--config.{k}={v}' for k, v in FAST_DEMO.items()
-            if config_overrides.unknown_key(demo, k) is None]
+            if command_line.unknown_key(demo, k) is None]
   result = _run(train)
   assert os.path.isdir(os.path.join(workdir, 'checkpoints', '4'))
   assert os.path.isfile(os.path.join(workdir, 'config.json'))
@@ -267,7 +268,7 @@ def snippet_folder(tmp_path_factory):
   from scsnet_jax.train import checkpointing  # pylint: disable=g-import-not-at-top
   from scsnet_jax.train import state as train_state  # pylint: disable=g-import-not-at-top
   folder = tmp_path_factory.mktemp('snippets')
-  config = config_lib.with_shallow_model(config_lib.load_sibling_config(
+  config = helpers.with_shallow_model(config_lib.load_sibling_config(
       os.path.join(REPO_ROOT, 'configs', 'test.py'), 'test'))
   workdir = str(folder / 'runs' / 'x4')
   networks = train_state.build_networks(config)

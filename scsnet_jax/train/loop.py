@@ -161,17 +161,10 @@ def _check_resumed_config(manager, config, allowed: Sequence[str]) -> None:
 
 
 def _flat_hparams(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  flat = {}
-  def visit(prefix, node):
-    for key, value in node.items():
-      name = f'{prefix}{key}'
-      if isinstance(value, (dict, ml_collections.ConfigDict)):
-        visit(name + '.', value)
-      else:
-        flat[name] = value if isinstance(value, (int, float, str, bool)) \
-            else json.dumps(value)
-  visit('', config.to_dict())
-  return flat
+  """Scalars as they are, anything else as JSON (what hparams take)."""
+  return {key: value if isinstance(value, (int, float, str, bool))
+          else json.dumps(value)
+          for key, value in config_lib.flatten(config.to_dict()).items()}
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,

@@ -16,6 +16,7 @@ from absl import logging
 
 from scsnet_jax.errors import UserError
 from scsnet_jax import color
+from scsnet_jax.config_lib import LUMINANCE_LOSSES
 from scsnet_jax.pretrained import vgg
 
 # relu1_1 ... relu5_1, as in the spec.
@@ -30,7 +31,6 @@ def l1_loss(pred, target):
   return jnp.mean(jnp.abs(diff))
 
 
-LUMINANCE_LOSSES = ('l1', 'l2', 'charbonnier')
 CHARBONNIER_EPS = 1e-3
 
 

@@ -76,12 +76,6 @@ def learning_rate_schedule(config: ml_collections.ConfigDict):
       end_value=opt.learning_rate * opt.final_lr_fraction)
 
 
-# The closed sets of config.optimizer (config_overrides.validate_config
-# checks them where the config is built).
-LR_SCHEDULES = ('constant', 'cosine')
-WEIGHT_DECAY_MODES = ('l2', 'decoupled')
-
-
 def make_optimizer(config: ml_collections.ConfigDict
                    ) -> optax.GradientTransformation:
   """Adam with weight decay, optionally clipped and scheduled (G and D).

@@ -10,6 +10,7 @@ from scsnet_jax import color, config_lib, sharding
 from scsnet_jax.evaluation import validation
 from scsnet_jax.models.generator import build_generator
 from scsnet_jax.tools import evaluate_photos
+from tests import helpers
 
 
 def _section(**overrides):
@@ -65,7 +66,7 @@ def test_image_metrics_match_skimage_and_closed_forms(data):
 @pytest.fixture(scope='module')
 def untrained_run(data):
   """An untrained residual model: bicubic L, zero chroma, every mode."""
-  config = config_lib.with_shallow_model(config_lib.get_base_config())
+  config = helpers.with_shallow_model(config_lib.get_base_config())
   config.model.luminance_residual = True
   model = build_generator(config.model, nnx.Rngs(0))
   graphdef, state = nnx.split(model)

@@ -13,12 +13,13 @@ from scsnet_jax.inference import loading
 from scsnet_jax.train import checkpointing
 from scsnet_jax.train import state as train_state
 from tests.paths import TEST_CONFIG
+from tests import helpers
 
 
 
 @pytest.fixture(scope='module')
 def config():
-  return config_lib.with_shallow_model(
+  return helpers.with_shallow_model(
       config_lib.load_sibling_config(TEST_CONFIG, 'test'))
 
 

@@ -20,11 +20,12 @@ from scsnet_jax.train import checkpointing
 from scsnet_jax.data import pipeline as input_pipeline
 from scsnet_jax.train import loop as trainer
 from tests.paths import TEST_CONFIG
+from tests import helpers
 
 
 
 def _config(steps):
-  config = config_lib.with_shallow_model(
+  config = helpers.with_shallow_model(
       config_lib.load_sibling_config(TEST_CONFIG, 'test'))
   config.train.steps = steps
   return config

@@ -12,10 +12,11 @@ from scsnet_jax.train import checkpointing, resume
 from scsnet_jax.train import loop as trainer
 from scsnet_jax.train import state as train_state
 from tests.paths import TEST_CONFIG
+from tests import helpers
 
 
 def _config():
-  return config_lib.with_shallow_model(
+  return helpers.with_shallow_model(
       config_lib.load_sibling_config(TEST_CONFIG, 'test'))
 
 

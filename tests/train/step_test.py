@@ -18,10 +18,11 @@ from scsnet_jax.train import step as train_step
 from tests.paths import TEST_CONFIG
 
 RTOL, ATOL = 2e-4, 1e-6
+from tests import helpers
 
 
 def _config(**loss):
-  config = config_lib.with_shallow_model(
+  config = helpers.with_shallow_model(
       config_lib.load_sibling_config(TEST_CONFIG, 'test'))
   config.loss.update(loss)
   return config

@@ -1,0 +1,13 @@
+"""A training workdir's own config: ``--config=configs/workdir.py:WORKDIR``.
+
+``WORKDIR/config.json`` (written by training) on the base config. ``python -m
+scsnet_jax.main --mode=eval --workdir=W`` without ``--config`` uses this file
+for ``W``, so ``--config.eval.batch_size=2`` overrides the saved config as it
+overrides any config file.
+"""
+
+from scsnet_jax import config_lib
+
+
+def get_config(workdir):
+  return config_lib.load_workdir_config(workdir)
