@@ -4,7 +4,7 @@ The page (``scsnet_jax.app``) hands uploaded file paths and form values to
 ``Colouriser.colourise``; it decodes them with the package's one safe
 decoder (``image_io``: too many pixels for ``max_input_pixels`` is refused
 from the header; bombs, truncation, wrong types are one ``RequestError``
-line), converts to the model's gray input (``color.gray_from_rgb``, in
+line), converts to the model's gray input (``color.rgb8_to_gray``, in
 float32 blocks; a preview is shrunk first), runs the ``inference.runner.Runner``
 that the predict CLI runs (same tiling, same dtype fallback) and writes the
 result PNG. Nothing here imports gradio, so the
@@ -180,7 +180,7 @@ class Colouriser:
     The note says that a colour upload was converted to gray (empty else).
     """
     pixels, alpha, note = self._read_upload(path)
-    return color.gray_from_rgb(pixels), alpha, note
+    return color.rgb8_to_gray(pixels), alpha, note
 
   def preview(self, path: Optional[str], scale=None):
     """The gray image the model will see, (h, w, 3) uint8 with its longer
@@ -194,9 +194,9 @@ class Colouriser:
                                                        scale=float(scale))
     except (TypeError, ValueError):
       out_h, out_w = height, width
-    gray = color.gray_from_rgb(shrink_for_preview(pixels))
+    gray = color.rgb8_to_gray(shrink_for_preview(pixels))
     del pixels
-    return color.rgb_from_gray(gray), note, (out_w, out_h)
+    return color.gray_to_rgb8(gray), note, (out_w, out_h)
 
   def _read_reference(self, path: str):
     if not self.referential:
@@ -245,14 +245,14 @@ class Colouriser:
                          f'{first_line(error)})') from None
     if redone:
       notes.append('bfloat16 gave non-finite values; recomputed in float32.')
-    pixels = image_files.attach_alpha(color.rgb_from_nlab(nlab[0]), alpha,
+    pixels = image_files.attach_alpha(color.nlab_to_rgb8(nlab[0]), alpha,
                                       out_size)
     folder = os.path.join(self.output_dir, uuid.uuid4().hex)
     os.makedirs(folder)
     stem = os.path.splitext(os.path.basename(image_path))[0]
     png_path = os.path.join(folder, f'{stem}_colour.png')
     image_files.write_png_atomic(png_path, pixels)
-    bicubic = color.rgb_from_gray(runner.bicubic_gray(gray[None],
+    bicubic = color.gray_to_rgb8(runner.bicubic_gray(gray[None],
                                                       out_size)[0])
     seconds = time.perf_counter() - start
     tiles = runner.tile_count(height, width, out_size)

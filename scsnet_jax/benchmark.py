@@ -238,7 +238,7 @@ def measure_tiled_peak_memory(input_size: int = 1024, scale: int = 4,
   windows = predictor.tile_count(input_size, input_size, out_size)
   start = time.perf_counter()
   out, _ = predictor.predict_nlab(gray, None, out_size)
-  pixels = color.rgb_from_nlab(out[0])
+  pixels = color.nlab_to_rgb8(out[0])
   seconds = time.perf_counter() - start
   peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
   return {'input': [input_size, input_size], 'output': list(pixels.shape[:2]),

@@ -143,7 +143,7 @@ def _run_batch(runner: NlabPredictor, items: list, out_size,
       report.recomputed += 1
       report.say(f'warning: {item["path"]}: non-finite values in bfloat16; '
                  'recomputed in float32')
-    pixels = image_files.attach_alpha(color.rgb_from_nlab(out[index]),
+    pixels = image_files.attach_alpha(color.nlab_to_rgb8(out[index]),
                                       item['alpha'], out_size)
     if not overwrite and os.path.lexists(item['dest']):  # appeared meanwhile
       report.fail(item['path'], f'output {item["dest"]} appeared during the '
@@ -169,7 +169,7 @@ def _prepare(path: str, dest: str, args, matcher) -> tuple:
   reference = (None if ref_pixels is None else
                runner_lib.reference_nlab(ref_pixels))
   item = {'path': path, 'dest': dest, 'reference': reference,
-          'alpha': alpha, 'gray': color.gray_from_rgb(pixels)}
+          'alpha': alpha, 'gray': color.rgb8_to_gray(pixels)}
   key = (height, width, out_size,
          None if reference is None else reference.shape)
   return key, item, max(height * width, out_size[0] * out_size[1])

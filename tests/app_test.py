@@ -79,7 +79,7 @@ def test_fractional_scale_gives_rounded_size_and_says_gray(client, photos):
   shown = _pixels(bicubic)[..., :3].astype(int)
   assert shown.shape == (50, 70, 3)
   assert (shown.max(-1) - shown.min(-1)).max() <= 1
-  lightness = color.rgb_from_gray(color.gray_from_rgb(
+  lightness = color.gray_to_rgb8(color.rgb8_to_gray(
       _pixels(photos['colour'])))[..., 0]
   pil = np.asarray(Image.fromarray(lightness).resize(
       (70, 50), Image.Resampling.BICUBIC), int)

@@ -24,7 +24,7 @@ def test_pil_modes_give_their_l_channel(tmp_path, mode):
   image = Image.fromarray(_rgb(9, 11, 4)).convert(mode)
   path = tmp_path / ('x.tif' if mode == 'CMYK' else 'x.png')
   image.save(path)
-  got = color.gray_from_rgb(image_io.read_image(path))[..., 0]
+  got = color.rgb8_to_gray(image_io.read_image(path))[..., 0]
   want = _skimage_l(np.asarray(Image.open(path).convert('RGB')))
   np.testing.assert_allclose(got, want, atol=1e-4)
 
@@ -33,7 +33,7 @@ def test_16_bit_gray_keeps_its_range(tmp_path):
   wide = np.random.default_rng(5).integers(0, 65536, (9, 11), np.uint16)
   Image.fromarray(wide).save(tmp_path / 'deep.png')
   assert Image.open(tmp_path / 'deep.png').mode.startswith('I')
-  got = color.gray_from_rgb(image_io.read_image(tmp_path / 'deep.png'))
+  got = color.rgb8_to_gray(image_io.read_image(tmp_path / 'deep.png'))
   gray = np.repeat((wide / 65535.0)[..., None], 3, axis=-1)
   want = skcolor.rgb2lab(gray)[..., 0] / 50.0 - 1.0
   np.testing.assert_allclose(got[..., 0], want, atol=0.01)  # 8-bit decode

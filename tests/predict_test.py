@@ -92,10 +92,10 @@ def test_folder_with_good_and_bad_files(workdir, tmp_path, capsys):
   assert written.shape == (24, 32, 3) and written.dtype == np.uint8
   # The CLI's pixels are the library's result for that file.
   bundle = loading.load_generator(workdir)
-  gray = color.gray_from_rgb(image_io.read_image(inputs / 'colour.png'))
+  gray = color.rgb8_to_gray(image_io.read_image(inputs / 'colour.png'))
   nlab, _ = predictor_lib.Predictor(bundle.params, bundle.config.model
                                 ).predict_nlab(gray[None], None, (24, 32))
-  np.testing.assert_array_equal(written, color.rgb_from_nlab(nlab[0]))
+  np.testing.assert_array_equal(written, color.nlab_to_rgb8(nlab[0]))
 
 
 @pytest.mark.parametrize('flag,value,shape', [

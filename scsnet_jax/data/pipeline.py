@@ -138,14 +138,14 @@ class ExampleMaker(grain.transforms.MapWithIndex):
     pixels, skipped = self._load_usable(local)
     hr = self._hr_crop(pixels, rng)
     lr_rgb = degradations.resize_bicubic(hr, (lr_side, lr_side))
-    lr_nlab = color.rgb_to_nlab(lr_rgb, xp=np)
+    lr_nlab = color.rgb01_to_nlab(lr_rgb, xp=np)
     reference = lr_nlab
     if self.training and rng.random() < self.other_reference_prob:
       try:
         other_pixels = self._load(rng.integers(self.shard_len))
         other_lr = degradations.resize_bicubic(
             self._hr_crop(other_pixels, rng), (lr_side, lr_side))
-        reference = color.rgb_to_nlab(other_lr, xp=np)
+        reference = color.rgb01_to_nlab(other_lr, xp=np)
       except (OSError, image_io.ImageDecodeError) as error:
         data_sources.note_skipped('other reference', error)
     if self.training:
@@ -154,7 +154,7 @@ class ExampleMaker(grain.transforms.MapWithIndex):
         reference, self.elastic_alpha, self.elastic_sigma, rng)
     return {
         'gray': np.ascontiguousarray(lr_nlab[..., :1], dtype=np.float32),
-        'target': color.rgb_to_nlab(hr, xp=np).astype(np.float32),
+        'target': color.rgb01_to_nlab(hr, xp=np).astype(np.float32),
         'reference': np.ascontiguousarray(reference, dtype=np.float32),
         'skipped_images': np.int32(skipped),
     }

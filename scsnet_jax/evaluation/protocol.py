@@ -119,9 +119,9 @@ def _render_all(graphdef, params, gray, target, reference, *, out_size,
   from scsnet_jax.models.generator import apply_generator  # pylint: disable=g-import-not-at-top
   predicted = apply_generator(graphdef, params, gray, reference,
                               out_size=out_size)
-  images = {'scsnet': color.nlab_to_rgb(predicted.astype(jnp.float32), jnp),
+  images = {'scsnet': color.nlab_to_rgb01(predicted.astype(jnp.float32), jnp),
             'bicubic_gray': baselines.bicubic_gray(gray, out_size),
-            'real': color.nlab_to_rgb(target, jnp)}
+            'real': color.nlab_to_rgb01(target, jnp)}
   if reference is not None:
     images['color_copy'] = baselines.color_copy(gray, reference, out_size)
   images = {name: _to_uint8(rgb) for name, rgb in images.items()}

@@ -101,11 +101,11 @@ def load_validation_set(validation: ml_collections.ConfigDict
   for index in range(count):
     hr = _square_view(source.load(index), side)
     lr = np.clip(degradations.resize_bicubic(hr, (lr_side, lr_side)), 0, 1)
-    lr_nlab = color.rgb_to_nlab(lr, xp=np).astype(np.float32)
+    lr_nlab = color.rgb01_to_nlab(lr, xp=np).astype(np.float32)
     names.append(source.describe(index))
     gray.append(lr_nlab[..., :1])
     lr_color.append(lr_nlab)
-    target.append(color.rgb_to_nlab(hr, xp=np).astype(np.float32))
+    target.append(color.rgb01_to_nlab(hr, xp=np).astype(np.float32))
   return ValidationSet(names, np.stack(gray), np.stack(lr_color),
                        np.stack(target))
 
@@ -116,7 +116,7 @@ def global_transfer(gray, reference, out_size):
   lightness = baselines.upsampled_luminance(gray, out_size)
   mean_ab = jnp.mean(reference[..., 1:], axis=(1, 2), keepdims=True)
   chroma = jnp.broadcast_to(mean_ab, lightness.shape[:-1] + (2,))
-  return color.nlab_to_rgb(jnp.concatenate([lightness, chroma], -1), jnp)
+  return color.nlab_to_rgb01(jnp.concatenate([lightness, chroma], -1), jnp)
 
 
 def baseline_rgb(mode: str, gray, reference, out_size) -> np.ndarray:
@@ -182,7 +182,7 @@ class Validator:
     self.modes = MODES if referential else MODES[:1]
     self.out_size = tuple(data.target.shape[1:3])
     self._render = make_render_fn(graphdef, mesh)
-    self.target_rgb = np.clip(color.nlab_to_rgb(data.target, np), 0, 1)
+    self.target_rgb = np.clip(color.nlab_to_rgb01(data.target, np), 0, 1)
     self.baseline_scores = {}
     for mode in self.modes:
       rgb = baseline_rgb(mode, jnp.asarray(data.gray),
@@ -211,7 +211,7 @@ class Validator:
     for mode in self.modes:
       nlab = self.render(params, mode)
       outputs[mode] = nlab
-      rgb = np.clip(color.nlab_to_rgb(nlab, np), 0, 1)
+      rgb = np.clip(color.nlab_to_rgb01(nlab, np), 0, 1)
       for name, value in image_metrics(rgb, self.target_rgb).items():
         scores[f'{mode}/model/{name}'] = value
       for name, value in self.baseline_scores[mode].items():
@@ -247,7 +247,7 @@ def labelled_grid(data: ValidationSet, outputs: dict[str, np.ndarray],
   count = min(count, len(data.names))
   size = data.target.shape[1:3]
   def rgb(nlab):
-    return np.clip(color.nlab_to_rgb(np.asarray(nlab, np.float32), np), 0, 1)
+    return np.clip(color.nlab_to_rgb01(np.asarray(nlab, np.float32), np), 0, 1)
   def enlarge(nlab_lr):
     return np.asarray(jax.image.resize(jnp.asarray(nlab_lr),
                                        (nlab_lr.shape[0], *size, 3),

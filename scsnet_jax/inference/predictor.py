@@ -62,7 +62,7 @@ class NlabPredictor(Protocol):
   exported integer scales) and ``inference.runner.Runner`` (either, per call).
 
   ``predict_nlab(gray, reference, out_size)``:
-    gray: (B, H, W, 1) float32, normalised L (``color.gray_from_rgb``).
+    gray: (B, H, W, 1) float32, normalised L (``color.rgb8_to_gray``).
     reference: (B, Hr, Wr, 3) float32 normalised LAB, or None (automatic).
     out_size: (Ht, Wt), any size (``resolve_output_size``).
   Returns ``(nlab, redone)``: (B, Ht, Wt, 3) float32 normalised LAB, and the

@@ -171,4 +171,4 @@ def reference_nlab(pixels: np.ndarray) -> np.ndarray:
     size = (max(1, round(width * factor)), max(1, round(height * factor)))
     pixels = np.asarray(Image.fromarray(pixels).resize(
         size, Image.Resampling.BICUBIC))
-  return color.nlab_from_rgb(pixels)
+  return color.rgb8_to_nlab(pixels)

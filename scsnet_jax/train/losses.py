@@ -62,7 +62,7 @@ def content_loss(pred, target, luminance: str = 'l1',
 
 def nlab_to_vgg_input(nlab):
   """Normalised LAB (B, H, W, 3) -> RGB clipped to [0, 1], ImageNet-normalised."""
-  rgb = color.nlab_to_rgb(nlab.astype(jnp.float32), jnp, clip=True)
+  rgb = color.nlab_to_rgb01(nlab.astype(jnp.float32), jnp, clip=True)
   return vgg.normalize_imagenet(rgb)
 
 

@@ -49,7 +49,7 @@ class ColourCodedSource:
 
 
 def _decode_ids(batch):
-  rgb = color.nlab_to_rgb(batch['target'].mean(axis=(1, 2)), xp=np) * 255
+  rgb = color.nlab_to_rgb01(batch['target'].mean(axis=(1, 2)), xp=np) * 255
   return [int(round(r / 10)) + 25 * int(round(g / 10)) for r, g, _ in rgb]
 
 
@@ -68,12 +68,12 @@ def test_batch_shapes_dtypes_and_ranges():
 def test_gray_is_the_bicubic_downsampled_target_luminance():
   """Rebuild LR from the HR target with PIL's float bicubic: same L."""
   batch = next(_iterator(_config(elastic_alpha=0.0), 'eval'))
-  hr_rgb = color.nlab_to_rgb(batch['target'].astype(np.float64), xp=np)
+  hr_rgb = color.nlab_to_rgb01(batch['target'].astype(np.float64), xp=np)
   for hr, gray in zip(hr_rgb, batch['gray']):
     lr = np.stack([
         np.asarray(Image.fromarray(hr[..., c].astype(np.float32), 'F').resize(
             (8, 8), Image.BICUBIC, reducing_gap=None)) for c in range(3)], -1)
-    want = color.rgb_to_nlab(np.clip(lr, 0, 1), xp=np)[..., 0]
+    want = color.rgb01_to_nlab(np.clip(lr, 0, 1), xp=np)[..., 0]
     np.testing.assert_allclose(gray[..., 0], want, atol=2e-3)
 
 

@@ -40,7 +40,7 @@ def test_validation_photos_are_fixed_squares_of_skimage_photos(data):
 def test_global_transfer_is_bicubic_l_with_mean_chroma(data):
   reference = data.reference('mirrored_reference')
   rgb = np.asarray(validation.global_transfer(data.gray, reference, (32, 32)))
-  lab = color.rgb_to_nlab(np.clip(rgb, 0, 1), np)
+  lab = color.rgb01_to_nlab(np.clip(rgb, 0, 1), np)
   mean_ab = reference[..., 1:].mean(axis=(1, 2))
   # Away from out-of-gamut clipping the chroma is the reference's mean.
   np.testing.assert_allclose(np.median(lab[..., 1:], axis=(1, 2)), mean_ab,
@@ -48,7 +48,7 @@ def test_global_transfer_is_bicubic_l_with_mean_chroma(data):
 
 
 def test_image_metrics_match_skimage_and_closed_forms(data):
-  target = np.clip(color.nlab_to_rgb(data.target, np), 0, 1)
+  target = np.clip(color.nlab_to_rgb01(data.target, np), 0, 1)
   same = validation.image_metrics(target, target)
   assert same['ciede2000'] == 0.0
   gray = np.repeat(target.mean(-1, keepdims=True), 3, -1)
@@ -100,7 +100,7 @@ def test_labelled_grid_shows_the_five_columns(data, untrained_run):
   assert grid.dtype == np.uint8
   assert grid.shape == (18 + 2 * 32, 5 * 32, 3)
   # Last column is the ground truth, exactly.
-  truth = np.round(np.clip(color.nlab_to_rgb(data.target, np), 0, 1) * 255)
+  truth = np.round(np.clip(color.nlab_to_rgb01(data.target, np), 0, 1) * 255)
   np.testing.assert_array_equal(grid[18:18 + 32, 4 * 32:], truth[0])
   # The header holds the labels (dark text on white).
   assert grid[:18].min() < 128 and np.median(grid[:18]) == 255

@@ -163,9 +163,9 @@ def test_shipped_onnx_colorize_runs_without_jax(exported, tmp_path):
   assert no_jax.returncode != 0  # the venv really has no JAX
   got = np.asarray(Image.open(tmp_path / 'out.png'))
   # The project's own path: gray L, reflection pad, live model, crop, sRGB.
-  gray = geometry.reflect_pad(color.gray_from_rgb(pixels)[None])
+  gray = geometry.reflect_pad(color.rgb8_to_gray(pixels)[None])
   nlab = np.asarray(gen(gray, scale=2))[0, :36, :44]
-  want = color.rgb_from_nlab(nlab)
+  want = color.nlab_to_rgb8(nlab)
   assert got.shape == want.shape == (36, 44, 3)
   assert np.abs(got.astype(int) - want).max() <= 1
   assert np.abs(got.astype(int) - want).mean() < 0.05

@@ -183,7 +183,7 @@ def _chelsea_gray(width):
   photo = Image.fromarray(data.chelsea())
   height = round(photo.height * width / photo.width)
   small = np.asarray(photo.resize((width, height), Image.Resampling.BICUBIC))
-  return color.gray_from_rgb(small)[None]
+  return color.rgb8_to_gray(small)[None]
 
 
 def _blend_zones(windows, length):
@@ -197,7 +197,7 @@ def _blend_zones(windows, length):
 def _seam_step(tiled, whole, rows, cols):
   """Largest excess, in 8-bit levels, of the tiled output's mean step between
   neighbouring columns (rows) over the untiled output's, where tiles blend."""
-  tiled, whole = (color.rgb_from_nlab(x[0]).astype(np.float64)
+  tiled, whole = (color.nlab_to_rgb8(x[0]).astype(np.float64)
                   for x in (tiled, whole))
   worst = 0.0
   for axis, zones in ((1, _blend_zones(cols, tiled.shape[1])),
