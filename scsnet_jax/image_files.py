@@ -1,5 +1,6 @@
-"""File handling for the inference CLI: finding inputs, matching references,
-writing outputs without ever leaving a partial file.
+"""The image files of predict and the app: finding inputs, matching and
+protecting references, alpha, writing outputs without ever leaving a partial
+file. Where outputs go is ``planning``.
 
 Decoding itself (modes, EXIF orientation, decompression bombs, truncation)
 is ``scsnet_jax.image_io``, shared with the input pipeline.
@@ -10,7 +11,6 @@ from __future__ import annotations
 import glob
 import io
 import os
-import tempfile
 from typing import Iterable, Optional
 
 import numpy as np
@@ -97,6 +97,13 @@ def collect_inputs(specs: Iterable[str]) -> tuple[list[str], list[str]]:
   return files, errors
 
 
+def protected_references(reference: Optional[str]) -> list[str]:
+  """The reference file, or the image files of a reference folder."""
+  if reference is None or not os.path.exists(reference):
+    return []
+  return collect_inputs([reference])[0]
+
+
 class ReferenceMatcher:
   """The colour reference for each input: one image for all, or a folder
   matched by file name (same name, or same stem with any image suffix).
@@ -160,28 +167,6 @@ class ReferenceMatcher:
   def take_warnings(self) -> list[str]:
     lines, self.warnings = self.warnings, []
     return lines
-
-
-def output_path(output_dir: str, input_path: str) -> str:
-  """OUTPUT/<input stem>.png"""
-  stem = os.path.splitext(os.path.basename(input_path))[0]
-  return os.path.join(output_dir, stem + '.png')
-
-
-def check_output_dir(output_dir: str) -> None:
-  """Creates the folder; raises OSError with a one-line reason if unusable."""
-  output_dir = os.fspath(output_dir)
-  if os.path.exists(output_dir) and not os.path.isdir(output_dir):
-    raise OSError(f'{output_dir}: --output is an existing file, but it must '
-                  'be a folder (one <input name>.png is written into it per '
-                  'input); give a folder path, e.g. --output out/')
-  try:
-    os.makedirs(output_dir, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=output_dir, prefix='.probe-'):
-      pass
-  except OSError as error:
-    raise OSError(f'{output_dir}: output folder is not writable '
-                  f'({error.strerror or error})') from None
 
 
 def write_png_atomic(path: str, pixels: np.ndarray) -> None:

@@ -1,5 +1,6 @@
-"""What a predict run may write, decided before it writes anything, and the
-bounded batching that streams its inputs.
+"""What a predict run may write, decided before it writes anything (the
+output folder, one ``OUTPUT/<stem>.png`` per input), and the bounded
+batching that streams its inputs.
 
 ``plan_outputs`` maps every input to ``OUTPUT/<stem>.png`` and refuses, per
 input and before anything is decoded or run:
@@ -26,9 +27,9 @@ from __future__ import annotations
 
 import collections
 import os
+import tempfile
 from typing import Iterable, Optional, Sequence
 
-from scsnet_jax import image_files
 
 # Default bound on the pixels held for batching (``--max-batch-pixels``):
 # 16.8 M, e.g. four 2048 x 2048 outputs; one larger image runs alone.
@@ -47,11 +48,26 @@ def _name_key(path: str) -> str:
   return os.path.normcase(os.path.abspath(path)).casefold()
 
 
-def protected_references(reference: Optional[str]) -> list[str]:
-  """The reference file, or the image files of a reference folder."""
-  if reference is None or not os.path.exists(reference):
-    return []
-  return image_files.collect_inputs([reference])[0]
+def output_path(output_dir: str, input_path: str) -> str:
+  """OUTPUT/<input stem>.png"""
+  stem = os.path.splitext(os.path.basename(input_path))[0]
+  return os.path.join(output_dir, stem + '.png')
+
+
+def check_output_dir(output_dir: str) -> None:
+  """Creates the folder; raises OSError with a one-line reason if unusable."""
+  output_dir = os.fspath(output_dir)
+  if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+    raise OSError(f'{output_dir}: --output is an existing file, but it must '
+                  'be a folder (one <input name>.png is written into it per '
+                  'input); give a folder path, e.g. --output out/')
+  try:
+    os.makedirs(output_dir, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=output_dir, prefix='.probe-'):
+      pass
+  except OSError as error:
+    raise OSError(f'{output_dir}: output folder is not writable '
+                  f'({error.strerror or error})') from None
 
 
 def plan_outputs(files: Sequence[str], output_dir: str, *, overwrite: bool,
@@ -64,7 +80,7 @@ def plan_outputs(files: Sequence[str], output_dir: str, *, overwrite: bool,
     identity = _identity(path)
     if identity is not None:
       guarded.setdefault(identity, path)
-  dests = [image_files.output_path(output_dir, path) for path in files]
+  dests = [output_path(output_dir, path) for path in files]
   by_name = collections.defaultdict(list)
   for path, dest in zip(files, dests):
     by_name[_name_key(dest)].append(path)

@@ -180,10 +180,10 @@ def run(args: argparse.Namespace) -> int:
   for message in input_errors:
     print(f'error: {message}', file=sys.stderr)
   try:
-    image_files.check_output_dir(args.output)
+    planning.check_output_dir(args.output)
     plan, refused = planning.plan_outputs(
         files, args.output, overwrite=args.overwrite,
-        protected=planning.protected_references(args.reference))
+        protected=image_files.protected_references(args.reference))
     for message in refused:   # before the model loads: fix, then rerun
       print(f'error: {message}', file=sys.stderr)
     matcher = image_files.ReferenceMatcher(args.reference)  # reads a file

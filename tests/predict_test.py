@@ -16,7 +16,7 @@ from PIL import Image
 
 from scsnet_jax import color, config_lib, predict, sharding
 from scsnet_jax.export import cli as export
-from scsnet_jax.inference import loading
+from scsnet_jax import loading
 from scsnet_jax.train import checkpointing
 from scsnet_jax import image_io
 from scsnet_jax.inference import predictor as predictor_lib

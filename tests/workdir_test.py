@@ -10,7 +10,7 @@ from scsnet_jax import config_lib, sharding, writers
 from scsnet_jax import workdir as workdir_lib
 from scsnet_jax.evaluation import report as eval_report
 from scsnet_jax.evaluation import validation
-from scsnet_jax.inference import loading
+from scsnet_jax import loading
 from scsnet_jax.train import checkpointing
 from scsnet_jax.train import loop
 from scsnet_jax.train import state as train_state

@@ -319,7 +319,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   """
   eval_config = config.eval
   if generator_bundle is None:
-    from scsnet_jax.inference import loading
+    from scsnet_jax import loading
     step = None if eval_config.step < 0 else int(eval_config.step)
     generator_bundle = loading.load_generator(
         workdir, step=step, use_ema=eval_config.use_ema)

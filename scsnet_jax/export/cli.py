@@ -80,7 +80,7 @@ def _load(checkpoint: str, step: Optional[int]):
     params, model_config = reader.load_params(checkpoint)
     graphdef = nnx.graphdef(abstract_generator(model_config))
     return graphdef, params, model_config, saved_step
-  from scsnet_jax.inference import loading
+  from scsnet_jax import loading
   bundle = loading.load_generator(checkpoint, step=step)
   return (bundle.graphdef, bundle.params, bundle.config.model.to_dict(),
           bundle.step)

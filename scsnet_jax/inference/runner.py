@@ -96,7 +96,7 @@ class Runner:
       self.exported = export.ExportedGenerator(checkpoint)
       params, model_config = export.load_params(checkpoint)
     else:
-      from scsnet_jax.inference import loading  # orbax: only when used
+      from scsnet_jax import loading  # orbax: only when used
       bundle = loading.load_generator(checkpoint)
       params, model_config = bundle.params, bundle.config.model
     self.predictor = predictor_lib.Predictor(

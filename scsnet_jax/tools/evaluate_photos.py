@@ -87,7 +87,7 @@ def main(argv=None):
   import numpy as np  # pylint: disable=g-import-not-at-top
   from PIL import Image  # pylint: disable=g-import-not-at-top
   from scsnet_jax import sharding
-  from scsnet_jax.inference import loading
+  from scsnet_jax import loading
   from scsnet_jax.evaluation import validation
   try:
     bundle = loading.load_generator(args.checkpoint)

@@ -172,7 +172,7 @@ def _tiny_demo_config():
 @pytest.mark.filterwarnings('ignore::scipy.linalg.LinAlgWarning')  # 2 images
 def test_eval_mode_on_demo_source_writes_json_and_table(tmp_path):
   from scsnet_jax import sharding
-  from scsnet_jax.inference import loading
+  from scsnet_jax import loading
   from scsnet_jax.train import checkpointing
   from scsnet_jax.data import pipeline as input_pipeline
   from scsnet_jax.train import state as train_state

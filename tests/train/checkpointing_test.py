@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from scsnet_jax import config_lib, sharding
-from scsnet_jax.inference import loading
+from scsnet_jax import loading
 from scsnet_jax.train import checkpointing
 from scsnet_jax.train import state as train_state
 from tests.paths import TEST_CONFIG

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from scsnet_jax import config_lib
-from scsnet_jax.inference import loading
+from scsnet_jax import loading
 from scsnet_jax.train import checkpointing
 from scsnet_jax.data import pipeline as input_pipeline
 from scsnet_jax.train import loop as trainer

@@ -1,6 +1,7 @@
 """Reading a trained generator out of a training run's checkpoints.
 
-Inference and evaluation need the EMA generator and the run's config, never
+Below everything that needs one (``inference.runner``, ``evaluation``,
+``export``'s command line). Inference and evaluation need the EMA generator and the run's config, never
 the optimizer states: ``load_generator`` restores just those two orbax items
 of one step folder (the layout ``train.checkpointing`` writes, at ``workdir.checkpoint_dir``:
 ``WORKDIR/checkpoints/<step>/{generator_ema, config, ...}``), read only.

@@ -1,11 +1,11 @@
-"""inference/loading.py: which folders name a run's checkpoints, and the
+"""loading.py: which folders name a run's checkpoints, and the
 one-line refusals of the others (crafted folders; no training here:
 tests/train/checkpointing_test.py reads real checkpoints)."""
 
 import pytest
 
 from scsnet_jax.errors import UserError
-from scsnet_jax.inference import loading
+from scsnet_jax import loading
 
 
 @pytest.fixture()
