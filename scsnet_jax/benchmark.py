@@ -248,18 +248,18 @@ def measure_tiled_peak_memory(input_size: int = 1024, scale: int = 4,
           'backend': jax.default_backend()}
 
 
-def measure_input_throughput(config, num_batches: int = 10, *, batch_size: int = 8,
+def measure_input_throughput(data, num_batches: int = 10, *, batch_size: int = 8,
                     num_workers: int = 0, crop_size: int = 512,
                     warmup_batches: int = 1, split: str = 'train') -> dict:
   """Examples/s of the pipeline (512 crops by default) for this machine.
 
   With ``num_workers=0`` all work runs in this process, which measures what
   one worker delivers; ``examples_per_cpu_s`` is then the rate one idle core
-  would give. Returns examples/s overall and per worker.
+  would give. ``data``: a config's ``data`` section. Returns examples/s
+  overall and per worker.
   """
   from scsnet_jax.data import pipeline  # needs grain: the training stack
-  data = ml_collections.ConfigDict(
-      (config.data if 'data' in config else config).to_dict())
+  data = ml_collections.ConfigDict(data.to_dict())
   data.crop_size = crop_size
   iterator = pipeline.create_iterator(data, split, global_batch_size=batch_size,
                              process_index=0, process_count=1,

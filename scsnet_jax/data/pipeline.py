@@ -43,10 +43,6 @@ _STARTUP_PROBE = 64        # items inspected before training to fail early
 _MAX_CONSECUTIVE_BAD = 64  # unusable items tried in a row before giving up
 
 
-def _data_section(config):
-  return config.data if 'data' in config else config
-
-
 @dataclasses.dataclass
 class ExampleMaker(grain.transforms.MapWithIndex):
   """(stream position, shard-local item) -> one training/eval example dict."""
@@ -183,7 +179,7 @@ def _check_source_usable(maker: ExampleMaker) -> None:
                   f'the source (first error: {errors[0] if errors else "-"})')
 
 
-def create_dataset(config, split: str = 'train', *,
+def create_dataset(data, split: str = 'train', *,
                    global_batch_size: int | None = None,
                    seed: int | None = None,
                    process_index: int | None = None,
@@ -195,19 +191,18 @@ def create_dataset(config, split: str = 'train', *,
   """The grain dataset of per-process batches for ``split`` ('train'|'eval').
 
   Args:
-    config: the full config or its ``data`` section.
-    global_batch_size: default ``config.data.global_batch_size``; must divide
-      by ``process_count``.
-    seed: default ``config.data.seed``.
+    data: the config's ``data`` section (``config.data``).
+    global_batch_size: default ``data.global_batch_size``; must divide by
+      ``process_count``.
+    seed: default ``data.seed``.
     process_index, process_count: this process's shard; default
       ``jax.process_index()``, ``jax.process_count()`` (read now, not at import).
-    num_workers: grain worker processes, default ``config.data.num_workers``.
+    num_workers: grain worker processes, default ``data.num_workers``.
     num_epochs: train default None = forever; eval always one pass.
     drop_remainder: default True for train, False for eval (the last eval
       batch may be smaller, and shards may differ by one item).
-    source: a ready source object (tests, custom data); default from config.
+    source: a ready source object (tests, custom data); default from data.
   """
-  data = _data_section(config)
   training = split == 'train'
   if process_index is None or process_count is None:
     import jax  # pylint: disable=g-import-not-at-top
@@ -272,10 +267,11 @@ def _ensure_absl_flags_parsed() -> None:
     flags.FLAGS.mark_as_parsed()
 
 
-def create_iterator(config, split: str = 'train', seed: int | None = None,
+def create_iterator(data, split: str = 'train',
+                    seed: int | None = None,
                     **kwargs) -> grain.DatasetIterator:
   """``iter(create_dataset(...))``: a checkpointable grain iterator."""
-  return iter(create_dataset(config, split, seed=seed, **kwargs))
+  return iter(create_dataset(data, split, seed=seed, **kwargs))
 
 
 def model_inputs(batch: dict) -> dict:

@@ -164,7 +164,7 @@ def eval_batches(config) -> Iterable[dict]:
   eval_config = config.eval
   while True:
     iterator = input_pipeline.create_iterator(
-        config, eval_config.split, seed=config.data.seed,
+        config.data, eval_config.split, seed=config.data.seed,
         global_batch_size=eval_config.batch_size * jax.process_count())
     for batch in iterator:
       yield input_pipeline.model_inputs(batch)

@@ -189,7 +189,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                dict(mesh.shape))
 
   if data_iterator is None:
-    data_iterator = input_pipeline.create_iterator(config, 'train')
+    data_iterator = input_pipeline.create_iterator(config.data, 'train')
   manager = checkpointing.create_manager(
       workdir, max_to_keep=train.max_to_keep, keep_period=train.keep_period)
   _check_resumed_config(manager, config, allow_config_change)

@@ -242,7 +242,7 @@ def test_eval_mode_on_demo_source_writes_json_and_table(tmp_path):
   assert results['automatic']['bicubic_gray']['colorfulness'] < 1.0
   # Real CN vs the eval images rendered independently (numpy colour path).
   batch = next(iter(input_pipeline.create_iterator(
-      config, 'eval', seed=config.data.seed, global_batch_size=2)))
+      config.data, 'eval', seed=config.data.seed, global_batch_size=2)))
   real = metrics.to_uint8(color.nlab_to_rgb01(
       batch['target'].astype(np.float64), np))
   want_cn = np.mean([color.colorfulness(im) for im in real])

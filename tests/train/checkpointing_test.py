@@ -112,11 +112,11 @@ def test_data_iterator_position_is_saved_per_process(tmp_path, config, state):
 
 def test_grain_iterator_resumes_at_the_next_batch(tmp_path, config, state):
   from scsnet_jax.data import pipeline as input_pipeline
-  iterator = input_pipeline.create_iterator(config, 'train')
+  iterator = input_pipeline.create_iterator(config.data, 'train')
   next(iterator)
   checkpointing.save_train_state(tmp_path, state, config, iterator)
   expected = next(iterator)
-  fresh = input_pipeline.create_iterator(config, 'train')
+  fresh = input_pipeline.create_iterator(config.data, 'train')
   manager = checkpointing.create_manager(tmp_path)
   checkpointing.restore(manager, train_state.abstract_train_state(
       train_state.build_networks(config), config, sharding.create_mesh()), fresh)

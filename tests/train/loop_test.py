@@ -130,7 +130,7 @@ class _SigtermAfter:
   """Data iterator that sends this process SIGTERM after `n` batches."""
 
   def __init__(self, config, n):
-    self._inner = input_pipeline.create_iterator(config, 'train')
+    self._inner = input_pipeline.create_iterator(config.data, 'train')
     self._left = n
 
   def __iter__(self):
@@ -184,7 +184,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(workdir,
   last_good = manager.latest_step()
   manager.close()
   batch = input_pipeline.model_inputs(next(input_pipeline.create_iterator(
-      _config(1), 'train')))
+      _config(1).data, 'train')))
   batch['target'] = np.full_like(batch['target'], np.nan)
   with pytest.raises(trainer.NonFiniteLossError, match='non-finite'):
     trainer.train_and_evaluate(_config(last_good + 3), workdir,

@@ -44,7 +44,7 @@ def setup():
   config = _recipe_config()
   mesh = sharding.create_mesh(jax.devices()[:1])
   local = input_pipeline.model_inputs(next(input_pipeline.create_iterator(
-      config, 'train', global_batch_size=4, process_index=0,
+      config.data, 'train', global_batch_size=4, process_index=0,
       process_count=1)))
   networks = train_state.build_networks(config)
   step = train_step.make_train_step(config, mesh, networks)

@@ -184,7 +184,7 @@ def test_overfitting_one_batch_halves_the_l1():
   mesh = sharding.create_mesh(jax.devices()[:1])
   from scsnet_jax.data import pipeline as input_pipeline
   local = input_pipeline.model_inputs(next(input_pipeline.create_iterator(
-      config, 'train', global_batch_size=2, process_index=0,
+      config.data, 'train', global_batch_size=2, process_index=0,
       process_count=1)))
   batch = sharding.global_batch(local, mesh)
   networks = train_state.build_networks(config)
