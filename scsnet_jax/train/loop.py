@@ -24,7 +24,7 @@ from jax.experimental import multihost_utils
 
 from scsnet_jax import atomic, config_lib, sharding, writers
 from scsnet_jax import workdir as workdir_lib
-from scsnet_jax.evaluation import validation
+from scsnet_jax.evaluation import common, validation
 from scsnet_jax.train import checkpointing, health, resume
 from scsnet_jax.train import state as train_state
 from scsnet_jax.train import step as train_step
@@ -302,10 +302,10 @@ def _validate(validator, config, workdir, step, last, state, writer,
     return
   params = state.generator_ema   # what is validated: the EMA weights
   if evaluate:
-    scores, outputs = validator.run(params)
-    writer.write_scalars(step, validation.flat_scalars(scores))
+    scores, outputs, _ = evaluation = validator.run(params)
+    writer.write_scalars(step, common.prefixed(validator.prefix, scores))
     logging.info('validation at step %d:\n%s', step,
-                    validation.summary_table(scores))
+                 validator.summary(evaluation))
     # The training weights' CPM (not the EMA's): is the head alive?
     cpm_scalars, lines = monitor.probe_cpm(state.generator_params,
                                            validator.data.gray)

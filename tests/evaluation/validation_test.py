@@ -76,7 +76,8 @@ def untrained_run(data):
 
 
 def test_untrained_residual_model_scores_as_bicubic_gray(untrained_run):
-  scores, outputs = untrained_run
+  scores, outputs, report = untrained_run
+  assert report == {} and validation.Validator.prefix == 'val'
   for mode in validation.MODES:
     assert outputs[mode].shape == (2, 32, 32, 3)
     for metric in ('l_psnr', 'ciede2000'):
@@ -87,6 +88,7 @@ def test_untrained_residual_model_scores_as_bicubic_gray(untrained_run):
   assert (scores['self_reference/color_copy/ciede2000'] <
           scores['automatic/bicubic_gray/ciede2000'])
   table = validation.summary_table(scores)
+  assert table == validation.Validator.summary(None, untrained_run)
   assert table.count('\n') == 2 + 2 * len(validation.MODES) - 1
   targets = evaluate_photos.check_targets(scores)
   assert not targets['luminance: L-PSNR >= bicubic + 0.5 dB']['pass']
@@ -95,7 +97,7 @@ def test_untrained_residual_model_scores_as_bicubic_gray(untrained_run):
 
 
 def test_labelled_grid_shows_the_five_columns(data, untrained_run):
-  _, outputs = untrained_run
+  outputs = untrained_run.outputs
   grid = validation.labelled_grid(data, outputs, count=2)
   assert grid.dtype == np.uint8
   assert grid.shape == (18 + 2 * 32, 5 * 32, 3)
