@@ -17,13 +17,13 @@ from PIL import Image
 from scsnet_jax import color, config_lib, predict, sharding
 from scsnet_jax.export import cli as export
 from scsnet_jax import loading
-from scsnet_jax.train import checkpointing
 from scsnet_jax import image_io
 from scsnet_jax.inference import predictor as predictor_lib
 from scsnet_jax.train import state as train_state
 from scsnet_jax.models.generator import build_generator
 
 from tests.paths import REPO_ROOT as ROOT
+from tests import helpers
 TINY_MODEL = dict(
     referential=True, init_width=8, encoder_widths=[8, 16],
     source_res_blocks=0, reference_res_blocks=0, cross_attention_qk=8,
@@ -45,7 +45,7 @@ def workdir(tmp_path_factory):
   generator = build_generator(config.model, nnx.Rngs(0))
   state = state.replace(generator_ema=nnx.split(generator)[1].to_pure_dict())
   path = str(tmp_path_factory.mktemp('workdir'))
-  checkpointing.save_train_state(path, state, config)
+  helpers.save_train_state(path, state, config)
   return path
 
 

@@ -265,7 +265,6 @@ def snippet_folder(tmp_path_factory):
   import jax  # pylint: disable=g-import-not-at-top
   from scsnet_jax import config_lib, sharding  # pylint: disable=g-import-not-at-top
   from scsnet_jax.export import cli as export  # pylint: disable=g-import-not-at-top
-  from scsnet_jax.train import checkpointing  # pylint: disable=g-import-not-at-top
   from scsnet_jax.train import state as train_state  # pylint: disable=g-import-not-at-top
   folder = tmp_path_factory.mktemp('snippets')
   config = helpers.with_shallow_model(config_lib.load_sibling_config(
@@ -282,7 +281,7 @@ def snippet_folder(tmp_path_factory):
     return rng.normal(0, scale, spec.shape).astype(spec.dtype)
   state = jax.tree.map(leaf, train_state.abstract_train_state(
       networks, config, sharding.create_mesh()))
-  checkpointing.save_train_state(workdir, state, config)
+  helpers.save_train_state(workdir, state, config)
   with open(os.path.join(workdir, 'config.json'), 'w') as f:
     f.write(config.to_json(indent=2))   # as training writes it
   assert export.main(['--checkpoint', workdir, '--output',

@@ -11,11 +11,10 @@ from scsnet_jax import workdir as workdir_lib
 from scsnet_jax.evaluation import report as eval_report
 from scsnet_jax.evaluation import validation
 from scsnet_jax import loading
-from scsnet_jax.train import checkpointing
 from scsnet_jax.train import loop
 from scsnet_jax.train import state as train_state
-from tests import helpers
 from tests.paths import TEST_CONFIG
+from tests import helpers
 
 _DOCS = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'docs')
 
@@ -56,7 +55,7 @@ def test_what_training_writes_is_what_readers_find(tmp_path):
   workdir = str(tmp_path / 'run')
   state = train_state.create_train_state(
       train_state.build_networks(config), config, sharding.create_mesh())
-  step_dir = checkpointing.save_train_state(workdir, state, config)
+  step_dir = helpers.save_train_state(workdir, state, config)
   loop._write_config(workdir, config)
 
   assert step_dir == os.path.join(workdir, 'checkpoints', '0')

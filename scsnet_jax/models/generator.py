@@ -323,7 +323,3 @@ def abstract_generator(model_config: Mapping[str, Any] | GeneratorConfig,
 def apply_generator(graphdef, params, gray, reference=None, *, out_size):
   """Pure function form for ``jax.jit``: (graphdef, params, inputs) -> LAB."""
   return nnx.merge(graphdef, params)(gray, reference, out_size=out_size)
-
-
-def count_params(tree) -> int:
-  return sum(x.size for x in jax.tree.leaves(tree))

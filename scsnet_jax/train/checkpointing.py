@@ -147,25 +147,6 @@ def _saved_item_names(manager: ocp.CheckpointManager, step: int) -> set[str]:
   return {p.name for p in step_dir.iterdir()} if step_dir.exists() else set()
 
 
-def save_train_state(workdir: str, state: TrainState,
-                     config: ml_collections.ConfigDict,
-                     data_iterator: Any = None) -> str:
-  """Synchronous one-shot save (tests, tools); returns the step directory.
-
-  Makes a self-describing workdir that ``load_generator`` can read::
-
-    networks = train_state.build_networks(config)
-    state = train_state.create_train_state(networks, config, mesh)
-    checkpointing.save_train_state(workdir, state, config)
-  """
-  manager = create_manager(workdir, enable_async=False)
-  save(manager, state, config, data_iterator, force=True)
-  manager.wait_until_finished()
-  manager.close()
-  return str(epath.Path(workdir_lib.checkpoint_dir(workdir)) /
-             str(int(jax.device_get(state.step))))
-
-
 def restore_or_create(manager: ocp.CheckpointManager, networks: Networks,
                       config: ml_collections.ConfigDict, mesh: Mesh,
                       data_iterator: Any = None) -> tuple[TrainState, bool]:

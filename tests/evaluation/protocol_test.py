@@ -12,6 +12,7 @@ from scsnet_jax import color, config_lib
 from scsnet_jax.evaluation import protocol as evaluate
 from scsnet_jax.evaluation import metrics
 from scsnet_jax.evaluation import report as eval_report
+from tests import helpers
 
 TINY_MODEL = dict(
     referential=True, init_width=8, encoder_widths=[8, 16],
@@ -173,7 +174,6 @@ def _tiny_demo_config():
 def test_eval_mode_on_demo_source_writes_json_and_table(tmp_path):
   from scsnet_jax import sharding
   from scsnet_jax import loading
-  from scsnet_jax.train import checkpointing
   from scsnet_jax.data import pipeline as input_pipeline
   from scsnet_jax.train import state as train_state
   config = _tiny_demo_config()
@@ -184,7 +184,7 @@ def test_eval_mode_on_demo_source_writes_json_and_table(tmp_path):
   # Make the EMA weights differ from the raw ones: eval must use the EMA.
   ema = jax.tree.map(lambda x: x * 0.5, state.generator_ema)
   state = state.replace(generator_ema=ema)
-  checkpointing.save_train_state(workdir, state, config)
+  helpers.save_train_state(workdir, state, config)
 
   report = evaluate.evaluate(config, workdir)
 

@@ -30,7 +30,7 @@ def saved(tmp_path_factory):
   state = train_state.create_train_state(
       train_state.build_networks(config), config, sharding.create_mesh())
   iterator = iter(grain.MapDataset.range(10).to_iter_dataset())
-  checkpointing.save_train_state(workdir, state, config, iterator)
+  helpers.save_train_state(workdir, state, config, iterator)
   return str(workdir), config
 
 
