@@ -17,6 +17,7 @@ jitted function sees global arrays.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -254,6 +255,25 @@ def load_perceptual_params(config: ml_collections.ConfigDict,
                                  mesh)
 
 
+@dataclasses.dataclass(frozen=True)
+class StepOptions:
+  """The step's knobs, read from the config once when the step is built (a
+  config changed later cannot reach a recompilation): the loss section
+  (weights, luminance loss, VGG dtype) and the train section's EMA and
+  content points. The compute dtype is the networks' (``Networks``)."""
+  loss_config: ml_collections.FrozenConfigDict
+  ema_decay: float
+  ema_warmup: bool
+  content_points: int
+
+  @classmethod
+  def from_config(cls, config: ml_collections.ConfigDict) -> 'StepOptions':
+    return cls(loss_config=ml_collections.FrozenConfigDict(config.loss),
+               ema_decay=float(config.train.ema_decay),
+               ema_warmup=bool(config.train.ema_warmup),
+               content_points=int(config.train.content_points))
+
+
 def make_train_step(config: ml_collections.ConfigDict, mesh: Mesh,
                     networks: Networks
                     ) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
@@ -267,13 +287,16 @@ def make_train_step(config: ml_collections.ConfigDict, mesh: Mesh,
   function as an argument (a closure constant would be baked into the
   compiled program); ``step.perceptual_params`` exposes it.
   """
+  options = StepOptions.from_config(config)
+
   def step_fn(state, batch, perceptual_params, referential, gan_active):
     return train_step(networks, state, batch, perceptual_params,
-                      referential=referential, loss_config=config.loss,
-                      ema_decay=config.train.ema_decay,
-                      ema_warmup=config.train.ema_warmup,
+                      referential=referential,
+                      loss_config=options.loss_config,
+                      ema_decay=options.ema_decay,
+                      ema_warmup=options.ema_warmup,
                       gan_active=gan_active,
-                      content_points=config.train.content_points)
+                      content_points=options.content_points)
 
   replicated = sharding.replicated(mesh)
   jitted = jax.jit(

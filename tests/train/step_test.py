@@ -5,6 +5,8 @@ compile) and one compiled step per mesh, shared by the whole module.
 """
 
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,9 +18,9 @@ from scsnet_jax.train import losses
 from scsnet_jax.train import state as train_state
 from scsnet_jax.train import step as train_step
 from tests.paths import TEST_CONFIG
+from tests import helpers
 
 RTOL, ATOL = 2e-4, 1e-6
-from tests import helpers
 
 
 def _config(**loss):
@@ -245,3 +247,18 @@ def test_the_discriminator_half_alone(referential_run):
   assert skipped.opt_state is before.discriminator_opt_state
   assert set(skipped.metrics) == set(update.metrics)
   assert all(float(v) == 0.0 for v in skipped.metrics.values())
+
+
+def test_step_options_are_read_once_and_frozen():
+  config = config_lib.get_base_config()
+  options = train_step.StepOptions.from_config(config)
+  config.loss.content_weight = 99.0
+  config.train.ema_decay = 0.5
+  config.train.content_points = 7
+  assert options.loss_config.content_weight == 10.0
+  assert (options.ema_decay, options.ema_warmup, options.content_points) == (
+      0.999, True, 0)
+  with pytest.raises(dataclasses.FrozenInstanceError):
+    options.ema_decay = 0.5
+  with pytest.raises((AttributeError, TypeError)):
+    options.loss_config.content_weight = 1.0
