@@ -16,6 +16,7 @@ A bad upload is a one-line message on the page and the server goes on.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import signal
 import sys
@@ -62,7 +63,6 @@ def build_parser() -> argparse.ArgumentParser:
 def is_loopback(host: str) -> bool:
   """True for addresses only this machine can reach (127.x, ::1,
   localhost)."""
-  import ipaddress
   if host.lower() == 'localhost':
     return True
   try:
@@ -127,7 +127,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 def _import_gradio():
   """gradio with its telemetry and version check off (set before import)."""
   os.environ['GRADIO_ANALYTICS_ENABLED'] = 'False'
-  import gradio
+  import gradio  # the app extra; after the settings above, which it reads
   return gradio
 
 

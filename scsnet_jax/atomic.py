@@ -67,7 +67,7 @@ def open_atomic(path: Union[str, os.PathLike], mode: str = 'wb'
                      f'{mode!r}')
   path = os.fspath(path)
   if '://' in path:
-    from etils import epath
+    from etils import epath  # only for remote paths (gs://)
     with epath.Path(path).open(mode) as f:
       yield f
     return

@@ -22,14 +22,18 @@ import time
 from typing import Any, Callable, Optional
 
 from absl import app, flags, logging
+import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import nnx
 
+from scsnet_jax import atomic
+from scsnet_jax import color
 from scsnet_jax import command_line, config_lib
 from scsnet_jax import flops as flops_lib
+from scsnet_jax.inference import predictor as predictor_lib
 from scsnet_jax.models import generator as gen_lib
 
 FLAGS = flags.FLAGS
@@ -62,7 +66,6 @@ flags.DEFINE_string('json', None, 'Write the results as JSON here.')
 
 
 def environment() -> dict[str, Any]:
-  import flax
   device = jax.devices()[0]
   return {
       'date': datetime.datetime.now(datetime.timezone.utc).isoformat(),
@@ -166,7 +169,7 @@ def bench_forward(mode: str, dtype: str, batch: int, env) -> dict[str, Any]:
 def bench_train(env) -> dict[str, Any]:
   """Images/s of one D + one G update (perceptual loss included)."""
   try:
-    from scsnet_jax import config_lib, sharding
+    from scsnet_jax import sharding  # the training modules: optional extras
     from scsnet_jax.train import state as train_state
     from scsnet_jax.train import step as train_step
   except ImportError as err:
@@ -228,8 +231,6 @@ def measure_tiled_peak_memory(input_size: int = 1024, scale: int = 4,
   model = gen_lib.Generator(config, rngs=nnx.Rngs(seed))
   params = nnx.split(model)[1].to_pure_dict()
   del model
-  from scsnet_jax import color
-  from scsnet_jax.inference import predictor as predictor_lib
   predictor = predictor_lib.Predictor(params, config, tile=tile,
                                       tile_overlap=tile_overlap)
   rng = np.random.default_rng(seed)
@@ -351,7 +352,6 @@ def main(argv):
       'warmup': FLAGS.warmup, 'attention_impl': FLAGS.attention_impl,
       'cpm_project_first': FLAGS.cpm_project_first}, 'results': results}
   if FLAGS.json:
-    from scsnet_jax import atomic
     atomic.write_json(FLAGS.json, report, indent=1)
     logging.info('wrote %s', FLAGS.json)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from typing import Any, NamedTuple, Optional
 
+from flax import nnx
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
@@ -21,6 +22,7 @@ from jax.sharding import Mesh
 from scsnet_jax.errors import UserError
 from scsnet_jax import sharding
 from scsnet_jax import workdir as workdir_lib
+from scsnet_jax.models.generator import abstract_generator
 
 
 class GeneratorBundle(NamedTuple):
@@ -112,8 +114,6 @@ def load_generator(workdir: str, step: Optional[int] = None,
   ``workdir`` may also be ``WORKDIR/checkpoints`` or one step folder
   (``WORKDIR/checkpoints/STEP``).
   """
-  from flax import nnx
-  from scsnet_jax.models.generator import abstract_generator
   restored, step = _read_items(workdir, step, config=ocp.args.JsonRestore())
   config = ml_collections.ConfigDict(restored['config'])
   graphdef, abstract_params = nnx.split(abstract_generator(config.model))

@@ -28,6 +28,7 @@ import os
 import sys
 from typing import Optional, Sequence
 
+from tqdm import tqdm
 import numpy as np
 
 from scsnet_jax import color, image_files, image_io, planning
@@ -203,7 +204,6 @@ def run(args: argparse.Namespace) -> int:
     print('error: no input images', file=sys.stderr)
     return 1
 
-  from tqdm import tqdm
   bar = tqdm(total=len(plan), unit='img', file=sys.stderr,
              disable=len(plan) <= 1)
   report = _Report(bar if len(plan) > 1 else None)

@@ -1,4 +1,4 @@
-"""image_io / image_files reading: PIL modes, 16-bit gray, EXIF."""
+"""image_io reading: PIL modes, 16-bit gray, EXIF."""
 
 import numpy as np
 import pytest
@@ -6,7 +6,6 @@ from PIL import Image
 from skimage import color as skcolor
 
 from scsnet_jax import color
-from scsnet_jax import image_files
 from scsnet_jax.inference import predictor as predictor_lib
 
 

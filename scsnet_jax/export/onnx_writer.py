@@ -32,6 +32,7 @@ import logging
 import os
 from typing import Optional, Sequence
 
+from jax.extend.core import jaxpr_as_fun
 import jax
 import numpy as np
 
@@ -69,6 +70,7 @@ class MissingExtraError(UserError):
 def require_converter():
   """(jax2onnx's ``to_onnx``, onnxruntime), or ``MissingExtraError``."""
   try:
+    # The onnx extra: only a run that writes ONNX needs it.
     from jax2onnx import to_onnx
     import onnxruntime
   except ImportError as error:
@@ -81,7 +83,7 @@ def require_converter():
 @contextlib.contextmanager
 def _without_broken_pass():
   try:
-    from jax2onnx.converter import ir_optimizations
+    from jax2onnx.converter import ir_optimizations  # the onnx extra
     passes = ir_optimizations._OPTIMIZER_PASSES  # pylint: disable=protected-access
   except (ImportError, AttributeError):  # another layout: the probes decide
     yield
@@ -141,7 +143,6 @@ def convert(graphdef, params, mode: str, scale: int, *,
   differs from the live model's by more than ``TOLERANCE``.
   """
   to_onnx, _ = require_converter()
-  from jax.extend.core import jaxpr_as_fun
   colorize = export_format.colorize_fn(graphdef, params, scale)
   specs = export_format.input_specs(mode)
   # Plain primitives only: jax2onnx's library patches never run.

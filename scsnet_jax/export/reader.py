@@ -12,12 +12,15 @@ import json
 import os
 from typing import Optional
 
+from flax import nnx
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 
 from scsnet_jax.errors import UserError
 from scsnet_jax.export import trust
 from scsnet_jax.export.format import FORMAT, JAX_KEY, MANIFEST
+from scsnet_jax.models.generator import abstract_generator
 from scsnet_jax.models.geometry import reflect_pad
 
 def is_export_dir(path: str) -> bool:
@@ -44,13 +47,10 @@ def read_manifest(path: str) -> dict:
 
 def load_params(path: str):
   """(pure-dict params, model config dict) from an export folder."""
-  import orbax.checkpoint as ocp
   manifest = read_manifest(path)
   with open(os.path.join(path, manifest['model_config'])) as f:
     model_config = json.load(f)
   # A target restores the exact tree (integer keys of nnx.List included).
-  from flax import nnx
-  from scsnet_jax.models.generator import abstract_generator
   abstract = nnx.state(abstract_generator(model_config)).to_pure_dict()
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   target = jax.tree.map(

@@ -20,6 +20,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import jax
+
+
 from scsnet_jax.errors import UserError
 
 ALLOWED_CUSTOM_CALLS = ('shape_assertion', 'Sharding', 'SPMDFullToShardShape',
@@ -90,7 +93,6 @@ def check_custom_calls(exported, path: str) -> None:
 def deserialize(path: str):
   """``jax.export.deserialize`` of a file, checked; a file that is not an
   artifact is a one-line ``UserError``."""
-  import jax
   with open(path, 'rb') as f:
     data = bytearray(f.read())
   try:

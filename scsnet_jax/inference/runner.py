@@ -27,6 +27,7 @@ from scsnet_jax import color
 from scsnet_jax import workdir as workdir_lib
 from scsnet_jax.errors import UserError, first_line
 from scsnet_jax.export import reader as export
+from scsnet_jax import loading
 from scsnet_jax.inference import predictor as predictor_lib
 
 # References are downscaled to this longest side: their cost (cross attention
@@ -96,7 +97,6 @@ class Runner:
       self.exported = export.ExportedGenerator(checkpoint)
       params, model_config = export.load_params(checkpoint)
     else:
-      from scsnet_jax import loading  # orbax: only when used
       bundle = loading.load_generator(checkpoint)
       params, model_config = bundle.params, bundle.config.model
     self.predictor = predictor_lib.Predictor(

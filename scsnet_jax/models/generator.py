@@ -19,7 +19,6 @@ import dataclasses
 import math
 from typing import Any, Mapping, Optional, Sequence
 
-import jax
 import jax.numpy as jnp
 from flax import nnx
 

@@ -23,7 +23,10 @@ import sys
 
 import numpy as np
 
+from scsnet_jax import atomic
 from scsnet_jax.errors import UserError
+from scsnet_jax.pretrained import inception
+from scsnet_jax.pretrained import torch_reader
 
 BATCH_NORM_EPS = 1e-3  # torchvision's BasicConv2d
 PYTORCH_FID_FILENAME = 'pt_inception-2015-12-05-6726825d.pth'
@@ -51,7 +54,6 @@ def convert_state_dict(state_dict: dict[str, np.ndarray],
   any missing, unexpected or mis-shaped tensor is a ValueError.
   """
   if expected_shapes is None:
-    from scsnet_jax.pretrained import inception  # pylint: disable=g-import-not-at-top
     expected_shapes = inception.folded_conv_shapes()
   used = set()
   converted = {}
@@ -86,13 +88,11 @@ def convert_file(input_path, output_path,
                  sha256: str | None = None) -> dict[str, np.ndarray]:
   """Reads a .pth safely (after checking ``sha256``, a hex prefix, if
   given), converts it, writes an uncompressed npz."""
-  from scsnet_jax.pretrained import torch_reader  # pylint: disable=g-import-not-at-top
   state_dict = torch_reader.load_torch_state_dict(input_path,
                                                   expected_sha256=sha256)
   converted = convert_state_dict(state_dict)
   output_dir = os.path.dirname(os.path.abspath(output_path))
   os.makedirs(output_dir, exist_ok=True)
-  from scsnet_jax import atomic
   with atomic.open_atomic(output_path) as f:  # a file: no '.npz' appended
     np.savez(f, **converted)
   return converted

@@ -18,6 +18,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from scsnet_jax import atomic
+
+
 # (name, torchvision ``features`` index, in channels, out channels); a 2x2
 # max pool (stride 2) follows the last conv of each block.
 VGG16_CONV_LAYERS = (
@@ -107,7 +110,6 @@ def init_vgg16_params(seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
 def save_vgg16_params(params, path: str) -> None:
   """Writes ``params`` as an .npz of 'convX_Y/kernel' and 'convX_Y/bias',
   all or nothing (``atomic``: a crash leaves no half file to load)."""
-  from scsnet_jax import atomic
   flat = {f'{name}/{kind}': np.asarray(value, np.float32)
           for name, layer in params.items() for kind, value in layer.items()}
   with atomic.open_atomic(path) as f:   # a file: np.savez adds no '.npz'

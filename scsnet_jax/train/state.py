@@ -18,8 +18,10 @@ import optax
 from flax import nnx, struct
 from jax.sharding import Mesh
 
+from scsnet_jax import config_lib
 from scsnet_jax import sharding
 from scsnet_jax.models import generator as generator_lib
+from scsnet_jax.models.discriminator import Discriminator
 
 
 @struct.dataclass
@@ -64,7 +66,6 @@ def learning_rate_schedule(config: ml_collections.ConfigDict):
   ``warmup_steps``, then cosine decay to ``final_lr_fraction`` of the peak
   at ``config_lib.total_steps(config)``.
   """
-  from scsnet_jax import config_lib
   opt = config.optimizer
   if opt.schedule == 'constant':
     return opt.learning_rate
@@ -104,8 +105,6 @@ def make_optimizer(config: ml_collections.ConfigDict
 
 def build_models(config: ml_collections.ConfigDict, rng: jax.Array):
   """(Generator, Discriminator) modules with fresh weights from ``rng``."""
-  # Imported here so that importing this module stays light.
-  from scsnet_jax.models.discriminator import Discriminator
   generator_rng, discriminator_rng = jax.random.split(rng)
   generator = generator_lib.build_generator(config.model, nnx.Rngs(generator_rng))
   discriminator = Discriminator(dtype=generator_lib.DTYPES[config.dtype],
