@@ -13,7 +13,7 @@ from scsnet_jax.models import generator as gen_lib
 
 
 def test_spec_figure_for_x4_automatic():
-  # ARCHITECTURE.md: ~262 GFLOP for 128x128 gray -> 512x512, automatic.
+  # docs/architecture.md: ~262 GFLOP for 128x128 gray -> 512x512, automatic.
   assert flops.generator_flops(128, 128, 512, 512) == pytest.approx(262e9,
                                                                      rel=0.005)
 
@@ -38,7 +38,7 @@ GRAY, OUT, REFERENCE = (8, 16), (16, 24), (12, 8)
 
 def _tiny_automatic_macs():
   """Multiply-adds of TINY for GRAY -> OUT, counted layer by layer from
-  ARCHITECTURE.md (a k x k conv at P output pixels: P * k*k * cin * cout)."""
+  docs/architecture.md (a k x k conv at P output pixels: P * k*k * cin * cout)."""
   return sum([
       128 * 9 * 1 * 4,          # f_init = conv(3,1,4), full
       # Source encoder.

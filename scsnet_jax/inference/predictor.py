@@ -43,13 +43,9 @@ from scsnet_jax.models.generator import (DTYPES, GeneratorConfig,
 
 WINDOW_ALIGN = 16     # window origins: encoder stride 4 x pyramid pool 4
 MIN_TILE_OVERLAP = 8  # the ramps need a few pixels; less is refused
-# Smallest window: the colour decoder's receptive field is about 126 input
-# pixels across (convolutions at 1/4 and 1/2 resolution) and its
-# self-attention sees only the window. Below this the windows disagree enough
-# to show as seams: on chelsea with the demo checkpoint the blend zones
-# of --tile 64 err 3x more than at 256, and 1.2% of pixels are off by over one
-# 8-bit level (0.18% at 128, 0.003% at 256). The overlap is the other lever:
-# with --tile-overlap 64 the blend zones of 128 tiles err 16x less than at 32.
+# Smallest window: about the colour decoder's receptive field (~126 input
+# pixels); smaller windows disagree enough to show seams (measurements:
+# docs/inference.md, "Tiling").
 MIN_TILE = 128
 DEFAULT_MAX_OUTPUT_PIXELS = 1 << 27   # 134 MP, e.g. 11585 x 11585
 

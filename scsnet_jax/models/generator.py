@@ -1,4 +1,4 @@
-"""The SCSNet generator (spec: ``shared/spec/ARCHITECTURE.md``).
+"""The SCSNet generator (its layer table: docs/architecture.md).
 
 Data flow::
 

@@ -84,10 +84,8 @@ def make_optimizer(config: ml_collections.ConfigDict
   ``optimizer.weight_decay_mode``:
   - 'l2' (the paper, PyTorch ``Adam(weight_decay=...)``): ``wd * w`` is
     added to the loss gradient before Adam. Clipping
-    (``grad_clip_norm``) acts on that total, so it scales the decay with
-    the loss gradient and never changes their ratio (clipping the loss
-    gradient alone first would multiply the decay's share by the clip
-    factor: 8-480x in the CPU recipe, which shrank the weights 4.8x).
+    (``grad_clip_norm``) acts on that total, so it never changes the ratio
+    of decay to loss gradient (why: docs/training.md, "Weight decay").
   - 'decoupled' (AdamW): the clipped loss gradient goes through Adam and
     each step subtracts ``lr * wd * w`` besides, whatever the gradients.
   """
