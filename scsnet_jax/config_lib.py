@@ -241,13 +241,14 @@ def load_sibling_config(this_file: str, name: str) -> ml_collections.ConfigDict:
 
 
 # ------------------------------------------------------- dotted key paths ---
-def flatten(tree: Mapping[str, Any], prefix: str = '') -> dict[str, Any]:
+def flatten(tree: Mapping[str, Any], sep: str = '.',
+            prefix: str = '') -> dict[str, Any]:
   """{'a.b': leaf} of a ConfigDict or nested dicts (an empty section is a
-  leaf)."""
+  leaf); ``sep='/'`` names writer scalars."""
   flat = {}
   for key, value in tree.items():
     if isinstance(value, (ml_collections.ConfigDict, dict)) and value:
-      flat.update(flatten(value, f'{prefix}{key}.'))
+      flat.update(flatten(value, sep, f'{prefix}{key}{sep}'))
     else:
       flat[f'{prefix}{key}'] = value
   return flat

@@ -187,6 +187,7 @@ def test_flatten_gives_dotted_leaves_of_configs_and_dicts():
   tree = {'a': {'b': 1, 'c': {'d': [1, 2]}}, 'e': 'x', 'f': {}}
   assert config_lib.flatten(tree) == {'a.b': 1, 'a.c.d': [1, 2], 'e': 'x',
                                       'f': {}}
+  assert list(config_lib.flatten(tree, sep='/')) == ['a/b', 'a/c/d', 'e', 'f']
   config = config_lib.get_base_config()
   flat = config_lib.flatten(config)
   assert flat['data.quality_filter.min_file_bytes'] == 80 * 1024

@@ -12,7 +12,7 @@ import math
 import os
 from typing import Any, Optional
 
-from scsnet_jax import atomic, writers
+from scsnet_jax import atomic, config_lib, writers
 from scsnet_jax import workdir as workdir_lib
 from scsnet_jax.evaluation import metrics
 
@@ -65,15 +65,11 @@ def _fid_or_none(features, real_features, fid_null_reason):
 
 
 def flat_scalars(results: dict[str, Any]) -> dict[str, float]:
-  """{'automatic/scsnet/fid': value, ...} for TensorBoard (nulls dropped)."""
-  scalars = {}
-  for mode, entry in results.items():
-    for method, scores in entry.items():
-      if isinstance(scores, dict):
-        for name, value in scores.items():
-          if value is not None:
-            scalars[f'{mode}/{method}/{name}'] = float(value)
-  return scalars
+  """{'automatic/scsnet/fid': value, ...} for TensorBoard: the scores of
+  every (mode, method), nulls and counts (num_images) dropped."""
+  return {name: float(value)
+          for name, value in config_lib.flatten(results, sep='/').items()
+          if name.count('/') == 2 and value is not None}
 
 
 def markdown_table(report: dict[str, Any]) -> str:
