@@ -108,13 +108,9 @@ def _sha256_prefix(path, length=8):
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--input', required=True,
-                      help=f'pytorch-fid weights, {PYTORCH_FID_FILENAME}')
-  parser.add_argument('--output', required=True, help='npz to write')
-  parser.add_argument('--sha256', default=None,
-                      help='refuse the input unless its SHA-256 starts with '
-                           'this hex (8+ digits; pytorch-fid\'s file is '
-                           '6726825d...); checked before parsing')
+  torch_reader.add_converter_arguments(
+      parser, source=f'pytorch-fid weights, {PYTORCH_FID_FILENAME}',
+      digest_example="pytorch-fid's file is 6726825d...")
   args = parser.parse_args(argv)
   if not os.path.isfile(args.input):
     parser.error(f'no such file: {args.input}')

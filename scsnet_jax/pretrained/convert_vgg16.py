@@ -66,13 +66,9 @@ def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(
       prog='python -m scsnet_jax.pretrained.convert_vgg16', description=__doc__,
       formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--input', required=True,
-                      help="torchvision's vgg16-397923af.pth")
-  parser.add_argument('--output', required=True, help='the .npz to write')
-  parser.add_argument('--sha256', default=None,
-                      help='refuse the input unless its SHA-256 starts with '
-                           'this hex (8+ digits; torchvision names carry 8, '
-                           'e.g. 397923af); checked before parsing')
+  torch_reader.add_converter_arguments(
+      parser, source="torchvision's vgg16-397923af.pth",
+      digest_example='torchvision names carry 8, e.g. 397923af')
   args = parser.parse_args(argv)
   try:
     convert_file(args.input, args.output, args.sha256)

@@ -25,6 +25,7 @@ count and memo indices first (``torch_limits``). Every problem is one
 
 from __future__ import annotations
 
+import argparse
 import os
 import zipfile
 import zlib
@@ -138,6 +139,18 @@ def _read_legacy(path: str, max_bytes: int):
       dtype = storage.dtype if little else storage.dtype.newbyteorder('>')
       buffers[key] = np.frombuffer(f.read(nbytes), dtype)
   return obj, buffers
+
+
+def add_converter_arguments(parser: argparse.ArgumentParser, *, source: str,
+                            digest_example: str) -> None:
+  """--input (``source``), --output and --sha256 of the .pth -> .npz
+  converters (``convert_vgg16``, ``convert_inception``)."""
+  parser.add_argument('--input', required=True, help=source)
+  parser.add_argument('--output', required=True, help='the .npz to write')
+  parser.add_argument('--sha256', default=None,
+                      help='refuse the input unless its SHA-256 starts with '
+                           f'this hex (8+ digits; {digest_example}); checked '
+                           'before parsing')
 
 
 def load_torch_state_dict(path: str | os.PathLike, *,
