@@ -7,7 +7,13 @@ overrides any config file.
 """
 
 from scsnet_jax import config_lib
+from scsnet_jax.errors import UserError
 
 
 def get_config(workdir):
-  return config_lib.load_workdir_config(workdir)
+  try:
+    return config_lib.load_workdir_config(workdir)
+  except OSError as error:
+    # ml_collections would hold an OSError back until the config is read,
+    # wrapped; a UserError is reported while flags are parsed, in one line.
+    raise UserError(str(error)) from None

@@ -76,6 +76,9 @@ def test_workdir_config_round_trip(tmp_path):
   named = config_lib.load_config_file(
       os.path.join(REPO_ROOT, 'configs', 'workdir.py') + f':{tmp_path}')
   assert named.to_dict() == config.to_dict()
+  with pytest.raises(UserError, match='nothing/config.json does not exist'):
+    config_lib.load_config_file(os.path.join(REPO_ROOT, 'configs', 'workdir.py')
+                                + f':{tmp_path}/nothing')
   with pytest.raises(FileNotFoundError, match='config.json does not exist'):
     config_lib.load_workdir_config(str(tmp_path / 'nothing'))
   (tmp_path / 'config.json').write_text('{')
