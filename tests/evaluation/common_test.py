@@ -57,11 +57,18 @@ def test_both_evaluations_keep_the_one_interface():
 
 
 def test_to_uint8_is_one_rounding_for_numpy_and_jax():
+  """Clip, scale by 255, round half to even: numpy in float64 (the host
+  metrics), a jax array in its own dtype (on device, traced too)."""
   values = np.array([-0.2, 0.0, 0.5 / 255, 1.5 / 255, 0.4999, 1.0, 1.3,
                      np.nextafter(2.5 / 255, 1)], np.float32)
-  want = np.clip(np.round(values.astype(np.float64) * 255), 0, 255)
-  np.testing.assert_array_equal(metrics.to_uint8(values), want)
-  np.testing.assert_array_equal(metrics.to_uint8(jnp.asarray(values)), want)
-  assert metrics.to_uint8(jnp.asarray(values)).dtype == jnp.uint8
-  traced = jax.jit(metrics.to_uint8)(jnp.asarray(values))
-  np.testing.assert_array_equal(traced, want)
+  want64 = np.clip(np.round(values.astype(np.float64) * 255), 0, 255)
+  want32 = np.round(np.clip(values, 0, 1) * np.float32(255))
+  np.testing.assert_array_equal(metrics.to_uint8(values), want64)
+  assert metrics.to_uint8(values).dtype == np.uint8
+  on_device = metrics.to_uint8(jnp.asarray(values))
+  assert isinstance(on_device, jax.Array) and on_device.dtype == jnp.uint8
+  np.testing.assert_array_equal(on_device, want32)
+  np.testing.assert_array_equal(jax.jit(metrics.to_uint8)(
+      jnp.asarray(values)), want32)
+  # The float32 and float64 roundings differ only at exact halves.
+  assert np.abs(want32 - want64).max() <= 1
