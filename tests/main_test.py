@@ -94,7 +94,8 @@ def test_eval_without_config_needs_a_training_workdir(tmp_path):
   _assert_clean_failure(result, '--config=configs/<name>.py is required')
 
 
-def test_eval_uses_the_workdirs_config_json_with_overrides(tmp_path):
+def test_eval_uses_the_workdirs_config_json_with_overrides(tmp_path,
+                                                           monkeypatch):
   from scsnet_jax import main
   config = config_lib.load_sibling_config(
       os.path.join(REPO_ROOT, 'configs', 'test.py'), 'test')
@@ -110,7 +111,10 @@ def test_eval_uses_the_workdirs_config_json_with_overrides(tmp_path):
   parser = flags.FlagValues()   # the same flag as main's, parsed alone
   holder = config_flags.DEFINE_config_file('config', None, '',
                                            flag_values=parser)
-  parser([with_file[0], with_file[1], with_file[-1]])
+  # ml_collections reads the --config.KEY overrides from sys.argv.
+  monkeypatch.setattr(sys, 'argv', [with_file[0], with_file[1],
+                                    with_file[-1]])
+  parser(sys.argv)
   resolved = holder.value
   assert resolved.model.texture_res_blocks == 2
   assert resolved.eval.num_automatic == 3
