@@ -8,7 +8,7 @@ Serves on 127.0.0.1 (this machine only) unless ``--host`` says otherwise
 no share link, no analytics, nothing fetched from the network (gradio is
 pinned to releases that serve their own fonts and scripts). The model is
 loaded once at start-up; each request runs the predict CLI's model, a
-``runner.Runner`` (same tiling, same bfloat16 fallback), through
+``inference.runner.Runner`` (same tiling, same bfloat16 fallback), through
 ``app_requests.Colouriser``.
 A bad upload is a one-line message on the page and the server goes on.
 Requests from other sites' pages are refused, uploads are size-capped, kept
@@ -20,13 +20,14 @@ rate says so; the page's Cancel button stops it).
 
 
 import argparse
+import ipaddress
 import os
 import signal
 import sys
 from typing import Optional, Sequence
 
 from scsnet_jax import app_requests, app_uploads
-from scsnet_jax import runner as runner_lib
+from scsnet_jax.inference import runner as runner_lib
 from scsnet_jax.errors import UserError, first_line
 
 DEFAULT_PORT = 7860
@@ -78,7 +79,6 @@ def build_parser() -> argparse.ArgumentParser:
 def is_loopback(host: str) -> bool:
   """True for addresses only this machine can reach (127.x, ::1,
   localhost)."""
-  import ipaddress
   if host.lower() == 'localhost':
     return True
   try:
@@ -151,7 +151,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 def _import_gradio():
   """gradio with its telemetry and version check off (set before import)."""
   os.environ['GRADIO_ANALYTICS_ENABLED'] = 'False'
-  import gradio
+  import gradio  # the app extra; after the settings above, which it reads
   return gradio
 
 

@@ -4,8 +4,8 @@ The page (``scsnet_jax.app``) hands uploaded file paths and form values to
 ``Colouriser.colourise``; it decodes them with the package's one safe
 decoder (``image_io``: too many pixels for ``max_input_pixels`` is refused
 from the header; bombs, truncation, wrong types are one ``RequestError``
-line), converts to the model's gray input (``color.gray_from_rgb``, in
-float32 blocks; a preview is shrunk first), runs the ``runner.Runner``
+line), converts to the model's gray input (``color.rgb8_to_gray``, in
+float32 blocks; a preview is shrunk first), runs the ``inference.runner.Runner``
 that the predict CLI runs (same tiling, same dtype fallback) and writes the
 result PNG. Nothing here imports gradio, so the
 logic is testable and reusable on its own.
@@ -26,22 +26,21 @@ import dataclasses
 import math
 import os
 import shutil
-import sys
 import tempfile
 import threading
 import time
-import traceback
 import uuid
 from typing import Optional
 
+from absl import logging
 import jax
 import numpy as np
 from PIL import Image
 
 from scsnet_jax import color, image_io
-from scsnet_jax import runner as runner_lib
+from scsnet_jax.inference import runner as runner_lib
 from scsnet_jax.errors import UserError, first_line
-from scsnet_jax.inference import image_files
+from scsnet_jax import image_files
 from scsnet_jax.inference import predictor as predictor_lib
 
 # The web app's default output limit: 16.8 MP (4096 x 4096). A browser tab
@@ -206,7 +205,7 @@ class Colouriser:
     pixels (from the header, before decoding) and every decoding problem
     are one RequestError line."""
     try:
-      return image_files.read_image_and_alpha(
+      return image_io.read_image_and_alpha(
           path, max_pixels=self.max_input_pixels)
     except image_io.ImageTooLargeError as error:
       width, height = error.size
@@ -242,9 +241,9 @@ class Colouriser:
                                                        scale=float(scale))
     except (TypeError, ValueError):
       out_h, out_w = height, width
-    gray = color.gray_from_rgb(shrink_for_preview(pixels))
+    gray = color.rgb8_to_gray(shrink_for_preview(pixels))
     del pixels
-    return color.rgb_from_gray(gray), note, (out_w, out_h)
+    return color.gray_to_rgb8(gray), note, (out_w, out_h)
 
   def _read_reference(self, path: str):
     if not self.referential:
@@ -341,7 +340,7 @@ class Colouriser:
     if reduced:
       notes.append(f'The {width}x{height} input was reduced to '
                    f'{out_size[1]}x{out_size[0]} before colourising.')
-    gray = color.gray_from_rgb(pixels)
+    gray = color.rgb8_to_gray(pixels)
     del pixels
     run_h, run_w = gray.shape[:2]
     self._check_budget(run_h, run_w, out_size, f'{width}x{height}')
@@ -361,19 +360,19 @@ class Colouriser:
     except RequestError:   # the deadline, or cancelled
       raise
     except Exception as error:  # e.g. out of memory: the server goes on
-      traceback.print_exc(file=sys.stderr)
+      logging.exception('inference failed')   # the server log keeps it
       raise RequestError(f'inference failed ({type(error).__name__}: '
                          f'{first_line(error)})') from None
     if redone:
       notes.append('bfloat16 gave non-finite values; recomputed in float32.')
-    pixels = image_files.attach_alpha(color.rgb_from_nlab(nlab[0]), alpha,
+    pixels = image_files.attach_alpha(color.nlab_to_rgb8(nlab[0]), alpha,
                                       out_size)
     folder = os.path.join(self.output_dir, uuid.uuid4().hex)
     os.makedirs(folder)
     stem = os.path.splitext(os.path.basename(image_path))[0]
     png_path = os.path.join(folder, f'{stem}_colour.png')
     image_files.write_png_atomic(png_path, pixels)
-    bicubic = color.rgb_from_gray(runner.bicubic_gray(gray[None],
+    bicubic = color.gray_to_rgb8(runner.bicubic_gray(gray[None],
                                                       out_size)[0])
     seconds = time.perf_counter() - start
     tiles = runner.tile_count(run_h, run_w, out_size)

@@ -21,8 +21,8 @@ import tempfile
 from typing import Any, Iterator, Union
 
 
-def _read_umask() -> int:
-  """The umask, read once without changing it (``/proc/self/status``).
+def read_umask() -> int:
+  """The umask, read without changing it (``/proc/self/status``).
 
   Setting and restoring it (``os.umask``) races with other threads that
   create files meanwhile; where /proc is missing, the one read here happens
@@ -40,7 +40,7 @@ def _read_umask() -> int:
   return umask
 
 
-_UMASK = _read_umask()
+_UMASK = read_umask()
 
 
 def _fsync_folder(folder: str) -> None:
@@ -67,7 +67,7 @@ def open_atomic(path: Union[str, os.PathLike], mode: str = 'wb'
                      f'{mode!r}')
   path = os.fspath(path)
   if '://' in path:
-    from etils import epath
+    from etils import epath  # only for remote paths (gs://)
     with epath.Path(path).open(mode) as f:
       yield f
     return

@@ -18,20 +18,21 @@ import os
 import platform
 import resource
 import statistics
-import sys
 import time
 from typing import Any, Callable, Optional
 
 from absl import app, flags, logging
+import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import nnx
 
-from scsnet_jax import atomic, config_lib
+from scsnet_jax import atomic, color, command_line, config_lib
+from scsnet_jax import flops as flops_lib
+from scsnet_jax.inference import predictor as predictor_lib
 from scsnet_jax.inference import size_benchmark
-from scsnet_jax.models import flops as flops_lib
 from scsnet_jax.models import generator as gen_lib
 
 FLAGS = flags.FLAGS
@@ -71,7 +72,6 @@ flags.DEFINE_string('json', None, 'Write the results as JSON here.')
 
 
 def environment() -> dict[str, Any]:
-  import flax
   device = jax.devices()[0]
   return {
       'date': datetime.datetime.now(datetime.timezone.utc).isoformat(),
@@ -175,7 +175,7 @@ def bench_forward(mode: str, dtype: str, batch: int, env) -> dict[str, Any]:
 def bench_train(env) -> dict[str, Any]:
   """Images/s of one D + one G update (perceptual loss included)."""
   try:
-    from scsnet_jax import config_lib, sharding
+    from scsnet_jax import sharding  # the training modules: optional extras
     from scsnet_jax.train import state as train_state
     from scsnet_jax.train import step as train_step
   except ImportError as err:
@@ -237,8 +237,6 @@ def measure_tiled_peak_memory(input_size: int = 1024, scale: int = 4,
   model = gen_lib.Generator(config, rngs=nnx.Rngs(seed))
   params = nnx.split(model)[1].to_pure_dict()
   del model
-  from scsnet_jax import color
-  from scsnet_jax.inference import predictor as predictor_lib
   predictor = predictor_lib.Predictor(params, config, tile=tile,
                                       tile_overlap=tile_overlap)
   rng = np.random.default_rng(seed)
@@ -247,7 +245,7 @@ def measure_tiled_peak_memory(input_size: int = 1024, scale: int = 4,
   windows = predictor.tile_count(input_size, input_size, out_size)
   start = time.perf_counter()
   out, _ = predictor.predict_nlab(gray, None, out_size)
-  pixels = color.rgb_from_nlab(out[0])
+  pixels = color.nlab_to_rgb8(out[0])
   seconds = time.perf_counter() - start
   peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
   return {'input': [input_size, input_size], 'output': list(pixels.shape[:2]),
@@ -257,18 +255,18 @@ def measure_tiled_peak_memory(input_size: int = 1024, scale: int = 4,
           'backend': jax.default_backend()}
 
 
-def measure_input_throughput(config, num_batches: int = 10, *, batch_size: int = 8,
+def measure_input_throughput(data, num_batches: int = 10, *, batch_size: int = 8,
                     num_workers: int = 0, crop_size: int = 512,
                     warmup_batches: int = 1, split: str = 'train') -> dict:
   """Examples/s of the pipeline (512 crops by default) for this machine.
 
   With ``num_workers=0`` all work runs in this process, which measures what
   one worker delivers; ``examples_per_cpu_s`` is then the rate one idle core
-  would give. Returns examples/s overall and per worker.
+  would give. ``data``: a config's ``data`` section. Returns examples/s
+  overall and per worker.
   """
   from scsnet_jax.data import pipeline  # needs grain: the training stack
-  data = ml_collections.ConfigDict(
-      (config.data if 'data' in config else config).to_dict())
+  data = ml_collections.ConfigDict(data.to_dict())
   data.crop_size = crop_size
   iterator = pipeline.create_iterator(data, split, global_batch_size=batch_size,
                              process_index=0, process_count=1,
@@ -373,19 +371,9 @@ def main(argv):
     logging.info('wrote %s', FLAGS.json)
 
 
-_HELP_FLAGS = ('-h', '-?', '--help', '--helpshort', '--helpfull', '--helpxml')
-
-
 def run(argv=None) -> None:
   """``app.run(main)``, except that asking for help exits 0 (absl exits 1)."""
-  argv = list(sys.argv if argv is None else argv)
-  options = argv[1:argv.index('--')] if '--' in argv else argv[1:]
-  try:
-    app.run(main, argv=argv)
-  except SystemExit as exit_:
-    if exit_.code == 1 and any(a in _HELP_FLAGS for a in options):
-      sys.exit(0)
-    raise
+  command_line.run(main, argv, flags_parser=app.parse_flags_with_usage)
 
 
 if __name__ == '__main__':

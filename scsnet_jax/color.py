@@ -1,9 +1,14 @@
 """sRGB <-> CIE LAB (D65) and the network's [-1, 1] normalisation.
 
-Every function takes an array namespace ``xp`` (``jax.numpy`` by default,
-``numpy`` in grain workers, which must not touch JAX), so the input pipeline
-and the differentiable losses share one implementation. Constants follow
-scikit-image (``skimage.color.rgb2lab`` with illuminant D65, observer 2).
+Names say the dtype: ``rgb01`` is float sRGB in [0, 1], ``rgb8`` is uint8
+sRGB, ``nlab`` the network's normalised LAB and ``gray`` its normalised L
+channel (..., 1), both float. The float functions work on numpy arrays (in
+numpy: grain workers must not touch JAX) and on jax arrays and tracers (in
+jax.numpy: the differentiable losses) alike, so the input pipeline and the
+losses share one implementation; the namespace follows the input (``xp``
+overrides it). The uint8 functions (numpy) are what the predict CLI, the app
+and the export checks read and write. Constants follow scikit-image
+(``skimage.color.rgb2lab`` with illuminant D65, observer 2).
 """
 
 from __future__ import annotations
@@ -30,8 +35,15 @@ _F_THRESHOLD = 0.20689655172413793  # f(_EPSILON) = 6/29
 L_SCALE, L_OFFSET, AB_SCALE = 50.0, 1.0, 110.0
 
 
-def _ns(xp):
-  return jnp if xp is None else xp
+def _ns(array, xp):
+  """``xp`` if given, else the input's namespace: numpy for numpy arrays
+  and Python numbers, jax.numpy for jax arrays and tracers."""
+  if xp is not None:
+    return xp
+  if jnp is None or isinstance(array, (np.ndarray, np.generic, float, int,
+                                       list, tuple)):
+    return np
+  return jnp
 
 
 def _matmul_last(x, matrix, xp):
@@ -39,21 +51,21 @@ def _matmul_last(x, matrix, xp):
 
 
 def srgb_to_linear(rgb, xp=None):
-  xp = _ns(xp)
+  xp = _ns(rgb, xp)
   safe = xp.maximum(rgb, 0.04045)
   return xp.where(rgb <= 0.04045, rgb / 12.92, ((safe + 0.055) / 1.055)**2.4)
 
 
 def linear_to_srgb(lin, xp=None):
-  xp = _ns(xp)
+  xp = _ns(lin, xp)
   safe = xp.maximum(lin, 0.0031308)  # keeps the power's gradient finite at 0
   return xp.where(lin <= 0.0031308, 12.92 * lin,
                   1.055 * safe**(1.0 / 2.4) - 0.055)
 
 
-def rgb_to_lab(rgb, xp=None):
+def rgb01_to_lab(rgb, xp=None):
   """sRGB in [0, 1], (..., 3) -> CIE LAB (L in [0, 100])."""
-  xp = _ns(xp)
+  xp = _ns(rgb, xp)
   xyz = _matmul_last(srgb_to_linear(rgb, xp), XYZ_FROM_RGB, xp)
   t = xyz / xp.asarray(D65_WHITE, dtype=xyz.dtype)
   f = xp.where(t > _EPSILON, xp.maximum(t, _EPSILON)**(1.0 / 3.0),
@@ -63,9 +75,9 @@ def rgb_to_lab(rgb, xp=None):
                   axis=-1)
 
 
-def lab_to_rgb(lab, xp=None, clip=True):
+def lab_to_rgb01(lab, xp=None, clip=True):
   """CIE LAB (..., 3) -> sRGB; clipped to [0, 1] unless ``clip=False``."""
-  xp = _ns(xp)
+  xp = _ns(lab, xp)
   fy = (lab[..., 0] + 16.0) / 116.0
   fx = lab[..., 1] / 500.0 + fy
   fz = xp.maximum(fy - lab[..., 2] / 200.0, 0.0)  # as skimage: z >= 0
@@ -78,29 +90,32 @@ def lab_to_rgb(lab, xp=None, clip=True):
 
 def normalize_lab(lab, xp=None):
   """LAB -> the network's range: (L/50 - 1, a/110, b/110)."""
-  xp = _ns(xp)
+  xp = _ns(lab, xp)
   return xp.stack([lab[..., 0] / L_SCALE - L_OFFSET, lab[..., 1] / AB_SCALE,
                    lab[..., 2] / AB_SCALE], axis=-1)
 
 
 def denormalize_lab(nlab, xp=None):
-  xp = _ns(xp)
+  xp = _ns(nlab, xp)
   return xp.stack([(nlab[..., 0] + L_OFFSET) * L_SCALE,
                    nlab[..., 1] * AB_SCALE, nlab[..., 2] * AB_SCALE], axis=-1)
 
 
-def rgb_to_nlab(rgb, xp=None):
+def rgb01_to_nlab(rgb, xp=None):
   """sRGB [0, 1] -> normalised LAB in [-1, 1] (the network's colour space)."""
-  return normalize_lab(rgb_to_lab(rgb, xp), xp)
+  xp = _ns(rgb, xp)
+  return normalize_lab(rgb01_to_lab(rgb, xp), xp)
 
 
-def nlab_to_rgb(nlab, xp=None, clip=True):
-  return lab_to_rgb(denormalize_lab(nlab, xp), xp, clip=clip)
+def nlab_to_rgb01(nlab, xp=None, clip=True):
+  """Normalised LAB -> sRGB [0, 1] (clipped unless ``clip=False``)."""
+  xp = _ns(nlab, xp)
+  return lab_to_rgb01(denormalize_lab(nlab, xp), xp, clip=clip)
 
 
-def rgb_to_gray_nl(rgb, xp=None):
+def rgb01_to_gray(rgb, xp=None):
   """sRGB [0, 1] (..., 3) -> normalised L channel (..., 1)."""
-  return rgb_to_nlab(rgb, xp)[..., :1]
+  return rgb01_to_nlab(rgb, xp)[..., :1]
 
 
 def colorfulness(rgb_uint8):
@@ -142,12 +157,12 @@ def _srgb_to_linear_table() -> np.ndarray:
 _LINEAR = _srgb_to_linear_table()   # uint8 sRGB level -> linear light
 
 
-def gray_from_rgb(pixels: np.ndarray,
+def rgb8_to_gray(pixels: np.ndarray,
                   rows_per_block: int = _ROWS_PER_BLOCK) -> np.ndarray:
   """uint8 sRGB (H, W, 3) -> normalised L (H, W, 1) float32, the model's
   gray input.
 
-  ``rgb_to_gray_nl`` in float64 to within 5e-7 over all 2^24 colours, ~10x
+  ``rgb01_to_gray`` in float64 to within 5e-7 over all 2^24 colours, ~10x
   faster: L needs only the luminance Y, so per block of rows it is three
   table look-ups and a cube root.
   """
@@ -171,28 +186,28 @@ def gray_from_rgb(pixels: np.ndarray,
   return out
 
 
-def nlab_from_rgb(pixels: np.ndarray) -> np.ndarray:
+def rgb8_to_nlab(pixels: np.ndarray) -> np.ndarray:
   """uint8 sRGB (H, W, 3) -> normalised LAB (H, W, 3) float32 (for
   references, which are small: float64 of the whole image)."""
-  return rgb_to_nlab(pixels.astype(np.float64) / 255.0,
+  return rgb01_to_nlab(pixels.astype(np.float64) / 255.0,
                      xp=np).astype(np.float32)
 
 
-def rgb_from_nlab(nlab: np.ndarray,
+def nlab_to_rgb8(nlab: np.ndarray,
                   rows_per_block: int = _ROWS_PER_BLOCK) -> np.ndarray:
   """Normalised LAB (H, W, 3) -> uint8 sRGB (H, W, 3) (clipped, rounded),
   in float32 blocks of rows."""
   nlab = np.asarray(nlab, np.float32)
   out = np.empty(nlab.shape, np.uint8)
   for top in range(0, nlab.shape[0], rows_per_block):
-    rgb = nlab_to_rgb(nlab[top:top + rows_per_block], xp=np, clip=True)
+    rgb = nlab_to_rgb01(nlab[top:top + rows_per_block], xp=np, clip=True)
     out[top:top + rows_per_block] = np.round(rgb * 255.0)
   return out
 
 
-def rgb_from_gray(gray: np.ndarray) -> np.ndarray:
+def gray_to_rgb8(gray: np.ndarray) -> np.ndarray:
   """Normalised L (H, W, 1) -> gray uint8 sRGB (H, W, 3) (a = b = 0): how
   a gray input or its bicubic enlargement looks."""
   gray = np.asarray(gray, np.float32)
-  return rgb_from_nlab(np.concatenate(
+  return nlab_to_rgb8(np.concatenate(
       [gray, np.zeros(gray.shape[:2] + (2,), np.float32)], axis=-1))

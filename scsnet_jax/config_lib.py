@@ -2,10 +2,12 @@
 
 ``configs/*.py`` extend ``get_base_config()``. Sections: ``model`` (the
 fields of ``models.generator.GeneratorConfig``), ``data``, ``loss``,
-``eval``, ``optimizer``, ``train`` and ``validation``, all defined here, so
-that this module imports nothing but the model's config and sits below every
-module that reads a config. Command-line overrides and their checks are in
-``config_overrides``.
+``eval``, ``optimizer``, ``train`` and ``validation``, all defined here with
+the closed sets of their fields and ``validate_config``, so that this module
+imports nothing but the model's config and sits below every module that reads
+a config. The model section validates itself (``GeneratorConfig``). A
+training workdir's ``config.json`` is read back by ``load_workdir_config``
+(``configs/workdir.py``); command-line overrides are ml_collections' own.
 
 ``config.dtype`` is the compute dtype of both networks ('float32' or
 'bfloat16'); ``config.model.dtype`` is a reference to it, so
@@ -15,14 +17,29 @@ losses stay float32 either way.
 
 from __future__ import annotations
 
-import copy
+import importlib.util
+import json
 import math
+import os
+from typing import Any, Mapping
 
 import ml_collections
 from ml_collections import config_dict
 
-from scsnet_jax.errors import UserError
-from scsnet_jax.models.generator import model_config_dict
+from scsnet_jax import workdir as workdir_lib
+from scsnet_jax.errors import UserError, not_one_of
+from scsnet_jax.models.generator import (DTYPES, GeneratorConfig,
+                                         model_config_dict)
+
+# Closed sets of fields outside ``model`` (checked by ``validate_config``).
+# train.mode_schedule: even steps automatic and odd referential, or one mode
+# throughout.
+MODE_SCHEDULES = ('alternate', 'automatic', 'referential')
+LR_SCHEDULES = ('constant', 'warmup_constant', 'cosine')  # optimizer.schedule
+WEIGHT_DECAY_MODES = ('l2', 'decoupled')         # optimizer.weight_decay_mode
+LUMINANCE_LOSSES = ('l1', 'l2', 'charbonnier')   # loss.luminance_loss
+DATA_SOURCES = ('tfds', 'folder', 'demo')        # data.source
+VALIDATION_SOURCES = ('demo', 'folder')          # validation.source
 
 
 def get_base_config() -> ml_collections.ConfigDict:
@@ -179,7 +196,7 @@ def eval_defaults() -> ml_collections.ConfigDict:
       num_self_reference=500,
       num_other_reference=2000,
       batch_size=8,            # per process
-      inception_weights='',    # npz from scsnet_jax.tools.convert_inception
+      inception_weights='',    # npz from scsnet_jax.pretrained.convert_inception
       y_channel=False,         # PSNR/SSIM on RGB (False) or BT.601 Y (True)
       crop_border=0,           # pixels dropped on each side for PSNR/SSIM
       step=-1,                 # checkpoint step; -1 = latest
@@ -198,11 +215,6 @@ def total_steps(config: ml_collections.ConfigDict) -> int:
                      'config.train.num_train_examples')
   return int(math.ceil(config.train.num_epochs * examples /
                        config.data.global_batch_size))
-
-
-# config.train.mode_schedule: even steps automatic and odd referential, or
-# one mode throughout (checked by config_overrides.validate_config).
-MODE_SCHEDULES = ('alternate', 'automatic', 'referential')
 
 
 def mode_for_step(config: ml_collections.ConfigDict, step: int) -> bool:
@@ -252,8 +264,6 @@ def load_config_file(path: str) -> ml_collections.ConfigDict:
   Config files are loaded by path, so ``configs`` need not be importable
   and any working directory will do.
   """
-  import importlib.util
-  import os
   path, _, argument = path.partition(':')
   name = os.path.splitext(os.path.basename(path))[0]
   spec = importlib.util.spec_from_file_location(f'_scsnet_config_{name}', path)
@@ -265,34 +275,152 @@ def load_config_file(path: str) -> ml_collections.ConfigDict:
 def load_sibling_config(this_file: str, name: str) -> ml_collections.ConfigDict:
   """``get_config()`` of ``configs/<name>.py`` next to ``this_file``: lets
   one config extend another."""
-  import os
   return load_config_file(os.path.join(
       os.path.dirname(os.path.abspath(this_file)), f'{name}.py'))
 
 
-# Unit tests of the training machinery (not of the model) compile the step
-# many times; these keep the spec's widths but one block per stack, which
-# roughly halves CPU compile time. Never used by configs/*.py.
-SHALLOW_MODEL_OVERRIDES = {
-    'texture_res_blocks': 1,
-    'source_res_blocks': 1,
-    'reference_res_blocks': 1,
-    'pyramid_levels': 1,
-}
+# ------------------------------------------------------- dotted key paths ---
+def flatten(tree: Mapping[str, Any], sep: str = '.',
+            prefix: str = '') -> dict[str, Any]:
+  """{'a.b': leaf} of a ConfigDict or nested dicts (an empty section is a
+  leaf); ``sep='/'`` names writer scalars."""
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, (ml_collections.ConfigDict, dict)) and value:
+      flat.update(flatten(value, sep, f'{prefix}{key}{sep}'))
+    else:
+      flat[f'{prefix}{key}'] = value
+  return flat
 
 
-def shallow_model_flags() -> list[str]:
-  """``SHALLOW_MODEL_OVERRIDES`` as ``--config.model.<key>=<value>`` flags."""
-  return [f'--config.model.{k}={v}' for k, v in SHALLOW_MODEL_OVERRIDES.items()]
+def get(config, dotted: str, default: Any = KeyError) -> Any:
+  """``config['a']['b']`` for ``'a.b'``; ``default`` (else KeyError) when a
+  part is missing."""
+  node = config
+  for part in dotted.split('.'):
+    if not isinstance(node, (ml_collections.ConfigDict, dict)) or (
+        part not in node):
+      if default is KeyError:
+        raise KeyError(dotted)
+      return default
+    node = node[part]
+  return node
 
 
-def with_shallow_model(config: ml_collections.ConfigDict
-                       ) -> ml_collections.ConfigDict:
-  """A copy of ``config`` with ``SHALLOW_MODEL_OVERRIDES`` applied.
+# --------------------------------------------------------------- validation ---
+def choices() -> dict[str, tuple]:
+  """Fields outside ``model`` whose values are a closed set -> the set."""
+  dtypes = tuple(DTYPES)
+  return {
+      'dtype': dtypes,
+      'loss.vgg_dtype': dtypes,
+      'train.mode_schedule': MODE_SCHEDULES,
+      'optimizer.schedule': LR_SCHEDULES,
+      'optimizer.weight_decay_mode': WEIGHT_DECAY_MODES,
+      'loss.luminance_loss': LUMINANCE_LOSSES,
+      'data.source': DATA_SOURCES,
+      'validation.source': VALIDATION_SOURCES,
+  }
 
-  A deep copy keeps the field references (``model.dtype`` follows
-  ``dtype``); rebuilding from ``to_dict()`` would drop them.
+
+_MISSING = object()
+
+
+def validate_config(config) -> None:
+  """Raises UserError (one line) for a choice or type a flag got wrong.
+
+  Run where every config is built (``main``, for config files and workdir
+  configs alike): the closed sets of ``choices()``, the model section as
+  ``GeneratorConfig`` checks itself, and that each field of the base config
+  still has its default's type (ints are fine where floats are expected).
   """
-  config = copy.deepcopy(config)
-  config.model.update(SHALLOW_MODEL_OVERRIDES)
+  errors = []
+  closed_sets = choices()
+  for dotted, allowed in closed_sets.items():
+    value = get(config, dotted, _MISSING)
+    if value is _MISSING or any(
+        value is c or (isinstance(value, str) and value == c)
+        for c in allowed):
+      continue
+    errors.append(not_one_of(dotted, value, allowed))
+  if 'model' in config:
+    try:
+      GeneratorConfig.from_mapping(config['model'])
+    except UserError as error:
+      errors.append(str(error))
+  for dotted, want in _base_types().items():
+    value = get(config, dotted, _MISSING)
+    if (value is _MISSING or dotted in closed_sets or value is None
+        or dotted in _MODEL_CHOICES):
+      continue
+    if want is float and isinstance(value, int) and not isinstance(value,
+                                                                   bool):
+      continue
+    if want in (list, tuple) and isinstance(value, (list, tuple)):
+      continue
+    if not isinstance(value, want) or (want is int and
+                                       isinstance(value, bool)):
+      errors.append(f'config.{dotted} must be {want.__name__}, got '
+                    f'{value!r} ({type(value).__name__})')
+  if errors:
+    raise UserError('; '.join(errors))
+
+
+# Model fields with a closed set: GeneratorConfig checks them (a bool is
+# fine for cpm_project_first).
+_MODEL_CHOICES = ('model.dtype', 'model.cpm_project_first',
+                  'model.attention_impl', 'model.cpm_sampling')
+
+
+def _base_types() -> dict[str, type]:
+  """Dotted key -> the type of its default; fields declared with
+  ``field_type=object`` (``data.scale``: a number or [min, max]) take any."""
+  config = get_base_config()
+  types = {}
+  for dotted in flatten(config):
+    parent, _, leaf = dotted.rpartition('.')
+    node = get(config, parent) if parent else config
+    value = node[leaf]
+    if value is not None and node.get_ref(leaf).get_type() is not object:
+      types[dotted] = type(value)
+  return types
+
+
+# ------------------------------------------------- the workdir's own config ---
+def config_from_dict(values: dict) -> ml_collections.ConfigDict:
+  """A saved config (``config.json``) on top of ``get_base_config()``.
+
+  Field references (``model.dtype`` -> ``dtype``) are kept; fields the
+  saved config does not know keep their defaults, and fields the base
+  config does not know (an older or newer version) are kept as saved.
+  """
+  config = get_base_config()
+
+  def merge(node, saved):
+    for key, value in saved.items():
+      if (key in node and isinstance(node[key], ml_collections.ConfigDict)
+          and isinstance(value, dict)):
+        merge(node[key], value)
+      else:
+        try:
+          node[key] = value
+        except TypeError:   # a typed reference gets another type: replace
+          with node.ignore_type():
+            node[key] = value
+  merge(config, saved=values)
   return config
+
+
+def load_workdir_config(workdir: str) -> ml_collections.ConfigDict:
+  """``WORKDIR/config.json`` (written by training) as a ConfigDict."""
+  path = workdir_lib.config_path(workdir)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(
+        f'{path} does not exist: --workdir is not a training workdir; give '
+        '--config=configs/<name>.py')
+  with open(path) as f:
+    try:
+      values = json.load(f)
+    except json.JSONDecodeError as error:
+      raise UserError(f'{path} is not valid JSON: {error}') from None
+  return config_from_dict(values)

@@ -37,6 +37,17 @@ _OOM_MARKERS = ('RESOURCE_EXHAUSTED', 'out of memory', 'Out of memory',
                 'OOM when allocating')
 
 
+def not_one_of(dotted: str, value, allowed, *, also_bool: bool = False,
+               hint: str = '') -> str:
+  """The one wording of a config value outside its closed set:
+  ``config.KEY must be one of 'a', 'b', got 'c'`` (the config's and the
+  model's checks alike)."""
+  shown = ', '.join(repr(c) for c in allowed)
+  also = ' (or a bool, from Python)' if also_bool else ''
+  hint = f' (did you mean {hint}?)' if hint else ''
+  return f'config.{dotted} must be one of {shown}{also}, got {value!r}{hint}'
+
+
 def is_out_of_memory(error: BaseException) -> bool:
   if isinstance(error, MemoryError):
     return True

@@ -161,6 +161,7 @@ def _is_srgb(icc: bytes) -> bool:
   editors embed: named sRGB, with sRGB's primaries. Converting with them
   would change nothing (within a level) and triple a JPEG's decode time."""
   try:
+    # Not every Pillow build has littlecms: only ICC images need it.
     from PIL import ImageCms  # pylint: disable=g-import-not-at-top
     profile = ImageCms.ImageCmsProfile(io.BytesIO(icc)).profile
     name = profile.profile_description or ''

@@ -16,7 +16,7 @@ done). File names are printed with their control characters escaped
 (``errors.printable``): a name cannot forge a line.
 
 Before anything is decoded, every output path is checked
-(``inference.planning.plan_outputs``): an output that is an input or a
+(``planning.plan_outputs``): an output that is an input or a
 reference, two inputs with the same output name, and (without
 ``--overwrite``) an existing output are refused, one line per input, and the
 other inputs still run. Inputs are streamed: at most ``--batch-size``
@@ -32,14 +32,13 @@ import os
 import sys
 from typing import Optional, Sequence
 
+from tqdm import tqdm
 import numpy as np
 
-from scsnet_jax import color
-from scsnet_jax import runner as runner_lib
+from scsnet_jax import color, image_files, image_io, planning
 from scsnet_jax.errors import UserError, file_line, first_line, printable
-from scsnet_jax.inference import image_files
-from scsnet_jax.inference import planning
 from scsnet_jax.inference import predictor as predictor_lib
+from scsnet_jax.inference import runner as runner_lib
 from scsnet_jax.inference.predictor import NlabPredictor
 from scsnet_jax.models.generator import DTYPES
 
@@ -152,7 +151,7 @@ def _run_batch(runner: NlabPredictor, items: list, out_size,
       report.recomputed += 1
       report.say(f'warning: {printable(item["path"])}: non-finite values '
                  'in bfloat16; recomputed in float32')
-    pixels = image_files.attach_alpha(color.rgb_from_nlab(out[index]),
+    pixels = image_files.attach_alpha(color.nlab_to_rgb8(out[index]),
                                       item['alpha'], out_size)
     dest = printable(item['dest'])
     if not args.overwrite and os.path.lexists(item['dest']):  # appeared
@@ -173,7 +172,7 @@ def _run_batch(runner: NlabPredictor, items: list, out_size,
 def _prepare(path: str, dest: str, args, matcher) -> tuple:
   """Decodes one input: (batch key, item, pixels held); raises OSError or
   UserError (ImageDecodeError is one) for a bad input."""
-  pixels, alpha = image_files.read_image_and_alpha(path)
+  pixels, alpha = image_io.read_image_and_alpha(path)
   height, width = pixels.shape[:2]
   out_size = predictor_lib.resolve_output_size(
       height, width, scale=args.scale, size=args.size,
@@ -182,7 +181,7 @@ def _prepare(path: str, dest: str, args, matcher) -> tuple:
   reference = (None if ref_pixels is None else
                runner_lib.reference_nlab(ref_pixels))
   item = {'path': path, 'dest': dest, 'reference': reference,
-          'alpha': alpha, 'gray': color.gray_from_rgb(pixels)}
+          'alpha': alpha, 'gray': color.rgb8_to_gray(pixels)}
   key = (height, width, out_size,
          None if reference is None else reference.shape)
   return key, item, max(height * width, out_size[0] * out_size[1])
@@ -193,10 +192,10 @@ def run(args: argparse.Namespace) -> int:
   for message in input_errors:
     print(f'error: {printable(message)}', file=sys.stderr)
   try:
-    image_files.check_output_dir(args.output)
+    planning.check_output_dir(args.output)
     plan, refused = planning.plan_outputs(
         files, args.output, overwrite=args.overwrite,
-        protected=planning.protected_references(args.reference),
+        protected=image_files.protected_references(args.reference),
         skip_existing=args.skip_existing)
     for message in refused:   # before the model loads: fix, then rerun
       print(f'error: {printable(message)}', file=sys.stderr)
@@ -217,7 +216,6 @@ def run(args: argparse.Namespace) -> int:
     print('error: no input images', file=sys.stderr)
     return 1
 
-  from tqdm import tqdm
   bar = tqdm(total=len(plan), unit='img', file=sys.stderr,
              disable=len(plan) <= 1)
   report = _Report(bar if len(plan) > 1 else None)

@@ -7,7 +7,7 @@ writer put down::
   WORKDIR/config.json                  the run's full config (train.loop);
                                        eval and predict start from it
   WORKDIR/checkpoints/<step>/          orbax step folders (train.checkpointing
-                                       writes, inference.loading reads)
+                                       writes, loading reads)
   WORKDIR/samples/step_<N>.png         validation sample grids
   WORKDIR/metrics.jsonl                scalars, one JSON object a line
                                        (writers; next to TensorBoard events)
@@ -29,7 +29,7 @@ CHECKPOINTS_DIR = 'checkpoints'
 SAMPLES_DIR = 'samples'
 METRICS_FILE = 'metrics.jsonl'
 EVAL_DIR = 'eval'
-# What a command's --checkpoint may name (inference.loading and
+# What a command's --checkpoint may name (loading and
 # export.reader read them): the help text of predict, the app and export.
 CHECKPOINT_HELP = ('a training workdir (latest step, EMA weights), its '
                    'checkpoints/ folder, one checkpoints/STEP folder, or a '

@@ -16,6 +16,7 @@ import os
 import time
 from typing import Any, Callable, Mapping, Optional
 
+import jax
 import numpy as np
 
 from scsnet_jax import workdir as workdir_lib
@@ -25,13 +26,13 @@ METRICS_FILE = workdir_lib.METRICS_FILE
 
 
 def _is_primary() -> bool:
-  import jax
   return jax.process_index() == 0
 
 
 def clu_available() -> bool:
   """True when clu's TensorBoard writer can be used (clu and TF importable)."""
   try:
+    # Optional extras: only asked whether they import.
     import tensorflow  # noqa: F401  pylint: disable=unused-import
     from clu import metric_writers, periodic_actions  # noqa: F401
   except Exception:  # ImportError, or a broken TF install
@@ -140,7 +141,7 @@ def create_writer(workdir: str):
   """
   primary = _is_primary()
   if clu_available():
-    from clu import metric_writers
+    from clu import metric_writers  # an optional extra (clu_available)
     default = metric_writers.create_default_writer(
         workdir, just_logging=not primary, asynchronous=True)
     if not primary:
@@ -159,7 +160,7 @@ def create_progress_reporter(num_train_steps: int, writer,
                              every_steps: Optional[int] = None) -> Callable:
   """``report(step)`` that logs steps/s and ETA (clu ReportProgress if any)."""
   if clu_available():
-    from clu import periodic_actions
+    from clu import periodic_actions  # an optional extra (clu_available)
     return periodic_actions.ReportProgress(
         num_train_steps=num_train_steps, writer=writer,
         every_secs=every_secs, every_steps=every_steps)
@@ -172,6 +173,6 @@ def create_profiler(workdir: str, num_profile_steps: int = 5,
   if not clu_available():
     logging.warning('profiling needs clu; config.train.profile ignored')
     return None
-  from clu import periodic_actions
+  from clu import periodic_actions  # an optional extra (clu_available)
   return periodic_actions.Profile(num_profile_steps=num_profile_steps,
                                   first_profile=first_profile, logdir=workdir)

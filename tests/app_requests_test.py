@@ -10,7 +10,7 @@ from flax import nnx
 from PIL import Image
 
 from scsnet_jax import app_requests, color
-from scsnet_jax import runner as runner_lib
+from scsnet_jax.inference import runner as runner_lib
 from scsnet_jax.export import writer as export
 from scsnet_jax.models.generator import Generator
 from tests.export.tiny import TINY
@@ -123,8 +123,8 @@ def test_preview_is_shrunk_before_the_conversion(checkpoint, tmp_path,
   gray = ((xx // 30 + yy // 30) % 2 * 180 + 40).astype(np.uint8)
   Image.fromarray(gray).save(tmp_path / 'wide.png')
   converted = []
-  convert = color.gray_from_rgb
-  monkeypatch.setattr(app_requests.color, 'gray_from_rgb',
+  convert = color.rgb8_to_gray
+  monkeypatch.setattr(app_requests.color, 'rgb8_to_gray',
                       lambda pixels: converted.append(pixels.shape) or
                       convert(pixels))
   try:

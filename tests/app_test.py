@@ -20,7 +20,7 @@ pytest.importorskip('gradio', reason="the web app's extra is not installed "
                     "(pip install -e '.[app]')")
 
 from scsnet_jax import app, color, predict  # noqa: E402
-from scsnet_jax.tools import app_screenshot  # noqa: E402
+from tools import app_screenshot  # noqa: E402
 from tests.app_requests_test import TILE, _pixels  # noqa: E402
 from tests.app_requests_test import checkpoint, photos  # noqa: E402,F401 (fixtures)
 
@@ -79,7 +79,7 @@ def test_fractional_scale_gives_rounded_size_and_says_gray(client, photos):
   shown = _pixels(bicubic)[..., :3].astype(int)
   assert shown.shape == (50, 70, 3)
   assert (shown.max(-1) - shown.min(-1)).max() <= 1
-  lightness = color.rgb_from_gray(color.gray_from_rgb(
+  lightness = color.gray_to_rgb8(color.rgb8_to_gray(
       _pixels(photos['colour'])))[..., 0]
   pil = np.asarray(Image.fromarray(lightness).resize(
       (70, 50), Image.Resampling.BICUBIC), int)

@@ -4,6 +4,9 @@ rename, fsync of the folder) and their users."""
 import json
 import os
 import stat
+import subprocess
+import sys
+import threading
 
 import numpy as np
 import pytest
@@ -48,8 +51,8 @@ def test_file_and_folder_are_fsynced(tmp_path, monkeypatch):
 
 def test_pngs_configs_and_converted_weights_go_through_the_helper(
     tmp_path, monkeypatch):
-  from scsnet_jax.inference import image_files
-  from scsnet_jax.models import vgg
+  from scsnet_jax import image_files
+  from scsnet_jax.pretrained import vgg
   from scsnet_jax.train import loop
   import ml_collections
   written = []
@@ -68,3 +71,45 @@ def test_pngs_configs_and_converted_weights_go_through_the_helper(
   assert written == ['out.png', 'config.json', 'vgg.npz']
   assert sorted(os.listdir(tmp_path)) == ['config.json', 'out.png', 'vgg.npz']
   assert vgg.np.load(tmp_path / 'vgg.npz')['conv1_1/bias'].shape == (1,)
+
+
+def test_read_umask_matches_the_shell_and_leaves_it_alone():
+  old = os.umask(0o027)
+  try:
+    shell = subprocess.run(['sh', '-c', 'umask'], capture_output=True,
+                           text=True, check=True).stdout
+    assert atomic.read_umask() == int(shell.strip(), 8) == 0o027
+  finally:
+    os.umask(old)
+
+
+def test_concurrent_umask_reads_never_loosen_new_folders(tmp_path):
+  """Setting the umask to 0 to read it (the old helper) gives folders that
+  other threads create meanwhile mode 0o777."""
+  old_umask, old_interval = os.umask(0o022), sys.getswitchinterval()
+  sys.setswitchinterval(1e-6)
+  stop = threading.Event()
+
+  def read_umask():
+    while not stop.is_set():
+      atomic.read_umask()
+
+  def make_folders(worker):
+    for i in range(400):
+      os.mkdir(tmp_path / f'{worker}-{i}')
+
+  readers = [threading.Thread(target=read_umask) for _ in range(3)]
+  makers = [threading.Thread(target=make_folders, args=(w,)) for w in range(3)]
+  try:
+    for thread in readers + makers:
+      thread.start()
+    for thread in makers:
+      thread.join()
+  finally:
+    stop.set()
+    for thread in readers:
+      thread.join()
+    sys.setswitchinterval(old_interval)
+    os.umask(old_umask)
+  modes = {stat.S_IMODE(entry.stat().st_mode) for entry in os.scandir(tmp_path)}
+  assert modes == {0o755}, sorted(oct(mode) for mode in modes)

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from scsnet_jax.models import flops
+from scsnet_jax import flops
 from tests.paths import REPO_ROOT
 
 _BLOCKER = """
@@ -29,9 +29,10 @@ def _run(code_or_args, *, code=False, timeout=600):
 
 @pytest.mark.parametrize('module', ['scsnet_jax.benchmark',
                                     'scsnet_jax.config_lib',
+                                    'scsnet_jax.command_line',
                                     'scsnet_jax.train.step',
                                     'scsnet_jax.inference.predictor',
-                                    'scsnet_jax.runner',
+                                    'scsnet_jax.inference.runner',
                                     'scsnet_jax.predict',
                                     'scsnet_jax.export.cli'])
 def test_importable_without_training_stack(module):
@@ -50,7 +51,7 @@ def test_forward_benchmark_writes_json(tmp_path):
   out = tmp_path / 'bench.json'
   code = _BLOCKER + (
       'import sys\nfrom absl import app\n'
-      'from scsnet_jax import benchmark\nfrom scsnet_jax.models import flops\n'
+      'from scsnet_jax import benchmark\nfrom scsnet_jax import flops\n'
       # A made-up peak for this CPU, so that the utilisation is computed.
       f'flops.PEAK_FLOPS["cpu"] = {{"float32": {_FAKE_CPU_PEAK}}}\n'
       f'sys.argv = ["benchmark", "--what=forward", "--size=16", "--scale=2",'

@@ -19,8 +19,8 @@ def test_stopped_early_is_ex_tempfail_distinct_from_success_and_errors():
 
 
 def _raise_in_our_code():
-  from scsnet_jax import config_overrides
-  config_overrides.validate_config(dict(dtype='float16'))
+  from scsnet_jax import config_lib
+  config_lib.validate_config(dict(dtype='float16'))
 
 
 def test_user_errors_out_of_memory_and_bugs_are_told_apart():

@@ -1,4 +1,4 @@
-"""image_io / inference.image_files reading: PIL modes, 16-bit gray, EXIF."""
+"""image_io reading: PIL modes, 16-bit gray, EXIF."""
 
 import numpy as np
 import pytest
@@ -6,7 +6,6 @@ from PIL import Image
 from skimage import color as skcolor
 
 from scsnet_jax import color
-from scsnet_jax.inference import image_files
 from scsnet_jax.inference import predictor as predictor_lib
 
 
@@ -24,7 +23,7 @@ def test_pil_modes_give_their_l_channel(tmp_path, mode):
   image = Image.fromarray(_rgb(9, 11, 4)).convert(mode)
   path = tmp_path / ('x.tif' if mode == 'CMYK' else 'x.png')
   image.save(path)
-  got = color.gray_from_rgb(image_files.read_image(path))[..., 0]
+  got = color.rgb8_to_gray(image_io.read_image(path))[..., 0]
   want = _skimage_l(np.asarray(Image.open(path).convert('RGB')))
   np.testing.assert_allclose(got, want, atol=1e-4)
 
@@ -33,7 +32,7 @@ def test_16_bit_gray_keeps_its_range(tmp_path):
   wide = np.random.default_rng(5).integers(0, 65536, (9, 11), np.uint16)
   Image.fromarray(wide).save(tmp_path / 'deep.png')
   assert Image.open(tmp_path / 'deep.png').mode.startswith('I')
-  got = color.gray_from_rgb(image_files.read_image(tmp_path / 'deep.png'))
+  got = color.rgb8_to_gray(image_io.read_image(tmp_path / 'deep.png'))
   gray = np.repeat((wide / 65535.0)[..., None], 3, axis=-1)
   want = skcolor.rgb2lab(gray)[..., 0] / 50.0 - 1.0
   np.testing.assert_allclose(got[..., 0], want, atol=0.01)  # 8-bit decode
@@ -46,7 +45,7 @@ def test_exif_orientation_is_applied(tmp_path):
   exif[0x0112] = 6   # stored landscape, shown rotated 90 degrees clockwise
   Image.fromarray(pixels).save(tmp_path / 'phone.jpg', exif=exif, quality=100,
                                subsampling=0)
-  shown = image_files.read_image(tmp_path / 'phone.jpg')
+  shown = image_io.read_image(tmp_path / 'phone.jpg')
   assert shown.shape == (12, 8, 3)
   rotated = np.rot90(pixels, k=-1)
   assert np.abs(shown.astype(int) - rotated).mean() < 8   # JPEG loss only
@@ -186,7 +185,7 @@ def test_malformed_exif_is_ignored_and_orientation_still_applied(tmp_path):
     with pytest.raises(struct.error):
       ImageOps.exif_transpose(image)
   (tmp_path / 'phone.jpg').write_bytes(data)
-  for shown, alpha in [image_files.read_image_and_alpha(tmp_path / 'phone.jpg'),
+  for shown, alpha in [image_io.read_image_and_alpha(tmp_path / 'phone.jpg'),
                        (image_io.read_image(tmp_path / 'phone.jpg'), None)]:
     assert alpha is None and shown.shape == (12, 8, 3)
     assert np.abs(shown.astype(int) - np.rot90(pixels, k=-1)).mean() < 8
@@ -211,7 +210,7 @@ def test_postscript_named_jpg_never_reaches_ghostscript(tmp_path, monkeypatch):
   (tmp_path / 'photo.jpg').write_bytes(_EPS)
   with pytest.raises(image_io.ImageDecodeError, match=r'photo\.jpg: cannot '
                      r'decode image \(not a recognised image format; allowed'):
-    image_files.read_image_and_alpha(tmp_path / 'photo.jpg')
+    image_io.read_image_and_alpha(tmp_path / 'photo.jpg')
   with pytest.raises(image_io.ImageDecodeError):
     image_io.decode_image(_EPS, name='photo.jpg')
   assert not calls

@@ -16,9 +16,9 @@ import time
 
 import pytest
 
-from scsnet_jax import config_lib
 
 from tests.paths import REPO_ROOT
+from tests import helpers
 LAUNCHER = os.path.join(REPO_ROOT, 'launch', 'local_multiprocess.sh')
 CACHE = os.path.join(tempfile.gettempdir(), 'scsnet_jax_test_compile_cache')
 LOSS = re.compile(r'step (\d+)/\d+  loss G ([-+0-9.eE]+|nan|inf)')
@@ -34,7 +34,7 @@ def _env(devices_per_process):
 
 def _flags(workdir, steps, *extra):
   return ['--config=configs/test.py', f'--workdir={workdir}',
-          f'--config.train.steps={steps}', *config_lib.shallow_model_flags(),
+          f'--config.train.steps={steps}', *helpers.shallow_model_flags(),
           # Losses and checkpoints are what these tests compare: no sample
           # grids (tests/train/loop_test.py covers them).
           '--config.train.sample_every_steps=0', *extra]

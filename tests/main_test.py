@@ -4,9 +4,9 @@
 import os
 import subprocess
 import sys
-import types
 
 
+from scsnet_jax import config_lib
 from tests.paths import REPO_ROOT
 
 
@@ -45,15 +45,15 @@ def test_bad_config_values_give_one_line_errors(tmp_path):
 
 
 def test_eval_mode_dispatches_to_evaluate(monkeypatch, tmp_path):
-  from scsnet_jax import evaluation, main
+  from scsnet_jax import main
+  from scsnet_jax.evaluation import protocol
   calls = []
-  fake = types.ModuleType('scsnet_jax.evaluation.protocol')
-  fake.evaluate = lambda config, workdir: calls.append((config, workdir))
-  monkeypatch.setitem(sys.modules, 'scsnet_jax.evaluation.protocol', fake)
-  monkeypatch.setattr(evaluation, 'protocol', fake, raising=False)
-  monkeypatch.setattr(main, '_initialize_distributed', lambda: None)
-  main._run({'name': 'cfg'}, str(tmp_path), 'eval')
-  assert calls == [({'name': 'cfg'}, str(tmp_path))]
+  monkeypatch.setattr(protocol, 'evaluate',
+                      lambda config, workdir: calls.append((config, workdir)))
+  monkeypatch.setattr(main, 'initialize_distributed', lambda: None)
+  config = config_lib.get_base_config()
+  main.run(config, str(tmp_path), 'eval')
+  assert calls == [(config, str(tmp_path))]
 
 
 # ------------------------------------------------ issue 12: one-line errors ---
@@ -94,27 +94,43 @@ def test_eval_without_config_needs_a_training_workdir(tmp_path):
   _assert_clean_failure(result, '--config=configs/<name>.py is required')
 
 
-def test_eval_uses_the_workdirs_config_json_with_overrides(tmp_path):
-  from scsnet_jax import config_lib, main
+def test_eval_uses_the_workdirs_config_json_with_overrides(tmp_path,
+                                                           monkeypatch):
+  from scsnet_jax import main
   config = config_lib.load_sibling_config(
       os.path.join(REPO_ROOT, 'configs', 'test.py'), 'test')
   config.model.texture_res_blocks = 2
   (tmp_path / 'config.json').write_text(config.to_json())
-  resolved = main.resolve_config(None, str(tmp_path), 'eval',
-                                 [('eval.num_automatic', '3')])
+  argv = ['main', '--mode=eval', f'--workdir={tmp_path}',
+          '--config.eval.num_automatic=3']
+  with_file = main.with_workdir_config(argv)
+  assert with_file == ['main', f'--config={main.WORKDIR_CONFIG}:{tmp_path}',
+                       *argv[1:]]
+  from absl import flags
+  from ml_collections import config_flags
+  parser = flags.FlagValues()   # the same flag as main's, parsed alone
+  holder = config_flags.DEFINE_config_file('config', None, '',
+                                           flag_values=parser)
+  # ml_collections reads the --config.KEY overrides from sys.argv.
+  monkeypatch.setattr(sys, 'argv', [with_file[0], with_file[1],
+                                    with_file[-1]])
+  parser(sys.argv)
+  resolved = holder.value
   assert resolved.model.texture_res_blocks == 2
   assert resolved.eval.num_automatic == 3
-  given = config_lib.get_base_config()
-  assert main.resolve_config(given, str(tmp_path), 'eval') is given
+  config_lib.validate_config(resolved)
+  # A given --config, or training, keeps the command line as it is.
+  given = ['main', '--mode=eval', f'--workdir={tmp_path}', '--config=c.py']
+  assert main.with_workdir_config(given) == given
+  assert main.with_workdir_config(argv[:1] + argv[2:]) == argv[:1] + argv[2:]
 
 
 def _main_with_run(monkeypatch, tmp_path, run):
   from absl import flags
   from absl.testing import flagsaver
-  from scsnet_jax import main
-  monkeypatch.setattr(main, 'resolve_config', lambda c, w, m, o=(): {})
-  monkeypatch.setattr(main, '_run', run)
-  monkeypatch.setattr(main, '_quiet_python_logs', lambda: None)
+  from scsnet_jax import command_line, main
+  monkeypatch.setattr(main, 'run', run)
+  monkeypatch.setattr(command_line, 'quiet_python_logs', lambda: None)
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()
   with flagsaver.flagsaver(workdir=str(tmp_path / 'w'), mode='train'):
@@ -145,26 +161,6 @@ def test_main_reports_out_of_memory_in_one_line(monkeypatch, tmp_path,
   assert '--config.data.global_batch_size' in err
 
 
-def test_library_info_lines_are_hidden_by_default(monkeypatch):
-  import logging as std_logging
-  from scsnet_jax import main
-  record = lambda path, level: std_logging.LogRecord(
-      'absl', level, path, 1, 'msg', None, None)
-  keep = main._OwnInfoOnly().filter
-  orbax = '/site-packages/orbax/checkpoint/checkpoint_manager.py'
-  assert not keep(record(orbax, std_logging.INFO))
-  assert keep(record(orbax, std_logging.WARNING))
-  assert keep(record(main.__file__, std_logging.INFO))
-  for name in ('TF_CPP_MIN_LOG_LEVEL', 'TF_ENABLE_ONEDNN_OPTS',
-               'TPU_STDERR_LOG_LEVEL'):
-    monkeypatch.delenv(name, raising=False)
-  main.quiet_native_logs(['main', '--verbosity=1'])
-  assert 'TF_CPP_MIN_LOG_LEVEL' not in os.environ
-  main.quiet_native_logs(['main'])
-  assert os.environ['TF_CPP_MIN_LOG_LEVEL'] == '2'
-  assert os.environ['TF_ENABLE_ONEDNN_OPTS'] == '0'
-
-
 # ------------------------------------------------------------ issue 19 ---
 def test_help_exits_0_and_lists_the_resume_flag():
   result = _run_main('--help')
@@ -184,8 +180,9 @@ def test_a_run_stopped_by_sigterm_exits_75_for_requeueing(monkeypatch,
     calls.append(allow_config_change)
     raise loop.StoppedEarly(None, 3)
   monkeypatch.setattr(loop, 'train_and_evaluate', stopped)
-  monkeypatch.setattr(main, '_initialize_distributed', lambda: None)
+  monkeypatch.setattr(main, 'initialize_distributed', lambda: None)
   with pytest.raises(SystemExit) as exit_info:
-    main._run({}, str(tmp_path), 'train', ('optimizer',))
+    main.run(config_lib.get_base_config(), str(tmp_path), 'train',
+             ('optimizer',))
   assert exit_info.value.code == errors.EXIT_STOPPED_EARLY == 75
   assert calls == [('optimizer',)]

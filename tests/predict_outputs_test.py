@@ -8,9 +8,9 @@ import pytest
 from PIL import Image
 
 from scsnet_jax import predict
-from scsnet_jax import runner as runner_lib
-from scsnet_jax.inference import image_files
-from scsnet_jax.inference import planning
+from scsnet_jax.inference import runner as runner_lib
+from scsnet_jax import image_files, image_io
+from scsnet_jax import planning
 from tests.predict_test import _outputs, _rgb, _run
 from tests.predict_test import workdir  # noqa: F401 (a fixture)
 
@@ -20,8 +20,8 @@ def _errors(stderr):
 
 
 def _spy_reads(monkeypatch):
-  read, real = [], image_files.read_image_and_alpha
-  monkeypatch.setattr(image_files, 'read_image_and_alpha',
+  read, real = [], image_io.read_image_and_alpha
+  monkeypatch.setattr(image_io, 'read_image_and_alpha',
                       lambda path: read.append(str(path)) or real(path))
   return read
 
@@ -98,14 +98,14 @@ def test_existing_output_needs_overwrite(workdir, tmp_path, capsys,
   assert code == 0, err
   np.testing.assert_array_equal(np.asarray(Image.open(result)), first)
   # An output that appears after the check (another program) is kept too.
-  real_read = image_files.read_image_and_alpha
+  real_read = image_io.read_image_and_alpha
 
   def read_and_race(path):
     (tmp_path / 'out2').mkdir(exist_ok=True)
     (tmp_path / 'out2' / 'a.png').write_bytes(b'racing')
     return real_read(path)
 
-  monkeypatch.setattr(image_files, 'read_image_and_alpha', read_and_race)
+  monkeypatch.setattr(image_io, 'read_image_and_alpha', read_and_race)
   code, _, err = _run(capsys, *args[:-3], tmp_path / 'out2', '--scale', 2)
   assert code == 1 and 'appeared during the run' in err, err
   assert (tmp_path / 'out2' / 'a.png').read_bytes() == b'racing'
@@ -124,10 +124,10 @@ def test_batches_stream_reads_and_writes(workdir, tmp_path, capsys,
   for seed, (name, shape) in enumerate(SHAPES.items()):
     Image.fromarray(_rgb(*shape, seed)).save(tmp_path / 'in' / f'{name}.png')
   events, batches = [], []
-  real_read = image_files.read_image_and_alpha
+  real_read = image_io.read_image_and_alpha
   real_write = image_files.write_png_atomic
   real_predict = runner_lib.Runner.predict_nlab
-  monkeypatch.setattr(image_files, 'read_image_and_alpha', lambda path: (
+  monkeypatch.setattr(image_io, 'read_image_and_alpha', lambda path: (
       events.append('read') or real_read(path)))
   monkeypatch.setattr(image_files, 'write_png_atomic', lambda path, pixels: (
       events.append('write') or real_write(path, pixels)))

@@ -16,14 +16,14 @@ from PIL import Image
 
 from scsnet_jax import color, config_lib, predict, sharding
 from scsnet_jax.export import cli as export
-from scsnet_jax.inference import loading
-from scsnet_jax.train import checkpointing
-from scsnet_jax.inference import image_files
+from scsnet_jax import loading
+from scsnet_jax import image_io
 from scsnet_jax.inference import predictor as predictor_lib
 from scsnet_jax.train import state as train_state
 from scsnet_jax.models.generator import build_generator
 
 from tests.paths import REPO_ROOT as ROOT
+from tests import helpers
 TINY_MODEL = dict(
     referential=True, init_width=8, encoder_widths=[8, 16],
     source_res_blocks=0, reference_res_blocks=0, cross_attention_qk=8,
@@ -45,7 +45,7 @@ def workdir(tmp_path_factory):
   generator = build_generator(config.model, nnx.Rngs(0))
   state = state.replace(generator_ema=nnx.split(generator)[1].to_pure_dict())
   path = str(tmp_path_factory.mktemp('workdir'))
-  checkpointing.save_train_state(path, state, config)
+  helpers.save_train_state(path, state, config)
   return path
 
 
@@ -92,10 +92,10 @@ def test_folder_with_good_and_bad_files(workdir, tmp_path, capsys):
   assert written.shape == (24, 32, 3) and written.dtype == np.uint8
   # The CLI's pixels are the library's result for that file.
   bundle = loading.load_generator(workdir)
-  gray = color.gray_from_rgb(image_files.read_image(inputs / 'colour.png'))
+  gray = color.rgb8_to_gray(image_io.read_image(inputs / 'colour.png'))
   nlab, _ = predictor_lib.Predictor(bundle.params, bundle.config.model
                                 ).predict_nlab(gray[None], None, (24, 32))
-  np.testing.assert_array_equal(written, color.rgb_from_nlab(nlab[0]))
+  np.testing.assert_array_equal(written, color.nlab_to_rgb8(nlab[0]))
 
 
 @pytest.mark.parametrize('flag,value,shape', [
@@ -264,8 +264,8 @@ def test_corrupt_reference_is_one_error_before_any_input(
   for name in ('a', 'b', 'c'):
     Image.fromarray(_rgb(12, 16)).save(tmp_path / 'in' / f'{name}.png')
   read = []
-  real_read = image_files.read_image_and_alpha
-  monkeypatch.setattr(image_files, 'read_image_and_alpha',
+  real_read = image_io.read_image_and_alpha
+  monkeypatch.setattr(image_io, 'read_image_and_alpha',
                       lambda path: read.append(path) or real_read(path))
   code, _, err = _run(capsys, '--checkpoint', workdir, '--input',
                       tmp_path / 'in', '--output', tmp_path / 'out',

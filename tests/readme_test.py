@@ -22,6 +22,7 @@ import pytest
 from PIL import Image
 
 from tests.paths import REPO_ROOT
+from tests import helpers
 SAMPLE = os.path.join('docs', 'images', 'chelsea_gray_lr.png')
 FAST_DEMO = {'train.steps': 4, 'train.checkpoint_every_steps': 4,
              'train.sample_every_steps': 4, 'train.log_every_steps': 2,
@@ -117,11 +118,11 @@ def test_readme_walkthrough(tmp_path):
   train = _find(commands, 'main', '--config=configs/demo.py')
   assert train is not None, 'README lost its demo command'
   train = _replace(train, 'demo_workdir', workdir)
-  from scsnet_jax import config_lib, config_overrides
+  from scsnet_jax import command_line, config_lib
   demo = config_lib.load_sibling_config(
       os.path.join(REPO_ROOT, 'configs', 'demo.py'), 'demo')
   train += [f'--config.{k}={v}' for k, v in FAST_DEMO.items()
-            if config_overrides.unknown_key(demo, k) is None]
+            if command_line.unknown_key(demo, k) is None]
   result = _run(train)
   assert os.path.isdir(os.path.join(workdir, 'checkpoints', '4'))
   assert os.path.isfile(os.path.join(workdir, 'config.json'))
@@ -246,7 +247,7 @@ def test_every_documented_snippet_is_run_by_a_test():
 def _zero_inception(path):
   """An npz with pytorch-fid InceptionV3's converted names and shapes."""
   from flax import nnx  # pylint: disable=g-import-not-at-top
-  from scsnet_jax.models import inception  # pylint: disable=g-import-not-at-top
+  from scsnet_jax.pretrained import inception  # pylint: disable=g-import-not-at-top
   model = nnx.eval_shape(lambda: inception.FIDInceptionV3(rngs=nnx.Rngs(0)))
   weights = {}
   for node_path, node in nnx.iter_graph(model):
@@ -264,10 +265,9 @@ def snippet_folder(tmp_path_factory):
   import jax  # pylint: disable=g-import-not-at-top
   from scsnet_jax import config_lib, sharding  # pylint: disable=g-import-not-at-top
   from scsnet_jax.export import cli as export  # pylint: disable=g-import-not-at-top
-  from scsnet_jax.train import checkpointing  # pylint: disable=g-import-not-at-top
   from scsnet_jax.train import state as train_state  # pylint: disable=g-import-not-at-top
   folder = tmp_path_factory.mktemp('snippets')
-  config = config_lib.with_shallow_model(config_lib.load_sibling_config(
+  config = helpers.with_shallow_model(config_lib.load_sibling_config(
       os.path.join(REPO_ROOT, 'configs', 'test.py'), 'test'))
   workdir = str(folder / 'runs' / 'x4')
   networks = train_state.build_networks(config)
@@ -281,7 +281,7 @@ def snippet_folder(tmp_path_factory):
     return rng.normal(0, scale, spec.shape).astype(spec.dtype)
   state = jax.tree.map(leaf, train_state.abstract_train_state(
       networks, config, sharding.create_mesh()))
-  checkpointing.save_train_state(workdir, state, config)
+  helpers.save_train_state(workdir, state, config)
   with open(os.path.join(workdir, 'config.json'), 'w') as f:
     f.write(config.to_json(indent=2))   # as training writes it
   assert export.main(['--checkpoint', workdir, '--output',

@@ -6,15 +6,15 @@ import re
 
 import numpy as np
 
-from scsnet_jax import config_lib, config_overrides, sharding, writers
+from scsnet_jax import config_lib, sharding, writers
 from scsnet_jax import workdir as workdir_lib
 from scsnet_jax.evaluation import report as eval_report
 from scsnet_jax.evaluation import validation
-from scsnet_jax.inference import loading
-from scsnet_jax.train import checkpointing
+from scsnet_jax import loading
 from scsnet_jax.train import loop
 from scsnet_jax.train import state as train_state
 from tests.paths import TEST_CONFIG
+from tests import helpers
 
 _DOCS = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'docs')
 
@@ -49,20 +49,20 @@ def test_paths_are_absolute_locally_and_urls_stay_urls(tmp_path, monkeypatch):
 
 
 def test_what_training_writes_is_what_readers_find(tmp_path):
-  config = config_lib.with_shallow_model(
+  config = helpers.with_shallow_model(
       config_lib.load_sibling_config(TEST_CONFIG, 'test'))
   config.train.steps = 3
   workdir = str(tmp_path / 'run')
   state = train_state.create_train_state(
       train_state.build_networks(config), config, sharding.create_mesh())
-  step_dir = checkpointing.save_train_state(workdir, state, config)
+  step_dir = helpers.save_train_state(workdir, state, config)
   loop._write_config(workdir, config)
 
   assert step_dir == os.path.join(workdir, 'checkpoints', '0')
   assert loading.resolve_checkpoint(workdir) == (
       os.path.join(workdir, 'checkpoints'), None)
   assert loading.load_generator(workdir).step == 0
-  loaded = config_overrides.load_workdir_config(workdir)
+  loaded = config_lib.load_workdir_config(workdir)
   assert loaded.train.steps == 3
   assert sorted(os.listdir(workdir)) == ['checkpoints', 'config.json']
 

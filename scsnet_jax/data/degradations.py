@@ -23,7 +23,7 @@ import scipy.ndimage
 from PIL import Image
 
 from scsnet_jax.errors import UserError
-from scsnet_jax.models import INPUT_MULTIPLE
+from scsnet_jax.models.geometry import INPUT_MULTIPLE
 
 
 

@@ -32,7 +32,7 @@ from scsnet_jax.data import sources as data_sources
 from scsnet_jax.data import degradations, quality_filter
 from scsnet_jax import image_io
 from scsnet_jax.data.sources import DataError  # re-exported
-from scsnet_jax.models import INPUT_MULTIPLE
+from scsnet_jax.models.geometry import INPUT_MULTIPLE
 
 __all__ = ['DataError', 'create_dataset',
            'create_iterator', 'MODEL_KEYS']
@@ -41,10 +41,6 @@ MODEL_KEYS = ('gray', 'target', 'reference')
 _SCALE_SALT = 0x5CA1E      # separates the per-batch scale stream
 _STARTUP_PROBE = 64        # items inspected before training to fail early
 _MAX_CONSECUTIVE_BAD = 64  # unusable items tried in a row before giving up
-
-
-def _data_section(config):
-  return config.data if 'data' in config else config
 
 
 @dataclasses.dataclass
@@ -143,7 +139,7 @@ class ExampleMaker(grain.transforms.MapWithIndex):
     side = min(int(round(self.crop_size * rng.uniform(0.75, 1.5))),
                *image.shape[:2])
     view = degradations.random_crop(image, side, rng)
-    return color.rgb_to_nlab(
+    return color.rgb01_to_nlab(
         degradations.resize_bicubic(view, (lr_side, lr_side)), xp=np)
 
   def map_with_index(self, index: int, local: int) -> dict[str, np.ndarray]:
@@ -152,7 +148,7 @@ class ExampleMaker(grain.transforms.MapWithIndex):
     pixels, skipped = self._load_usable(local)
     hr = self._hr_crop(pixels, rng)
     lr_rgb = degradations.resize_bicubic(hr, (lr_side, lr_side))
-    lr_nlab = color.rgb_to_nlab(lr_rgb, xp=np)
+    lr_nlab = color.rgb01_to_nlab(lr_rgb, xp=np)
     reference = lr_nlab
     if self.training and rng.random() < self.other_view_reference_prob:
       reference = self._other_view(pixels, lr_side, rng)
@@ -161,7 +157,7 @@ class ExampleMaker(grain.transforms.MapWithIndex):
         other_pixels = self._load(rng.integers(self.shard_len))
         other_lr = degradations.resize_bicubic(
             self._hr_crop(other_pixels, rng), (lr_side, lr_side))
-        reference = color.rgb_to_nlab(other_lr, xp=np)
+        reference = color.rgb01_to_nlab(other_lr, xp=np)
       except (OSError, image_io.ImageDecodeError) as error:
         data_sources.note_skipped('other reference', error)
     if self.training:
@@ -170,7 +166,7 @@ class ExampleMaker(grain.transforms.MapWithIndex):
         reference, self.elastic_alpha, self.elastic_sigma, rng)
     return {
         'gray': np.ascontiguousarray(lr_nlab[..., :1], dtype=np.float32),
-        'target': color.rgb_to_nlab(hr, xp=np).astype(np.float32),
+        'target': color.rgb01_to_nlab(hr, xp=np).astype(np.float32),
         'reference': np.ascontiguousarray(reference, dtype=np.float32),
         'skipped_images': np.int32(skipped),
     }
@@ -199,7 +195,7 @@ def _check_source_usable(maker: ExampleMaker) -> None:
                   f'the source (first error: {errors[0] if errors else "-"})')
 
 
-def create_dataset(config, split: str = 'train', *,
+def create_dataset(data, split: str = 'train', *,
                    global_batch_size: int | None = None,
                    seed: int | None = None,
                    process_index: int | None = None,
@@ -211,19 +207,18 @@ def create_dataset(config, split: str = 'train', *,
   """The grain dataset of per-process batches for ``split`` ('train'|'eval').
 
   Args:
-    config: the full config or its ``data`` section.
-    global_batch_size: default ``config.data.global_batch_size``; must divide
-      by ``process_count``.
-    seed: default ``config.data.seed``.
+    data: the config's ``data`` section (``config.data``).
+    global_batch_size: default ``data.global_batch_size``; must divide by
+      ``process_count``.
+    seed: default ``data.seed``.
     process_index, process_count: this process's shard; default
       ``jax.process_index()``, ``jax.process_count()`` (read now, not at import).
-    num_workers: grain worker processes, default ``config.data.num_workers``.
+    num_workers: grain worker processes, default ``data.num_workers``.
     num_epochs: train default None = forever; eval always one pass.
     drop_remainder: default True for train, False for eval (the last eval
       batch may be smaller, and shards may differ by one item).
-    source: a ready source object (tests, custom data); default from config.
+    source: a ready source object (tests, custom data); default from data.
   """
-  data = _data_section(config)
   training = split == 'train'
   if process_index is None or process_count is None:
     import jax  # pylint: disable=g-import-not-at-top
@@ -290,10 +285,11 @@ def _ensure_absl_flags_parsed() -> None:
     flags.FLAGS.mark_as_parsed()
 
 
-def create_iterator(config, split: str = 'train', seed: int | None = None,
+def create_iterator(data, split: str = 'train',
+                    seed: int | None = None,
                     **kwargs) -> grain.DatasetIterator:
   """``iter(create_dataset(...))``: a checkpointable grain iterator."""
-  return iter(create_dataset(config, split, seed=seed, **kwargs))
+  return iter(create_dataset(data, split, seed=seed, **kwargs))
 
 
 def model_inputs(batch: dict) -> dict:

@@ -16,6 +16,7 @@ import os
 
 import numpy as np
 
+from scsnet_jax import atomic
 from scsnet_jax import color, image_io
 from scsnet_jax.data.sources import DataError, note_skipped
 
@@ -97,7 +98,6 @@ def quality_filter(source, *, min_file_bytes: int, min_colorfulness: float,
         logging.info('quality filter: %d of %d checked, %d kept',
                      chunk.stop, len(source), len(kept))
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    from scsnet_jax import atomic
     # Atomic: concurrent processes may race here.
     atomic.write_json(path, {'source': source.fingerprint(),
                              'num_total': len(source),

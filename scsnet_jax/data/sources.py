@@ -44,7 +44,6 @@ DEMO_FILES = {
 DEMO_EVAL_NAMES = ('chelsea', 'coffee')
 EVAL_SPLIT_NAMES = ('eval', 'validation', 'test')
 
-_skipped_count = 0
 _logged_bad_paths: set[str] = set()
 _skip_lock = threading.Lock()
 
@@ -54,20 +53,13 @@ class DataError(UserError):
 
 
 def note_skipped(description: str, error: Exception) -> None:
-  """Counts an unusable image; logs each path once per process."""
-  global _skipped_count
+  """Logs an unusable image, each path once per process (the batches
+  count the skips: ``skipped_images``)."""
   with _skip_lock:  # grain's reader threads call this concurrently
-    _skipped_count += 1
     first_time = description not in _logged_bad_paths
     _logged_bad_paths.add(description)
   if first_time:
     logging.warning('skipping unusable image %s', error)
-
-
-def skipped_count() -> int:
-  """Unusable images skipped so far in this process (not in grain workers;
-  the batches carry their own ``skipped_images`` count)."""
-  return _skipped_count
 
 
 class FolderSource:
@@ -216,6 +208,7 @@ class DemoSource:
 
   def __init__(self, split: str, names=None):
     """``split`` 'train' or 'eval'; or ``names``, a chosen list of photos."""
+    # scikit-image: the train extra, and only the demo source needs it.
     import skimage  # pylint: disable=g-import-not-at-top
     data_dir = os.path.join(os.path.dirname(skimage.__file__), 'data')
     want_eval = split in EVAL_SPLIT_NAMES
@@ -265,6 +258,7 @@ class TfdsSource:
 
   def __init__(self, name: str, split: str, data_dir: str | None,
                image_key: str = 'image'):
+    # tfds (and TF): the train extra, and only the tfds source needs it.
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
     self.name, self.split, self.image_key = name, split, image_key
     data_dir = data_dir or None

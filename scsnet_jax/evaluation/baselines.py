@@ -34,12 +34,12 @@ def bicubic_gray(gray, out_size):
   lightness = upsampled_luminance(gray, out_size)
   nlab = jnp.concatenate([lightness, jnp.zeros_like(lightness),
                           jnp.zeros_like(lightness)], axis=-1)
-  return color.nlab_to_rgb(nlab, jnp)
+  return color.nlab_to_rgb01(nlab, jnp)
 
 
 def color_copy(gray, reference, out_size):
   """L from ``gray`` (B,h,w,1), a/b from ``reference`` (B,hr,wr,3) -> sRGB."""
   lightness = upsampled_luminance(gray, out_size)
   chroma = jnp.clip(_resize_bicubic(reference[..., 1:], out_size), -1.0, 1.0)
-  return color.nlab_to_rgb(jnp.concatenate([lightness, chroma], axis=-1),
+  return color.nlab_to_rgb01(jnp.concatenate([lightness, chroma], axis=-1),
                            jnp)

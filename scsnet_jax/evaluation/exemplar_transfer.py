@@ -91,5 +91,5 @@ def exemplar_transfer(lightness_nlab: np.ndarray, reference_nlab: np.ndarray,
     target_l = (lightness[..., 0] + color.L_OFFSET) * color.L_SCALE
     lab = transfer_lab(target_l, color.denormalize_lab(reference, np),
                        **kwargs)
-    outputs.append(color.lab_to_rgb(lab, np))
+    outputs.append(color.lab_to_rgb01(lab, np))
   return np.clip(np.stack(outputs), 0.0, 1.0)

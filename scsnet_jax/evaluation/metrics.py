@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import dataclasses
 
+from jax.experimental import multihost_utils
+import jax
+import jax.numpy as jnp
 import numpy as np
 import scipy.linalg
 import scipy.ndimage
@@ -47,9 +50,13 @@ def _as_float_images(images, name):
 
 
 def to_uint8(rgb01):
-  """sRGB in [0, 1] (any float array) -> uint8, rounded to nearest."""
-  return np.clip(np.round(np.asarray(rgb01, np.float64) * 255.0), 0,
-                 255).astype(np.uint8)
+  """sRGB in [0, 1] -> uint8, rounded to nearest (half to even): numpy in
+  float64, or a jax array (on device, traced too) in its own dtype."""
+  if isinstance(rgb01, jax.Array):
+    xp = jnp
+  else:
+    xp, rgb01 = np, np.asarray(rgb01, np.float64)
+  return xp.round(xp.clip(rgb01, 0.0, 1.0) * 255.0).astype(xp.uint8)
 
 
 def rgb_to_y(rgb255):
@@ -141,7 +148,6 @@ def psnr_ssim_jax(prediction, target, *, y_channel=False, crop_border=0):
   evaluations. float32: variances are taken about the image mean so that the
   E[x^2] - E[x]^2 cancellation stays far below the 1e-4 SSIM tolerance.
   """
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   x = jnp.asarray(prediction, jnp.float32)
   y = jnp.asarray(target, jnp.float32)
   if crop_border:
@@ -233,10 +239,8 @@ def sum_across_processes(array):
   every process adds the gathered copies in float64.
   """
   array = np.ascontiguousarray(array, np.float64)
-  import jax  # pylint: disable=g-import-not-at-top
   if jax.process_count() == 1:
     return array
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   bits = array.view(np.uint32)
   gathered = np.asarray(multihost_utils.process_allgather(bits))
   gathered = np.ascontiguousarray(gathered, np.uint32).view(np.float64)

@@ -28,11 +28,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from scsnet_jax.errors import UserError
-from scsnet_jax.evaluation import baselines
 from scsnet_jax import color
+from scsnet_jax.data import pipeline as input_pipeline
+from scsnet_jax.errors import UserError
+from scsnet_jax.evaluation import baselines, common, metrics
 from scsnet_jax.evaluation import report as eval_report
-from scsnet_jax.evaluation import metrics
+from scsnet_jax import loading
+from scsnet_jax.pretrained import inception
 
 MODES = eval_report.MODES
 METHODS = eval_report.METHODS
@@ -105,39 +107,24 @@ class EvalAccumulator:
     return reduced
 
 
-def _to_uint8(rgb01):
-  """sRGB [0, 1] -> uint8 on device (round half to even, as numpy)."""
-  return jnp.round(jnp.clip(rgb01, 0.0, 1.0) * 255.0).astype(jnp.uint8)
-
-
 def _render_all(graphdef, params, gray, target, reference, *, out_size,
                 y_channel, crop_border):
   """One batch -> ({method: uint8 sRGB}, {method: (psnr, ssim) vs real}).
 
   Methods: the model, the baselines and 'real'; PSNR/SSIM on device.
   """
-  from scsnet_jax.models.generator import apply_generator  # pylint: disable=g-import-not-at-top
-  predicted = apply_generator(graphdef, params, gray, reference,
-                              out_size=out_size)
-  images = {'scsnet': color.nlab_to_rgb(predicted.astype(jnp.float32), jnp),
+  predicted = common.render_nlab(graphdef, params, gray, reference, out_size)
+  images = {'scsnet': color.nlab_to_rgb01(predicted, jnp),
             'bicubic_gray': baselines.bicubic_gray(gray, out_size),
-            'real': color.nlab_to_rgb(target, jnp)}
+            'real': color.nlab_to_rgb01(target, jnp)}
   if reference is not None:
     images['color_copy'] = baselines.color_copy(gray, reference, out_size)
-  images = {name: _to_uint8(rgb) for name, rgb in images.items()}
+  images = {name: metrics.to_uint8(rgb) for name, rgb in images.items()}
   scores = {name: metrics.psnr_ssim_jax(pixels, images['real'],
                                         y_channel=y_channel,
                                         crop_border=crop_border)
             for name, pixels in images.items() if name != 'real'}
   return images, scores
-
-
-def _pad_batch(array, batch_size):
-  """Repeats the last image up to ``batch_size`` (one compile per mode)."""
-  if array is None or len(array) >= batch_size:
-    return array
-  fill = np.repeat(array[-1:], batch_size - len(array), axis=0)
-  return np.concatenate([array, fill], axis=0)
 
 
 def mode_counts(eval_config, referential: bool) -> dict[str, int]:
@@ -160,11 +147,10 @@ def eval_batches(config) -> Iterable[dict]:
   One pass over the split, or endless passes if ``config.eval.repeat_split``
   (for sets smaller than the counts; repeated images bias FID low).
   """
-  from scsnet_jax.data import pipeline as input_pipeline
   eval_config = config.eval
   while True:
     iterator = input_pipeline.create_iterator(
-        config, eval_config.split, seed=config.data.seed,
+        config.data, eval_config.split, seed=config.data.seed,
         global_batch_size=eval_config.batch_size * jax.process_count())
     for batch in iterator:
       yield input_pipeline.model_inputs(batch)
@@ -257,7 +243,8 @@ def check_model_matches(config, checkpoint_config, workdir: str) -> None:
         'evaluate with the workdir\'s own config.json')
 
 
-def run_protocol(generator_bundle, batches: Iterable[dict],
+def run_protocol(graphdef, params, referential: bool,
+                 batches: Iterable[dict],
                  eval_config: ml_collections.ConfigDict,
                  feature_fn: Optional[Callable] = None) -> EvalAccumulator:
   """Runs the model and baselines over ``batches`` (per-process numpy nlab).
@@ -265,8 +252,6 @@ def run_protocol(generator_bundle, batches: Iterable[dict],
   ``feature_fn``: uint8 (B, H, W, 3) -> (B, D) features for FID, with D in
   its ``feature_dim`` attribute (default 2048); None skips FID.
   """
-  graphdef, params = generator_bundle.graphdef, generator_bundle.params
-  referential = bool(generator_bundle.config.model.referential)
   accumulator = EvalAccumulator(
       feature_fn, eval_config.y_channel, eval_config.crop_border,
       feature_dim=getattr(feature_fn, 'feature_dim', FEATURE_DIM))
@@ -277,7 +262,8 @@ def run_protocol(generator_bundle, batches: Iterable[dict],
   for mode, piece in split_into_modes(batches, counts):
     out_size = tuple(int(s) for s in piece['target'].shape[1:3])
     size = len(piece['gray'])
-    padded = {k: _pad_batch(v, eval_config.batch_size)
+    # One compile per mode: a short piece is padded to the batch size.
+    padded = {k: common.pad_batch(v, eval_config.batch_size)
               for k, v in piece.items()}
     images, scores = jax.device_get(render_all(
         graphdef, params, padded['gray'], padded['target'],
@@ -299,13 +285,45 @@ def load_feature_fn(eval_config) -> tuple[Optional[Callable], Optional[str]]:
   path = eval_config.inception_weights
   if not path:
     return None, ('no Inception weights (set config.eval.inception_weights to '
-                  'the npz from scsnet_jax.tools.convert_inception)')
+                  'the npz from scsnet_jax.pretrained.convert_inception)')
   if not os.path.isfile(path):
     raise FileNotFoundError(f'config.eval.inception_weights={path} does not '
                             'exist; convert pytorch-fid\'s weights with '
-                            'python -m scsnet_jax.tools.convert_inception')
-  from scsnet_jax.models import inception  # pylint: disable=g-import-not-at-top
+                            'python -m scsnet_jax.pretrained.convert_inception')
   return inception.make_feature_fn(inception.load_fid_inception(path)), None
+
+
+class ProtocolEvaluator:
+  """The paper's protocol as a ``common.Evaluator``: ``run(params)`` scores
+  the model and the baselines over ``batches`` (per-process numpy nlab, read
+  once); its ``report`` holds the nested results and their conventions."""
+  prefix = 'eval'
+
+  def __init__(self, graphdef, referential: bool, batches: Iterable[dict],
+               eval_config: ml_collections.ConfigDict,
+               feature_fn: Optional[Callable] = None,
+               fid_null_reason: Optional[str] = None):
+    self.graphdef, self.referential = graphdef, referential
+    self.batches, self.eval_config = batches, eval_config
+    self.feature_fn, self.fid_null_reason = feature_fn, fid_null_reason
+
+  def run(self, params) -> common.Evaluation:
+    eval_config = self.eval_config
+    accumulator = run_protocol(self.graphdef, params, self.referential,
+                               self.batches, eval_config, self.feature_fn)
+    results = eval_report.summarize(accumulator, self.fid_null_reason)
+    return common.Evaluation(eval_report.flat_scalars(results), {}, {
+        'requested_images': {
+            'automatic': eval_config.num_automatic,
+            'self_reference': eval_config.num_self_reference,
+            'other_reference': eval_config.num_other_reference},
+        'inception_weights': eval_config.inception_weights or None,
+        'conventions': eval_report.conventions(eval_config),
+        'fid_null_reason': self.fid_null_reason,
+        'results': results})
+
+  def summary(self, evaluation: common.Evaluation) -> str:
+    return eval_report.markdown_table(evaluation.report)
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str, *,
@@ -319,7 +337,6 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   """
   eval_config = config.eval
   if generator_bundle is None:
-    from scsnet_jax.inference import loading
     step = None if eval_config.step < 0 else int(eval_config.step)
     generator_bundle = loading.load_generator(
         workdir, step=step, use_ema=eval_config.use_ema)
@@ -327,32 +344,27 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   fid_null_reason = None
   if feature_fn is None:
     feature_fn, fid_null_reason = load_feature_fn(eval_config)
-  if batches is None:
-    batches = eval_batches(config)
-  accumulator = run_protocol(generator_bundle, batches, eval_config,
-                             feature_fn)
-  results = eval_report.summarize(accumulator, fid_null_reason)
+  evaluator = ProtocolEvaluator(
+      generator_bundle.graphdef,
+      bool(generator_bundle.config.model.referential),
+      eval_batches(config) if batches is None else batches, eval_config,
+      feature_fn, fid_null_reason)
+  evaluation = evaluator.run(generator_bundle.params)
   report = {
       'step': int(generator_bundle.step),
       'weights': 'ema' if eval_config.use_ema else 'raw',
       'split': eval_config.split,
       'data': _data_description(config),
-      'requested_images': {
-          'automatic': eval_config.num_automatic,
-          'self_reference': eval_config.num_self_reference,
-          'other_reference': eval_config.num_other_reference},
-      'inception_weights': eval_config.inception_weights or None,
-      'conventions': eval_report.conventions(eval_config),
-      'fid_null_reason': fid_null_reason,
-      'results': results,
+      **evaluation.report,
   }
   if jax.process_index() == 0:
     path = eval_report.write_report(workdir, report)
     logging.info('eval results:\n%s', eval_report.console_summary(report,
                                                                    path))
     if eval_config.write_tensorboard:
-      eval_report.write_tensorboard(workdir, report['step'],
-                                    eval_report.flat_scalars(results))
+      eval_report.write_tensorboard(
+          workdir, report['step'],
+          common.prefixed(evaluator.prefix, evaluation.scores))
   return report
 
 

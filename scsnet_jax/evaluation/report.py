@@ -12,8 +12,7 @@ import math
 import os
 from typing import Any, Optional
 
-from absl import logging
-
+from scsnet_jax import atomic, config_lib, writers
 from scsnet_jax import workdir as workdir_lib
 from scsnet_jax.evaluation import metrics
 
@@ -66,22 +65,19 @@ def _fid_or_none(features, real_features, fid_null_reason):
 
 
 def flat_scalars(results: dict[str, Any]) -> dict[str, float]:
-  """{'automatic/scsnet/fid': value, ...} for TensorBoard (nulls dropped)."""
-  scalars = {}
-  for mode, entry in results.items():
-    for method, scores in entry.items():
-      if isinstance(scores, dict):
-        for name, value in scores.items():
-          if value is not None:
-            scalars[f'{mode}/{method}/{name}'] = float(value)
-  return scalars
+  """{'automatic/scsnet/fid': value, ...} for TensorBoard: the scores of
+  every (mode, method), nulls and counts (num_images) dropped."""
+  return {name: float(value)
+          for name, value in config_lib.flatten(results, sep='/').items()
+          if name.count('/') == 2 and value is not None}
 
 
 def markdown_table(report: dict[str, Any]) -> str:
   """One table per mode: methods x (FID, CN, CN/real, PSNR, SSIM)."""
   fmt = lambda v, d: '-' if v is None else f'{v:.{d}f}'
-  lines = [f"# Evaluation at step {report['step']}", '',
-           f"PSNR/SSIM: {report['conventions']['psnr_ssim']}. "
+  lines = [f"# Evaluation at step {report['step']}", ''] if (
+      'step' in report) else []
+  lines += [f"PSNR/SSIM: {report['conventions']['psnr_ssim']}. "
            f"CN: {report['conventions']['colorfulness']}. "
            f"FID: {report['conventions']['fid']}.", '']
   if report['fid_null_reason']:
@@ -149,25 +145,19 @@ def write_report(workdir: str, report: dict[str, Any]) -> str:
   """Writes metrics_<step>.json and .md under WORKDIR/eval; returns the json."""
   json_path, md_path = workdir_lib.eval_report_paths(workdir, report['step'])
   os.makedirs(workdir_lib.eval_dir(workdir), exist_ok=True)
-  from scsnet_jax import atomic
   atomic.write_json(json_path, report, indent=2, allow_nan=False)
   atomic.write_text(md_path, markdown_table(report) + '\n')
   return json_path
 
 
 def write_tensorboard(workdir: str, step: int, scalars: dict[str, float]):
-  """The scalars as ``eval/...`` summaries in WORKDIR/eval.
+  """The (prefixed, ``common.prefixed``) scalars as summaries in
+  WORKDIR/eval.
 
   Through ``writers.create_writer``: TensorBoard events with clu and
   TensorFlow, else its JSON-lines fallback (``metrics.jsonl``).
   """
-  try:
-    from scsnet_jax import writers
-  except ImportError as error:
-    logging.info('no metric writer (%s): eval scalars are only in the JSON.',
-                 error)
-    return
   writer = writers.create_writer(workdir_lib.eval_dir(workdir))
-  writer.write_scalars(step, {f'eval/{k}': v for k, v in scalars.items()})
+  writer.write_scalars(step, scalars)
   writer.flush()
   writer.close()

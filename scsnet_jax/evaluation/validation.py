@@ -30,19 +30,22 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from etils import epath
+from PIL import Image, ImageDraw
+from skimage import color as skcolor
 
+from scsnet_jax import atomic, color, image_io, sharding
 from scsnet_jax.errors import UserError
-from scsnet_jax import color, image_io, sharding
 from scsnet_jax import workdir as workdir_lib
+from scsnet_jax.config_lib import VALIDATION_SOURCES
 from scsnet_jax.data import degradations
 from scsnet_jax.data import sources as data_sources
-from scsnet_jax.evaluation import baselines, metrics
+from scsnet_jax.evaluation import baselines, common, metrics
 
 # scikit-image's natural colour photographs (bundled in its wheel).
 SKIMAGE_PHOTOS = ('astronaut', 'chelsea', 'coffee', 'rocket',
                   'motorcycle_left', 'motorcycle_right')
 MODES = ('automatic', 'self_reference', 'mirrored_reference')
-SOURCES = ('demo', 'folder')   # config.validation.source
 BASELINE_OF_MODE = {'automatic': 'bicubic_gray',
                     'self_reference': 'color_copy',
                     'mirrored_reference': 'global_transfer'}
@@ -86,7 +89,7 @@ def _photo_source(validation: ml_collections.ConfigDict):
     # The eval split of the folder(s): all files with eval_fraction 1.
     return data_sources.folder_source(validation.folder_path, 'eval',
                                       validation.get('eval_fraction', 1.0))
-  raise UserError(f'config.validation.source must be one of {SOURCES}, '
+  raise UserError(f'config.validation.source must be one of {VALIDATION_SOURCES}, '
                   f'got {validation.source!r}')
 
 
@@ -101,11 +104,11 @@ def load_validation_set(validation: ml_collections.ConfigDict
   for index in range(count):
     hr = _square_view(source.load(index), side)
     lr = np.clip(degradations.resize_bicubic(hr, (lr_side, lr_side)), 0, 1)
-    lr_nlab = color.rgb_to_nlab(lr, xp=np).astype(np.float32)
+    lr_nlab = color.rgb01_to_nlab(lr, xp=np).astype(np.float32)
     names.append(source.describe(index))
     gray.append(lr_nlab[..., :1])
     lr_color.append(lr_nlab)
-    target.append(color.rgb_to_nlab(hr, xp=np).astype(np.float32))
+    target.append(color.rgb01_to_nlab(hr, xp=np).astype(np.float32))
   return ValidationSet(names, np.stack(gray), np.stack(lr_color),
                        np.stack(target))
 
@@ -116,7 +119,7 @@ def global_transfer(gray, reference, out_size):
   lightness = baselines.upsampled_luminance(gray, out_size)
   mean_ab = jnp.mean(reference[..., 1:], axis=(1, 2), keepdims=True)
   chroma = jnp.broadcast_to(mean_ab, lightness.shape[:-1] + (2,))
-  return color.nlab_to_rgb(jnp.concatenate([lightness, chroma], -1), jnp)
+  return color.nlab_to_rgb01(jnp.concatenate([lightness, chroma], -1), jnp)
 
 
 def baseline_rgb(mode: str, gray, reference, out_size) -> np.ndarray:
@@ -134,7 +137,6 @@ def baseline_rgb(mode: str, gray, reference, out_size) -> np.ndarray:
 def image_metrics(rgb01: np.ndarray, target_rgb01: np.ndarray
                   ) -> dict[str, float]:
   """Mean of the per-image metrics of (N, H, W, 3) sRGB [0, 1] images."""
-  from skimage import color as skcolor  # pylint: disable=g-import-not-at-top
   pred8 = metrics.to_uint8(rgb01)
   true8 = metrics.to_uint8(target_rgb01)
   pred_lab = skcolor.rgb2lab(pred8)
@@ -152,29 +154,22 @@ def image_metrics(rgb01: np.ndarray, target_rgb01: np.ndarray
 
 # ------------------------------------------------------------- rendering ---
 def make_render_fn(graphdef, mesh):
-  """jit (params, gray, reference|None) -> (N, H, W, 3) nlab float32, the
-  batch sharded over ``mesh``; ``out_size`` is static."""
+  """jit of ``common.render_nlab`` (params, gray, reference|None) -> (N, H,
+  W, 3) nlab float32, the batch sharded over ``mesh``; ``out_size`` static."""
   def render(params, gray, reference, out_size):
-    from flax import nnx  # pylint: disable=g-import-not-at-top
-    model = nnx.merge(graphdef, params)
-    return model(gray, reference, out_size=out_size).astype(jnp.float32)
+    return common.render_nlab(graphdef, params, gray, reference, out_size)
   return jax.jit(render, static_argnums=(3,),
                  out_shardings=sharding.replicated(mesh))
-
-
-def _pad_to(array: np.ndarray, multiple: int) -> np.ndarray:
-  extra = (-array.shape[0]) % multiple
-  if not extra:
-    return array
-  return np.concatenate([array, np.repeat(array[-1:], extra, axis=0)])
 
 
 class Validator:
   """Renders and scores the validation set; one instance per training run.
 
-  ``run(params)`` -> ({'<mode>/<method>/<metric>': value}, {mode: nlab
-  outputs}). The baselines are computed once.
+  A ``common.Evaluator``: ``run(params)`` -> ``Evaluation`` with scores
+  {'<mode>/<method>/<metric>': value} and outputs {mode: nlab}. The
+  baselines are computed once.
   """
+  prefix = 'val'
 
   def __init__(self, data: ValidationSet, graphdef, mesh, referential: bool):
     self.data = data
@@ -182,7 +177,7 @@ class Validator:
     self.modes = MODES if referential else MODES[:1]
     self.out_size = tuple(data.target.shape[1:3])
     self._render = make_render_fn(graphdef, mesh)
-    self.target_rgb = np.clip(color.nlab_to_rgb(data.target, np), 0, 1)
+    self.target_rgb = np.clip(color.nlab_to_rgb01(data.target, np), 0, 1)
     self.baseline_scores = {}
     for mode in self.modes:
       rgb = baseline_rgb(mode, jnp.asarray(data.gray),
@@ -193,7 +188,7 @@ class Validator:
 
   def _global(self, array: np.ndarray):
     """Every process holds the whole set: each device takes its slice."""
-    padded = _pad_to(array, self.mesh.devices.size)
+    padded = common.pad_batch(array, self.mesh.devices.size)
     return jax.make_array_from_callback(
         padded.shape, sharding.batch_sharded(self.mesh),
         lambda index: padded[index])
@@ -206,17 +201,20 @@ class Validator:
                        self.out_size)
     return np.asarray(sharding.to_host(out))[:len(self.data.names)]
 
-  def run(self, params) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+  def run(self, params) -> common.Evaluation:
     scores, outputs = {}, {}
     for mode in self.modes:
       nlab = self.render(params, mode)
       outputs[mode] = nlab
-      rgb = np.clip(color.nlab_to_rgb(nlab, np), 0, 1)
+      rgb = np.clip(color.nlab_to_rgb01(nlab, np), 0, 1)
       for name, value in image_metrics(rgb, self.target_rgb).items():
         scores[f'{mode}/model/{name}'] = value
       for name, value in self.baseline_scores[mode].items():
         scores[f'{mode}/{BASELINE_OF_MODE[mode]}/{name}'] = value
-    return scores, outputs
+    return common.Evaluation(scores, outputs, {})
+
+  def summary(self, evaluation: common.Evaluation) -> str:
+    return summary_table(evaluation.scores)
 
 
 def summary_table(scores: dict[str, float]) -> str:
@@ -243,11 +241,10 @@ def labelled_grid(data: ValidationSet, outputs: dict[str, np.ndarray],
   'with reference' and 'reference' use the mirrored reference when the
   model has a referential mode (so the picture shows content matching).
   """
-  from PIL import Image, ImageDraw  # pylint: disable=g-import-not-at-top
   count = min(count, len(data.names))
   size = data.target.shape[1:3]
   def rgb(nlab):
-    return np.clip(color.nlab_to_rgb(np.asarray(nlab, np.float32), np), 0, 1)
+    return np.clip(color.nlab_to_rgb01(np.asarray(nlab, np.float32), np), 0, 1)
   def enlarge(nlab_lr):
     return np.asarray(jax.image.resize(jnp.asarray(nlab_lr),
                                        (nlab_lr.shape[0], *size, 3),
@@ -274,11 +271,6 @@ def labelled_grid(data: ValidationSet, outputs: dict[str, np.ndarray],
   return np.asarray(canvas)
 
 
-def flat_scalars(scores: dict[str, float]) -> dict[str, float]:
-  """Scores as writer scalars under 'val/'."""
-  return {f'val/{k}': v for k, v in scores.items()}
-
-
 def write_sample_grid(workdir: str, step: int, grid: np.ndarray,
                       writer=None) -> Optional[str]:
   """Saves ``WORKDIR/samples/step_<N>.png`` (process 0) and sends the grid to
@@ -287,11 +279,8 @@ def write_sample_grid(workdir: str, step: int, grid: np.ndarray,
     writer.write_images(step, {'samples': grid[None]})
   if jax.process_index() != 0:
     return None
-  from etils import epath
-  from PIL import Image
   path = epath.Path(workdir_lib.sample_path(workdir, step))
   path.parent.mkdir(parents=True, exist_ok=True)
-  from scsnet_jax import atomic
   with atomic.open_atomic(path) as f:     # local paths and gs:// alike
     Image.fromarray(grid).save(f, format='PNG')
   return str(path)

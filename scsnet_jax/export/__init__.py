@@ -3,7 +3,7 @@
 ``format`` is the artifact format (file names, manifest keys, the symbolic
 inputs every writer traces with); ``reader`` opens an export folder (all that
 predict and the app need); ``writer`` writes one, with a writer per format
-(``jax_writer``: jax.export files, ``onnx_writer``: ONNX files) chosen from
+(jax.export files itself, ``onnx_writer``: ONNX files) chosen from
 ``writer.WRITERS``; ``trust`` checks a folder before anything in it runs;
 ``cli`` is the command line.
 """

@@ -14,10 +14,15 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
+from flax import nnx
+
+
 from scsnet_jax import workdir as workdir_lib
 from scsnet_jax.errors import UserError, first_line
 from scsnet_jax.export import reader, writer
 from scsnet_jax.export.format import JAX_KEY, MODES, ONNX_KEY
+from scsnet_jax import loading
+from scsnet_jax.models.generator import abstract_generator
 
 
 def _int_list(text: str) -> list[int]:
@@ -71,8 +76,6 @@ def _load(checkpoint: str, step: Optional[int]):
   (any of the paths ``loading.resolve_checkpoint`` takes) or an
   export folder."""
   if reader.is_export_dir(checkpoint):
-    from flax import nnx
-    from scsnet_jax.models.generator import abstract_generator
     saved_step = reader.read_manifest(checkpoint).get('step')
     if step is not None and step != saved_step:
       raise UserError(f'{checkpoint}: an export folder holds step '
@@ -80,7 +83,6 @@ def _load(checkpoint: str, step: Optional[int]):
     params, model_config = reader.load_params(checkpoint)
     graphdef = nnx.graphdef(abstract_generator(model_config))
     return graphdef, params, model_config, saved_step
-  from scsnet_jax.inference import loading
   bundle = loading.load_generator(checkpoint, step=step)
   return (bundle.graphdef, bundle.params, bundle.config.model.to_dict(),
           bundle.step)

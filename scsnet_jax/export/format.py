@@ -20,10 +20,11 @@ from __future__ import annotations
 
 from typing import Callable
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
 
-from scsnet_jax.models import INPUT_MULTIPLE
+from scsnet_jax.models.geometry import INPUT_MULTIPLE
 
 MANIFEST = 'manifest.json'
 PARAMS_DIR = 'params'
@@ -62,7 +63,6 @@ def colorize_fn(graphdef, params, scale: int) -> Callable[..., jax.Array]:
   """The live generator at one integer scale, as every format traces it:
   ``(gray[, reference])`` shaped as ``input_specs`` -> LAB (b, s*H, s*W, 3).
   The parameters become constants of the traced program."""
-  from flax import nnx
 
   def colorize(*inputs):
     return nnx.merge(graphdef, params)(*inputs, scale=scale)

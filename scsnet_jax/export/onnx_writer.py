@@ -9,7 +9,7 @@ the parameters baked in and symbolic batch and spatial sizes, as the
 normalised LAB in and out (``color.normalize_lab``). The CPM's coordinate
 grid is built inside the graph from the input size, so one file serves every
 multiple-of-4 input size at its one scale; pad other sizes by reflection
-and crop (``inference.predictor.reflect_pad``), and use the parameters for
+and crop (``models.geometry.reflect_pad``), and use the parameters for
 non-integer scales. See docs/onnx.md.
 
 Route: the live generator (``nnx.merge(graphdef, params)``) is traced to a
@@ -32,12 +32,13 @@ import logging
 import os
 from typing import Optional, Sequence
 
+from jax.extend.core import jaxpr_as_fun
 import jax
 import numpy as np
 
 from scsnet_jax.errors import UserError
 from scsnet_jax.export import format as export_format
-from scsnet_jax.models import INPUT_MULTIPLE
+from scsnet_jax.models.geometry import INPUT_MULTIPLE
 
 # Max |onnxruntime - live JAX| on the probes, in units of max(1, max |JAX
 # output|): 1e-4 absolute for a trained model's normalised LAB in [-1, 1];
@@ -69,6 +70,7 @@ class MissingExtraError(UserError):
 def require_converter():
   """(jax2onnx's ``to_onnx``, onnxruntime), or ``MissingExtraError``."""
   try:
+    # The onnx extra: only a run that writes ONNX needs it.
     from jax2onnx import to_onnx
     import onnxruntime
   except ImportError as error:
@@ -81,7 +83,7 @@ def require_converter():
 @contextlib.contextmanager
 def _without_broken_pass():
   try:
-    from jax2onnx.converter import ir_optimizations
+    from jax2onnx.converter import ir_optimizations  # the onnx extra
     passes = ir_optimizations._OPTIMIZER_PASSES  # pylint: disable=protected-access
   except (ImportError, AttributeError):  # another layout: the probes decide
     yield
@@ -141,7 +143,6 @@ def convert(graphdef, params, mode: str, scale: int, *,
   differs from the live model's by more than ``TOLERANCE``.
   """
   to_onnx, _ = require_converter()
-  from jax.extend.core import jaxpr_as_fun
   colorize = export_format.colorize_fn(graphdef, params, scale)
   specs = export_format.input_specs(mode)
   # Plain primitives only: jax2onnx's library patches never run.

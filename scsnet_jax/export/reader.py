@@ -15,14 +15,18 @@ import json
 import os
 from typing import Optional
 
+from flax import nnx
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 
 from scsnet_jax import image_io
 from scsnet_jax.errors import UserError
 from scsnet_jax.export import trust
 from scsnet_jax.export.format import (FORMAT, JAX_KEY, MANIFEST, MODES,
                                       ONNX_KEY)
+from scsnet_jax.models.generator import abstract_generator
+from scsnet_jax.models.geometry import reflect_pad
 
 # The manifest and the model config are a few KB.
 MAX_JSON_BYTES = 1 << 20
@@ -99,15 +103,12 @@ _MISSING = object()
 
 def load_params(path: str):
   """(pure-dict params, model config dict) from an export folder."""
-  import orbax.checkpoint as ocp
   manifest = read_manifest(path)
   model_config = read_json(os.path.join(path, manifest['model_config']))
   if not isinstance(model_config, dict):
     raise UserError(f'{path}: {manifest["model_config"]} is not a JSON '
                     'object')
   # A target restores the exact tree (integer keys of nnx.List included).
-  from flax import nnx
-  from scsnet_jax.models.generator import abstract_generator
   abstract = nnx.state(abstract_generator(model_config)).to_pure_dict()
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   target = jax.tree.map(
@@ -160,7 +161,6 @@ class ExportedGenerator:
     ``interrupt()`` once before the artifact runs (one window)."""
     if interrupt is not None:
       interrupt()
-    from scsnet_jax.inference.predictor import reflect_pad
     _, height, width, _ = gray.shape
     scale = out_size[0] // height
     mode = 'automatic' if reference is None else 'referential'

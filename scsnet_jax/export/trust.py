@@ -20,6 +20,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import jax
+
+
 from scsnet_jax.errors import UserError
 
 ALLOWED_CUSTOM_CALLS = ('shape_assertion', 'Sharding', 'SPMDFullToShardShape',
@@ -91,7 +94,6 @@ def deserialize(data: bytes, path: str):
   """``jax.export.deserialize`` of a file's bytes (read by
   ``reader.read_file``: a regular file, size capped), checked; bytes that
   are not an artifact are a one-line ``UserError`` naming ``path``."""
-  import jax
   data = bytearray(data)
   try:
     exported = jax.export.deserialize(data)

@@ -3,6 +3,12 @@
 ``export_generator`` checks the request, writes the parameters and the
 model config, then lets the format's writer (``WRITERS``) add its
 artifacts, and moves the folder into place complete or not at all.
+
+``--format jax`` (the default) is written here: one ``jax.export`` file per
+(mode, integer scale), ``format.artifact_name``: the generator traced with
+``format.input_specs`` and serialized, parameters baked in, for the
+``platforms`` it is lowered for; ``reader.ExportedGenerator`` runs them.
+``onnx_writer`` writes ONNX files.
 """
 
 from __future__ import annotations
@@ -15,14 +21,48 @@ from typing import Callable, Optional, Sequence
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 
 from scsnet_jax import atomic
 from scsnet_jax.errors import UserError
 from scsnet_jax.export import format as export_format
-from scsnet_jax.export import jax_writer, onnx_writer
-from scsnet_jax.inference import image_files
+from scsnet_jax.export import onnx_writer
+from scsnet_jax.models.geometry import INPUT_MULTIPLE
 
 
+# ---------------------------------------------------------- --format jax ---
+def export_artifact(graphdef, params, mode: str, scale: int,
+                    platforms: Optional[Sequence[str]] = None):
+  """One ``jax.export.Exported`` with the parameters as constants, traced
+  with ``format.input_specs(mode)``."""
+  colorize = export_format.colorize_fn(graphdef, params, scale)
+  return jax.export.export(jax.jit(colorize), platforms=platforms)(
+      *export_format.input_specs(mode))
+
+
+def write_artifacts(graphdef, params, folder: str, *, scales: Sequence[int],
+                    modes: Sequence[str],
+                    platforms: Optional[Sequence[str]] = None) -> list[dict]:
+  """Writes one artifact per (mode, scale) into ``folder``; returns their
+  manifest entries (``format.JAX_KEY``)."""
+  entries = []
+  for mode in modes:
+    for scale in scales:
+      exported = export_artifact(graphdef, params, mode, int(scale),
+                                 platforms)
+      name = export_format.artifact_name(mode, int(scale))
+      with open(os.path.join(folder, name), 'wb') as f:
+        f.write(exported.serialize())
+      entries.append({
+          'file': name, 'mode': mode, 'scale': int(scale),
+          'input_multiple': INPUT_MULTIPLE,
+          'inputs': [str(a) for a in exported.in_avals],
+          'output': str(exported.out_avals[0]),
+          'platforms': list(exported.platforms)})
+  return entries
+
+
+# ---------------------------------------------------------------- writers ---
 @dataclasses.dataclass(frozen=True)
 class Writer:
   """How one format writes its artifacts."""
@@ -36,7 +76,7 @@ class Writer:
 
 
 WRITERS = {
-    'jax': Writer(jax_writer.write_artifacts, export_format.JAX_KEY),
+    'jax': Writer(write_artifacts, export_format.JAX_KEY),
     'onnx': Writer(onnx_writer.write_models, export_format.ONNX_KEY,
                    check=onnx_writer.require_converter),
 }
@@ -68,7 +108,6 @@ def export_generator(graphdef, params, model_config: dict, output_dir: str, *,
   """Writes params, config and one artifact per (mode, scale) in ``format``
   (a key of ``WRITERS``); returns the manifest. The folder appears complete
   or not at all."""
-  import orbax.checkpoint as ocp
   format_writer = _check_request(model_config, scales, modes, format)
   output_dir = os.path.abspath(output_dir)
   if os.path.exists(output_dir) and (not os.path.isdir(output_dir)
@@ -93,7 +132,7 @@ def export_generator(graphdef, params, model_config: dict, output_dir: str, *,
         modes=modes, platforms=platforms)
     atomic.write_json(os.path.join(staging, export_format.MANIFEST), manifest,
                       indent=2)
-    os.chmod(staging, 0o777 & ~image_files.current_umask())  # mkdtemp: 0700
+    os.chmod(staging, 0o777 & ~atomic.read_umask())  # mkdtemp: 0700
     if os.path.isdir(output_dir):
       os.rmdir(output_dir)  # empty, checked above
     os.replace(staging, output_dir)

@@ -1,2 +1,3 @@
-"""Inference: the tiled predictor, the runner behind predict and the app,
-image files, output planning, loading trained generators."""
+"""Running a trained generator: ``runner.load_runner`` is the one entry (a
+training workdir or an export folder -> an ``NlabPredictor``); ``predictor``
+runs the model code on images of any size (tiles, dtype fallback)."""

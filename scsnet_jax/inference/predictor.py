@@ -56,19 +56,15 @@ from flax import nnx
 from scsnet_jax.errors import UserError
 from scsnet_jax.models import bicubic
 from scsnet_jax.models import cpm as cpm_lib
-from scsnet_jax.models import INPUT_MULTIPLE
+from scsnet_jax.models.geometry import INPUT_MULTIPLE, reflect_pad
 from scsnet_jax.models.generator import (DTYPES, GeneratorConfig,
                                          abstract_generator, resolve_out_size)
 
 WINDOW_ALIGN = 16     # window origins: encoder stride 4 x pyramid pool 4
 MIN_TILE_OVERLAP = 8  # the ramps need a few pixels; less is refused
-# Smallest window: the colour decoder's receptive field is about 126 input
-# pixels across (convolutions at 1/4 and 1/2 resolution) and its
-# self-attention sees only the window. Below this the windows disagree enough
-# to show as seams: on chelsea with the demo checkpoint the blend zones
-# of --tile 64 err 3x more than at 256, and 1.2% of pixels are off by over one
-# 8-bit level (0.18% at 128, 0.003% at 256). The overlap is the other lever:
-# with --tile-overlap 64 the blend zones of 128 tiles err 16x less than at 32.
+# Smallest window: about the colour decoder's receptive field (~126 input
+# pixels); smaller windows disagree enough to show seams (measurements:
+# docs/inference.md, "Tiling").
 MIN_TILE = 128
 DEFAULT_MAX_OUTPUT_PIXELS = 1 << 27   # 134 MP, e.g. 11585 x 11585
 # Compiled window programs a Predictor keeps (least recently used dropped).
@@ -80,10 +76,10 @@ MAX_COMPILED_WINDOWS = 8
 class NlabPredictor(Protocol):
   """What runs the model on numpy images: ``Predictor`` (model code, any
   scale, tiles), ``export.reader.ExportedGenerator`` (serialized artifacts,
-  exported integer scales) and ``runner.Runner`` (either, per call).
+  exported integer scales) and ``inference.runner.Runner`` (either, per call).
 
   ``predict_nlab(gray, reference, out_size, interrupt=None)``:
-    gray: (B, H, W, 1) float32, normalised L (``color.gray_from_rgb``).
+    gray: (B, H, W, 1) float32, normalised L (``color.rgb8_to_gray``).
     reference: (B, Hr, Wr, 3) float32 normalised LAB, or None (automatic).
     out_size: (Ht, Wt), any size (``resolve_output_size``).
     interrupt: called before each window is computed; it raises to stop
@@ -114,20 +110,6 @@ def resolve_output_size(height: int, width: int, *, scale=None, size=None,
     raise UserError(f'output {out_w}x{out_h} has {out_h * out_w} pixels, more '
                      f'than the limit of {max_pixels} (--max-output-pixels)')
   return int(out_h), int(out_w)
-
-
-def reflect_pad(images: np.ndarray, multiple: int = INPUT_MULTIPLE
-                ) -> np.ndarray:
-  """(B, H, W, C) -> (B, H', W', C), H', W' the next multiples, by reflection.
-
-  Reflection needs more pixels than it pads; tiny sides repeat the edge.
-  """
-  _, h, w, _ = images.shape
-  pad_h, pad_w = (-h) % multiple, (-w) % multiple
-  if not pad_h and not pad_w:
-    return images
-  mode = 'reflect' if h > pad_h and w > pad_w else 'edge'
-  return np.pad(images, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode=mode)
 
 
 # ----------------------------------------------------------------- tiling ---

@@ -81,7 +81,7 @@ def _gray_photos(files: list[str], sizes: list[tuple[int, int]]):
                                  draft_size=(width, height))   # JPEG: fast
     small = np.asarray(Image.fromarray(pixels).resize(
         (width, height), Image.Resampling.BOX))
-    yield color.gray_from_rgb(small)[None]
+    yield color.rgb8_to_gray(small)[None]
 
 
 def _tiny_params(model_config):

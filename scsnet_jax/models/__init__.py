@@ -1,8 +1,7 @@
-"""Flax NNX models of SCSNet (no training code is imported from here).
+"""Flax NNX models of SCSNet (the layer table: docs/architecture.md); no
+training code is imported from here.
 
-Importing this package imports nothing else, so numpy-only code (the data
-pipeline's grain workers) can read the model's input geometry from here.
+Importing this package imports nothing else; ``geometry`` (numpy only) holds
+the model's input geometry for numpy-only code (the data pipeline's grain
+workers, the export reader).
 """
-
-# Input height and width must be multiples of this (two stride-2 stages).
-INPUT_MULTIPLE = 4

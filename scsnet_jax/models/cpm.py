@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from scsnet_jax.errors import UserError
+from scsnet_jax.errors import UserError, not_one_of
 
 
 def grid_coordinates(out_h: int, out_w: int):
@@ -43,8 +43,7 @@ SAMPLINGS = ('corners', 'centres')
 
 def check_sampling(sampling: str) -> None:
   if sampling not in SAMPLINGS:
-    raise UserError(f'model.cpm_sampling must be one of {SAMPLINGS}, got '
-                     f'{sampling!r}')
+    raise UserError(not_one_of('model.cpm_sampling', sampling, SAMPLINGS))
 
 
 def source_coordinate(t, n: int, sampling: str = 'corners'):

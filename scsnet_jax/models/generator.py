@@ -1,4 +1,4 @@
-"""The SCSNet generator (spec: ``shared/spec/ARCHITECTURE.md``).
+"""The SCSNet generator (its layer table: docs/architecture.md).
 
 Data flow::
 
@@ -19,14 +19,14 @@ import dataclasses
 import math
 from typing import Any, Mapping, Optional, Sequence
 
-import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from scsnet_jax.errors import UserError
-from scsnet_jax.models import INPUT_MULTIPLE, bicubic
+from scsnet_jax.errors import UserError, not_one_of
+from scsnet_jax.models import bicubic
+from scsnet_jax.models.geometry import INPUT_MULTIPLE
 from scsnet_jax.models.attention import PyramidValveCrossAttention, SelfAttention
-from scsnet_jax.models.cpm import ContinuousPixelMapping, check_sampling
+from scsnet_jax.models.cpm import SAMPLINGS, ContinuousPixelMapping
 from scsnet_jax.models.layers import (Down, ResBlock, Up, conv, lrelu,
                                       res_stack, run_stack)
 
@@ -113,21 +113,27 @@ class GeneratorConfig:
     return cls(**fixed)
 
   def __post_init__(self):
-    # Flags give strings: 'False' must not silently mean True.
+    """One UserError line for every switch outside its closed set (flags
+    give strings: 'False' must not silently mean True)."""
+    errors = []
+    if self.dtype not in DTYPES:
+      errors.append(not_one_of('model.dtype', self.dtype, tuple(DTYPES)))
     project = self.cpm_project_first
     if not (isinstance(project, bool) or project in PROJECT_FIRST):
-      raise UserError(f'model.cpm_project_first must be one of '
-                      f'{PROJECT_FIRST} (or a bool), got {project!r}')
-    check_sampling(self.cpm_sampling)
+      hint = {'true': "'always'", 'false': "'never'"}.get(str(project).lower())
+      errors.append(not_one_of('model.cpm_project_first', project,
+                               PROJECT_FIRST, also_bool=True, hint=hint))
     if self.reference_keys not in REFERENCE_KEYS:
-      raise UserError(f'model.reference_keys must be one of '
-                      f'{REFERENCE_KEYS}, got {self.reference_keys!r}')
+      errors.append(not_one_of('model.reference_keys', self.reference_keys,
+                               REFERENCE_KEYS))
     if self.attention_impl not in ATTENTION_IMPLS:
-      raise UserError(f'model.attention_impl must be one of '
-                      f'{ATTENTION_IMPLS}, got {self.attention_impl!r}')
-    if self.dtype not in DTYPES:
-      raise UserError(f'model.dtype must be one of {sorted(DTYPES)}, got '
-                       f'{self.dtype!r}')
+      errors.append(not_one_of('model.attention_impl', self.attention_impl,
+                               ATTENTION_IMPLS))
+    if self.cpm_sampling not in SAMPLINGS:
+      errors.append(not_one_of('model.cpm_sampling', self.cpm_sampling,
+                               SAMPLINGS))
+    if errors:
+      raise UserError('; '.join(errors))
 
 
 def model_config_dict() -> dict:
@@ -370,7 +376,3 @@ def abstract_generator(model_config: Mapping[str, Any] | GeneratorConfig,
 def apply_generator(graphdef, params, gray, reference=None, *, out_size):
   """Pure function form for ``jax.jit``: (graphdef, params, inputs) -> LAB."""
   return nnx.merge(graphdef, params)(gray, reference, out_size=out_size)
-
-
-def count_params(tree) -> int:
-  return sum(x.size for x in jax.tree.leaves(tree))

@@ -87,7 +87,7 @@ def main(argv=None):
   import numpy as np  # pylint: disable=g-import-not-at-top
   from PIL import Image  # pylint: disable=g-import-not-at-top
   from scsnet_jax import sharding
-  from scsnet_jax.inference import loading
+  from scsnet_jax import loading
   from scsnet_jax.evaluation import validation
   try:
     bundle = loading.load_generator(args.checkpoint)
@@ -105,7 +105,7 @@ def main(argv=None):
   for name, section in sets.items():
     data = validation.load_validation_set(section)
     validator = validation.Validator(data, bundle.graphdef, mesh, referential)
-    scores, outputs = validator.run(bundle.params)
+    scores, outputs, _ = validator.run(bundle.params)
     table = validation.summary_table(scores)
     results['sets'][name] = {
         'photos': data.names, 'scale': float(section.scale),

@@ -35,7 +35,7 @@ from PIL import Image
 from scsnet_jax import color
 from scsnet_jax.data import sources as data_sources
 from scsnet_jax.evaluation import validation
-from scsnet_jax.models import vgg
+from scsnet_jax.pretrained import vgg
 from scsnet_jax.train import losses
 
 CROP = 96
@@ -79,8 +79,8 @@ def crop_retrieval(params, photos, gray: bool) -> float:
   crops = [c for photo in photos for c in _crop_pair(photo)]
   rgb = np.stack(crops)
   if gray:
-    lightness = color.rgb_to_nlab(rgb, np)[..., :1]
-    rgb = color.nlab_to_rgb(np.concatenate(
+    lightness = color.rgb01_to_nlab(rgb, np)[..., :1]
+    rgb = color.nlab_to_rgb01(np.concatenate(
         [lightness, np.zeros_like(lightness), np.zeros_like(lightness)], -1),
         np)
   features = pooled_features(params, rgb.astype(np.float32))
@@ -114,8 +114,8 @@ def distortion_table(params, photos) -> list[dict]:
       for crop in crops:
         bad = distort(crop, kind, strength)
         lp.append(float(losses.perceptual_loss(
-            params, jnp.asarray(color.rgb_to_nlab(bad, np))[None],
-            jnp.asarray(color.rgb_to_nlab(crop, np))[None])))
+            params, jnp.asarray(color.rgb01_to_nlab(bad, np))[None],
+            jnp.asarray(color.rgb01_to_nlab(crop, np))[None])))
         mse = np.mean((bad - crop)**2)
         psnr.append(10 * np.log10(1 / max(mse, 1e-12)))
       rows.append({'kind': kind, 'strength': strength,

@@ -114,6 +114,7 @@ def _draw_health(series, norms, ratios, grads, alive, spread):
 
 def draw(series: dict[str, list[tuple[int, float]]], output: str,
          title: str) -> None:
+  # matplotlib: the train extra, needed only to draw.
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top

@@ -229,25 +229,6 @@ def _saved_item_names(manager: ocp.CheckpointManager, step: int) -> set[str]:
   return {p.name for p in step_dir.iterdir()} if step_dir.exists() else set()
 
 
-def save_train_state(workdir: str, state: TrainState,
-                     config: ml_collections.ConfigDict,
-                     data_iterator: Any = None) -> str:
-  """Synchronous one-shot save (tests, tools); returns the step directory.
-
-  Makes a self-describing workdir that ``load_generator`` can read::
-
-    networks = train_state.build_networks(config)
-    state = train_state.create_train_state(networks, config, mesh)
-    checkpointing.save_train_state(workdir, state, config)
-  """
-  manager = create_manager(workdir, enable_async=False)
-  save(manager, state, config, data_iterator, force=True)
-  finish_saves(manager)
-  manager.close()
-  return str(epath.Path(workdir_lib.checkpoint_dir(workdir)) /
-             str(int(jax.device_get(state.step))))
-
-
 DAMAGED_SUFFIX = '.damaged'   # orbax ignores step folders named so
 FALL_BACK_FLAG = '--fall_back_to_intact_checkpoint'
 

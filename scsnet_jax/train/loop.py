@@ -14,7 +14,7 @@ import logging
 import signal
 import time
 import threading
-from typing import Any, Optional, Sequence
+from typing import Any, NamedTuple, Optional, Sequence
 
 import jax
 import ml_collections
@@ -24,7 +24,8 @@ from jax.experimental import multihost_utils
 
 from scsnet_jax import atomic, config_lib, sharding, writers
 from scsnet_jax import workdir as workdir_lib
-from scsnet_jax.evaluation import validation
+from scsnet_jax.data import pipeline as input_pipeline
+from scsnet_jax.evaluation import common, validation
 from scsnet_jax.train import checkpointing, health, resume
 from scsnet_jax.train import state as train_state
 from scsnet_jax.train import step as train_step
@@ -167,33 +168,34 @@ def _check_resumed_config(manager, config, allowed: Sequence[str]) -> None:
 
 
 def _flat_hparams(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  flat = {}
-  def visit(prefix, node):
-    for key, value in node.items():
-      name = f'{prefix}{key}'
-      if isinstance(value, (dict, ml_collections.ConfigDict)):
-        visit(name + '.', value)
-      else:
-        flat[name] = value if isinstance(value, (int, float, str, bool)) \
-            else json.dumps(value)
-  visit('', config.to_dict())
-  return flat
+  """Scalars as they are, anything else as JSON (what hparams take)."""
+  return {key: value if isinstance(value, (int, float, str, bool))
+          else json.dumps(value)
+          for key, value in config_lib.flatten(config.to_dict()).items()}
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       data_iterator: Optional[Any] = None,
-                       allow_config_change: Sequence[str] = (),
-                       fall_back_to_intact: bool = False) -> TrainState:
-  """Trains to ``config_lib.total_steps(config)`` (or until SIGTERM).
+class _Run(NamedTuple):
+  """What ``_setup`` builds for one training run."""
+  workdir: str
+  mesh: Any
+  num_steps: int
+  data_iterator: Any
+  manager: Any
+  networks: train_state.Networks
+  state: TrainState
+  start_step: int
+  writer: Any
+  step_fn: Any
+  validator: Optional[validation.Validator]
+  monitor: health.HealthMonitor
 
-  ``data_iterator`` (per-process numpy batches) replaces the configured input
-  pipeline, e.g. in tests. A resume refuses a config that differs from the
-  checkpoint's except in ``allow_config_change`` keys (``train.resume``),
-  and a damaged latest checkpoint unless ``fall_back_to_intact``
-  (``checkpointing.restore_or_create``).
-  Returns the final state; raises ``StoppedEarly`` (after saving) on SIGTERM.
-  """
-  from scsnet_jax.data import pipeline as input_pipeline
+
+def _setup(config: ml_collections.ConfigDict, workdir: str,
+           data_iterator: Optional[Any],
+           allow_config_change: Sequence[str],
+           fall_back_to_intact: bool) -> _Run:
+  """The mesh, data, checkpoint manager, restored (or new) state, writer,
+  compiled step, validator and health monitor of a run."""
   workdir = workdir_lib.resolve(workdir)
   epath.Path(workdir).mkdir(parents=True, exist_ok=True)
   mesh = sharding.create_mesh()
@@ -205,7 +207,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                dict(mesh.shape))
 
   if data_iterator is None:
-    data_iterator = input_pipeline.create_iterator(config, 'train')
+    data_iterator = input_pipeline.create_iterator(config.data, 'train')
   manager = checkpointing.create_manager(
       workdir, max_to_keep=train.max_to_keep, keep_period=train.keep_period)
   _check_resumed_config(manager, config, allow_config_change)
@@ -222,9 +224,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   writer = writers.create_writer(workdir)
   if not restored:
     writer.write_hparams(_flat_hparams(config))
-  report_progress = writers.create_progress_reporter(num_steps, writer)
-  profiler = (writers.create_profiler(workdir, train.profile_num_steps)
-              if train.profile else None)
   step_fn = train_step.make_train_step(config, mesh, networks)
   validator = _make_validator(config, networks, mesh)
   monitor = health.HealthMonitor(
@@ -233,19 +232,71 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
               networks, config, rng).generator_params, config.seed),
       networks.generator if validator is not None else None,
       settling_steps=config_lib.settling_steps(config))
+  return _Run(workdir, mesh, num_steps, data_iterator, manager, networks,
+              state, start_step, writer, step_fn, validator, monitor)
+
+
+# ------------------------------------------------------ periodic actions ---
+def _log(run: _Run, pending: list[dict[str, Any]], pending_modes: list[bool],
+         step: int, log_line: '_LogLine') -> None:
+  """Every ``train.log_every_steps`` (and at the end): the pending steps'
+  mean metrics, health warnings, the scalars and the log line."""
+  _check_finite(pending, step)
+  monitor = run.monitor
+  for line in monitor.observe_steps(pending, step - len(pending) + 1,
+                                    pending_modes):
+    logging.warning(line)
+  scalars = _mean_metrics(pending, pending_modes)
+  scalars[health.SPIKES] = float(monitor.spikes)
+  for line in monitor.check_norms(scalars):
+    logging.warning(line)
+  run.writer.write_scalars(step, scalars)
+  log_line(step, scalars)
+
+
+def _checkpoint(run: _Run, state: TrainState, config, pending, step: int,
+                stop: bool) -> None:
+  """Every ``train.checkpoint_every_steps``, at the end and on SIGTERM:
+  saves, unless a pending step was not finite."""
+  _check_finite(pending, step)
+  checkpointing.save(run.manager, state, config, run.data_iterator,
+                     force=stop)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       data_iterator: Optional[Any] = None,
+                       allow_config_change: Sequence[str] = (),
+                       fall_back_to_intact: bool = False) -> TrainState:
+  """Trains to ``config_lib.total_steps(config)`` (or until SIGTERM).
+
+  ``data_iterator`` (per-process numpy batches) replaces the configured input
+  pipeline, e.g. in tests. A resume refuses a config that differs from the
+  checkpoint's except in ``allow_config_change`` keys (``train.resume``),
+  and a damaged latest checkpoint unless ``fall_back_to_intact``
+  (``checkpointing.restore_or_create``).
+  Returns the final state; raises ``StoppedEarly`` (after saving) on SIGTERM.
+  """
+  run = _setup(config, workdir, data_iterator, allow_config_change,
+               fall_back_to_intact)
+  workdir, mesh, num_steps = run.workdir, run.mesh, run.num_steps
+  state, writer, manager = run.state, run.writer, run.manager
+  train = config.train
+  report_progress = writers.create_progress_reporter(num_steps, writer)
+  profiler = (writers.create_profiler(workdir, train.profile_num_steps)
+              if train.profile else None)
   preemption = PreemptionWatcher()
-  log_line = _LogLine(num_steps, start_step)
+  log_line = _LogLine(num_steps, run.start_step)
 
   compiled: set[tuple[bool, bool, bool]] = set()   # step flags seen
   pending: list[dict[str, Any]] = []
   pending_modes: list[bool] = []
-  step = start_step
+  step = run.start_step
   stopped = False
   try:
     while step < num_steps:
       with jax.profiler.StepTraceAnnotation('train', step_num=step):
         try:
-          local_batch = input_pipeline.model_inputs(next(data_iterator))
+          local_batch = input_pipeline.model_inputs(next(run.data_iterator))
         except StopIteration:
           logging.warning('the data iterator ended at step %d', step)
           break
@@ -262,7 +313,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
               'x'.join(map(str, batch['gray'].shape)),
               'x'.join(map(str, batch['target'].shape)),
               ', GAN' if flags[1] else '', ', perceptual' if flags[2] else '')
-        state, metrics = step_fn(state, batch, *flags)
+        state, metrics = run.step_fn(state, batch, *flags)
       pending.append(metrics)
       pending_modes.append(referential)
       step += 1
@@ -273,22 +324,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       stop = preemption.should_stop(step)
       last = step == num_steps
       if last or stop or step % train.log_every_steps == 0:
-        _check_finite(pending, step)
-        for line in monitor.observe_steps(pending, step - len(pending) + 1,
-                                          pending_modes):
-          logging.warning(line)
-        scalars = _mean_metrics(pending, pending_modes)
-        scalars[health.SPIKES] = float(monitor.spikes)
-        for line in monitor.check_norms(scalars):
-          logging.warning(line)
-        writer.write_scalars(step, scalars)
-        log_line(step, scalars)
+        _log(run, pending, pending_modes, step, log_line)
         pending, pending_modes = [], []
-      _validate(validator, config, workdir, step, last, state, writer,
-                monitor)
+      _validate(run.validator, config, workdir, step, last, state, writer,
+                run.monitor)
       if last or stop or step % train.checkpoint_every_steps == 0:
-        _check_finite(pending, step)
-        checkpointing.save(manager, state, config, data_iterator, force=stop)
+        _checkpoint(run, state, config, pending, step, stop)
       if stop:
         logging.warning('preempted: saved step %d, exiting', step)
         stopped = True
@@ -334,10 +375,10 @@ def _validate(validator, config, workdir, step, last, state, writer,
     return
   params = state.generator_ema   # what is validated: the EMA weights
   if evaluate:
-    scores, outputs = validator.run(params)
-    writer.write_scalars(step, validation.flat_scalars(scores))
+    scores, outputs, _ = evaluation = validator.run(params)
+    writer.write_scalars(step, common.prefixed(validator.prefix, scores))
     logging.info('validation at step %d:\n%s', step,
-                    validation.summary_table(scores))
+                 validator.summary(evaluation))
     # The training weights' CPM (not the EMA's): is the head alive?
     cpm_scalars, lines = monitor.probe_cpm(
         state.generator_params, validator.data.gray,

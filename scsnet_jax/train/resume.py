@@ -23,6 +23,7 @@ from typing import Any, Iterable, Mapping
 
 from etils import epath
 
+from scsnet_jax import config_lib
 from scsnet_jax.errors import UserError
 
 # Keys that may change on resume without a flag. train.steps: extending (or
@@ -37,24 +38,13 @@ ALLOWED_BY_DEFAULT = (
     'data.tfds_data_dir', 'model.attention_impl', 'model.cpm_chunk_size')
 
 
-def _flat(node: Any, prefix: str = '') -> dict[str, Any]:
-  """{'a.b': leaf}; JSON round trip first, so tuples equal lists."""
-  if prefix == '':
-    node = json.loads(json.dumps(node))
-  flat = {}
-  for key, value in node.items():
-    if isinstance(value, dict) and value:
-      flat.update(_flat(value, f'{prefix}{key}.'))
-    else:
-      flat[f'{prefix}{key}'] = value
-  return flat
-
-
 def config_changes(saved: Mapping[str, Any], current: Mapping[str, Any]
                    ) -> dict[str, tuple[Any, Any]]:
   """{dotted key: (saved value, current value)} for every leaf that differs
   (a key only one side has shows ``'<absent>'`` on the other)."""
-  old, new = _flat(saved), _flat(current)
+  # A JSON round trip first, so that tuples equal lists.
+  old, new = (config_lib.flatten(json.loads(json.dumps(c)))
+              for c in (saved, current))
   return {key: (old.get(key, '<absent>'), new.get(key, '<absent>'))
           for key in sorted(set(old) | set(new))
           if old.get(key, '<absent>') != new.get(key, '<absent>')}

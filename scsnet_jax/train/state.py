@@ -18,8 +18,10 @@ import optax
 from flax import nnx, struct
 from jax.sharding import Mesh
 
+from scsnet_jax import config_lib
 from scsnet_jax import sharding
 from scsnet_jax.models import generator as generator_lib
+from scsnet_jax.models.discriminator import Discriminator
 
 
 @struct.dataclass
@@ -66,7 +68,6 @@ def learning_rate_schedule(config: ml_collections.ConfigDict):
   'cosine': the same warm-up, then cosine decay to ``final_lr_fraction`` of
   the peak at ``config_lib.total_steps(config)``.
   """
-  from scsnet_jax import config_lib
   opt = config.optimizer
   if opt.schedule == 'constant':
     return opt.learning_rate
@@ -80,12 +81,6 @@ def learning_rate_schedule(config: ml_collections.ConfigDict):
       init_value=0.0, peak_value=opt.learning_rate,
       warmup_steps=warmup, decay_steps=max(total, warmup + 1),
       end_value=opt.learning_rate * opt.final_lr_fraction)
-
-
-# The closed sets of config.optimizer (config_overrides.validate_config
-# checks them where the config is built).
-LR_SCHEDULES = ('constant', 'warmup_constant', 'cosine')
-WEIGHT_DECAY_MODES = ('l2', 'decoupled')
 
 
 def scale_modules(multipliers: dict[str, float]
@@ -118,10 +113,8 @@ def make_optimizer(config: ml_collections.ConfigDict,
   ``optimizer.weight_decay_mode``:
   - 'l2' (the paper, PyTorch ``Adam(weight_decay=...)``): ``wd * w`` is
     added to the loss gradient before Adam. Clipping
-    (``grad_clip_norm``) acts on that total, so it scales the decay with
-    the loss gradient and never changes their ratio (clipping the loss
-    gradient alone first would multiply the decay's share by the clip
-    factor: 8-480x in the CPU recipe, which shrank the weights 4.8x).
+    (``grad_clip_norm``) acts on that total, so it never changes the ratio
+    of decay to loss gradient (why: docs/training.md, "Weight decay").
   - 'decoupled' (AdamW): the clipped loss gradient goes through Adam and
     each step subtracts ``lr * wd * w`` besides, whatever the gradients.
   """
@@ -152,8 +145,6 @@ def generator_lr_multipliers(config: ml_collections.ConfigDict
 
 def build_models(config: ml_collections.ConfigDict, rng: jax.Array):
   """(Generator, Discriminator) modules with fresh weights from ``rng``."""
-  # Imported here so that importing this module stays light.
-  from scsnet_jax.models.discriminator import Discriminator
   generator_rng, discriminator_rng = jax.random.split(rng)
   generator = generator_lib.build_generator(config.model, nnx.Rngs(generator_rng))
   discriminator = Discriminator(dtype=generator_lib.DTYPES[config.dtype],

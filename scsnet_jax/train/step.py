@@ -17,6 +17,7 @@ jitted function sees global arrays.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -291,6 +292,32 @@ def load_perceptual_params(config: ml_collections.ConfigDict,
                                  mesh)
 
 
+@dataclasses.dataclass(frozen=True)
+class StepOptions:
+  """The step's knobs, read from the config once when the step is built (a
+  config changed later cannot reach a recompilation): the loss section
+  (weights, luminance loss, VGG dtype) and the train section's EMA, content
+  points and render window (exclusive: one of them 0). The compute dtype is
+  the networks' (``Networks``)."""
+  loss_config: ml_collections.FrozenConfigDict
+  ema_decay: float
+  ema_warmup: bool
+  content_points: int
+  render_window: int
+
+  @classmethod
+  def from_config(cls, config: ml_collections.ConfigDict) -> 'StepOptions':
+    train = config.train
+    if train.render_window and train.content_points:
+      raise UserError('train.render_window and train.content_points are '
+                      'exclusive: set one of them to 0')
+    return cls(loss_config=ml_collections.FrozenConfigDict(config.loss),
+               ema_decay=float(train.ema_decay),
+               ema_warmup=bool(train.ema_warmup),
+               content_points=int(train.content_points),
+               render_window=int(train.render_window))
+
+
 def make_train_step(config: ml_collections.ConfigDict, mesh: Mesh,
                     networks: Networks
                     ) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
@@ -305,20 +332,19 @@ def make_train_step(config: ml_collections.ConfigDict, mesh: Mesh,
   function as an argument (a closure constant would be baked into the
   compiled program); ``step.perceptual_params`` exposes it.
   """
-  if config.train.render_window and config.train.content_points:
-    raise UserError('train.render_window and train.content_points are '
-                    'exclusive: set one of them to 0')
+  options = StepOptions.from_config(config)
 
   def step_fn(state, batch, perceptual_params, referential, gan_active,
               perceptual_active):
     return train_step(networks, state, batch, perceptual_params,
-                      referential=referential, loss_config=config.loss,
-                      ema_decay=config.train.ema_decay,
-                      ema_warmup=config.train.ema_warmup,
+                      referential=referential,
+                      loss_config=options.loss_config,
+                      ema_decay=options.ema_decay,
+                      ema_warmup=options.ema_warmup,
                       gan_active=gan_active,
                       perceptual_active=perceptual_active,
-                      content_points=config.train.content_points,
-                      render_window=config.train.render_window)
+                      content_points=options.content_points,
+                      render_window=options.render_window)
 
   replicated = sharding.replicated(mesh)
   jitted = jax.jit(

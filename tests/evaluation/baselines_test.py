@@ -14,7 +14,7 @@ def _random(shape, seed, low=-1.0, high=1.0):
 def test_bicubic_gray_at_the_input_size_is_the_gray_itself_in_srgb():
   gray = _random((2, 5, 7, 1), 0)
   got = np.asarray(baselines.bicubic_gray(gray, (5, 7)))
-  want = color.nlab_to_rgb(np.concatenate(
+  want = color.nlab_to_rgb01(np.concatenate(
       [gray, np.zeros_like(gray), np.zeros_like(gray)], -1), np)
   np.testing.assert_allclose(got, want, atol=1e-5)
   # Zero chroma is neutral gray: R = G = B.
@@ -37,5 +37,5 @@ def test_color_copy_takes_l_from_gray_and_chroma_from_the_reference():
   gray = _random((1, 6, 6, 1), 1)
   reference = _random((1, 6, 6, 3), 2, -0.5, 0.5)
   got = np.asarray(baselines.color_copy(gray, reference, (6, 6)))
-  want = color.nlab_to_rgb(np.concatenate([gray, reference[..., 1:]], -1), np)
+  want = color.nlab_to_rgb01(np.concatenate([gray, reference[..., 1:]], -1), np)
   np.testing.assert_allclose(got, want, atol=1e-5)

@@ -78,7 +78,7 @@ def test_batch_form_on_a_photo_beats_gray_with_its_own_colours():
   the truth than gray (CIEDE2000 with scikit-image)."""
   rgb = skimage.transform.resize(skimage.data.chelsea(), (64, 96),
                                  anti_aliasing=True)
-  nlab = color.rgb_to_nlab(rgb, xp=np).astype(np.float32)
+  nlab = color.rgb01_to_nlab(rgb, xp=np).astype(np.float32)
   out = welsh.exemplar_transfer(nlab[None, ..., :1],
                                 nlab[None, :, ::-1][:, ::2, ::2])
   assert out.shape == (1, 64, 96, 3) and 0 <= out.min() <= out.max() <= 1

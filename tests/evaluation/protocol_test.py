@@ -12,6 +12,7 @@ from scsnet_jax import color, config_lib
 from scsnet_jax.evaluation import protocol as evaluate
 from scsnet_jax.evaluation import metrics
 from scsnet_jax.evaluation import report as eval_report
+from tests import helpers
 
 TINY_MODEL = dict(
     referential=True, init_width=8, encoder_widths=[8, 16],
@@ -172,8 +173,7 @@ def _tiny_demo_config():
 @pytest.mark.filterwarnings('ignore::scipy.linalg.LinAlgWarning')  # 2 images
 def test_eval_mode_on_demo_source_writes_json_and_table(tmp_path):
   from scsnet_jax import sharding
-  from scsnet_jax.inference import loading
-  from scsnet_jax.train import checkpointing
+  from scsnet_jax import loading
   from scsnet_jax.data import pipeline as input_pipeline
   from scsnet_jax.train import state as train_state
   config = _tiny_demo_config()
@@ -184,7 +184,7 @@ def test_eval_mode_on_demo_source_writes_json_and_table(tmp_path):
   # Make the EMA weights differ from the raw ones: eval must use the EMA.
   ema = jax.tree.map(lambda x: x * 0.5, state.generator_ema)
   state = state.replace(generator_ema=ema)
-  checkpointing.save_train_state(workdir, state, config)
+  helpers.save_train_state(workdir, state, config)
 
   report = evaluate.evaluate(config, workdir)
 
@@ -242,8 +242,8 @@ def test_eval_mode_on_demo_source_writes_json_and_table(tmp_path):
   assert results['automatic']['bicubic_gray']['colorfulness'] < 1.0
   # Real CN vs the eval images rendered independently (numpy colour path).
   batch = next(iter(input_pipeline.create_iterator(
-      config, 'eval', seed=config.data.seed, global_batch_size=2)))
-  real = metrics.to_uint8(color.nlab_to_rgb(
+      config.data, 'eval', seed=config.data.seed, global_batch_size=2)))
+  real = metrics.to_uint8(color.nlab_to_rgb01(
       batch['target'].astype(np.float64), np))
   want_cn = np.mean([color.colorfulness(im) for im in real])
   assert abs(results['automatic']['real']['colorfulness'] - want_cn) < 0.05
@@ -267,7 +267,7 @@ def test_baselines_on_closed_form_inputs():
   from scsnet_jax.evaluation import baselines
   rng = np.random.default_rng(4)
   rgb = rng.uniform(0, 1, (2, 8, 8, 3))
-  nlab = color.rgb_to_nlab(rgb, np).astype(np.float32)
+  nlab = color.rgb01_to_nlab(rgb, np).astype(np.float32)
   # At the input size, the colour copy of the image's own colours is the
   # image, and the gray baseline has R = G = B up to LAB rounding.
   copy = np.asarray(baselines.color_copy(nlab[..., :1], nlab, (8, 8)))
@@ -281,7 +281,7 @@ def test_baselines_on_closed_form_inputs():
   assert up.shape == (1, 12, 16, 3)
   np.testing.assert_allclose(up, np.broadcast_to(up[:, :1, :1], up.shape),
                              atol=1e-5)
-  want = color.nlab_to_rgb(flat[0, 0, 0].astype(np.float64), np)
+  want = color.nlab_to_rgb01(flat[0, 0, 0].astype(np.float64), np)
   np.testing.assert_allclose(up[0, 0, 0], want, atol=1e-4)
 
 

@@ -10,6 +10,7 @@ from scsnet_jax import color, config_lib, sharding
 from scsnet_jax.evaluation import validation
 from scsnet_jax.models.generator import build_generator
 from scsnet_jax.tools import evaluate_photos
+from tests import helpers
 
 
 def _section(**overrides):
@@ -39,7 +40,7 @@ def test_validation_photos_are_fixed_squares_of_skimage_photos(data):
 def test_global_transfer_is_bicubic_l_with_mean_chroma(data):
   reference = data.reference('mirrored_reference')
   rgb = np.asarray(validation.global_transfer(data.gray, reference, (32, 32)))
-  lab = color.rgb_to_nlab(np.clip(rgb, 0, 1), np)
+  lab = color.rgb01_to_nlab(np.clip(rgb, 0, 1), np)
   mean_ab = reference[..., 1:].mean(axis=(1, 2))
   # Away from out-of-gamut clipping the chroma is the reference's mean.
   np.testing.assert_allclose(np.median(lab[..., 1:], axis=(1, 2)), mean_ab,
@@ -47,7 +48,7 @@ def test_global_transfer_is_bicubic_l_with_mean_chroma(data):
 
 
 def test_image_metrics_match_skimage_and_closed_forms(data):
-  target = np.clip(color.nlab_to_rgb(data.target, np), 0, 1)
+  target = np.clip(color.nlab_to_rgb01(data.target, np), 0, 1)
   same = validation.image_metrics(target, target)
   assert same['ciede2000'] == 0.0
   gray = np.repeat(target.mean(-1, keepdims=True), 3, -1)
@@ -65,7 +66,7 @@ def test_image_metrics_match_skimage_and_closed_forms(data):
 @pytest.fixture(scope='module')
 def untrained_run(data):
   """An untrained residual model: bicubic L, zero chroma, every mode."""
-  config = config_lib.with_shallow_model(config_lib.get_base_config())
+  config = helpers.with_shallow_model(config_lib.get_base_config())
   config.model.luminance_residual = True
   model = build_generator(config.model, nnx.Rngs(0))
   graphdef, state = nnx.split(model)
@@ -75,7 +76,8 @@ def untrained_run(data):
 
 
 def test_untrained_residual_model_scores_as_bicubic_gray(untrained_run):
-  scores, outputs = untrained_run
+  scores, outputs, report = untrained_run
+  assert report == {} and validation.Validator.prefix == 'val'
   for mode in validation.MODES:
     assert outputs[mode].shape == (2, 32, 32, 3)
     for metric in ('l_psnr', 'ciede2000'):
@@ -86,6 +88,7 @@ def test_untrained_residual_model_scores_as_bicubic_gray(untrained_run):
   assert (scores['self_reference/color_copy/ciede2000'] <
           scores['automatic/bicubic_gray/ciede2000'])
   table = validation.summary_table(scores)
+  assert table == validation.Validator.summary(None, untrained_run)
   assert table.count('\n') == 2 + 2 * len(validation.MODES) - 1
   targets = evaluate_photos.check_targets(scores)
   assert not targets['luminance: L-PSNR >= bicubic + 0.5 dB']['pass']
@@ -94,12 +97,12 @@ def test_untrained_residual_model_scores_as_bicubic_gray(untrained_run):
 
 
 def test_labelled_grid_shows_the_five_columns(data, untrained_run):
-  _, outputs = untrained_run
+  outputs = untrained_run.outputs
   grid = validation.labelled_grid(data, outputs, count=2)
   assert grid.dtype == np.uint8
   assert grid.shape == (18 + 2 * 32, 5 * 32, 3)
   # Last column is the ground truth, exactly.
-  truth = np.round(np.clip(color.nlab_to_rgb(data.target, np), 0, 1) * 255)
+  truth = np.round(np.clip(color.nlab_to_rgb01(data.target, np), 0, 1) * 255)
   np.testing.assert_array_equal(grid[18:18 + 32, 4 * 32:], truth[0])
   # The header holds the labels (dark text on white).
   assert grid[:18].min() < 128 and np.median(grid[:18]) == 255

@@ -19,7 +19,7 @@ from PIL import Image
 from scsnet_jax import color
 from scsnet_jax.export import cli, writer
 from scsnet_jax.export import format as export_format
-from scsnet_jax.inference import predictor as predictor_lib
+from scsnet_jax.models import geometry
 from scsnet_jax.models.generator import Generator
 from tests.export.tiny import TINY, config_dict
 from tests.paths import REPO_ROOT
@@ -165,9 +165,9 @@ def test_shipped_onnx_colorize_runs_without_jax(exported, tmp_path):
   assert no_jax.returncode != 0  # the venv really has no JAX
   got = np.asarray(Image.open(tmp_path / 'out.png'))
   # The project's own path: gray L, reflection pad, live model, crop, sRGB.
-  gray = predictor_lib.reflect_pad(color.gray_from_rgb(pixels)[None])
+  gray = geometry.reflect_pad(color.rgb8_to_gray(pixels)[None])
   nlab = np.asarray(gen(gray, scale=2))[0, :36, :44]
-  want = color.rgb_from_nlab(nlab)
+  want = color.nlab_to_rgb8(nlab)
   assert got.shape == want.shape == (36, 44, 3)
   assert np.abs(got.astype(int) - want).max() <= 1
   assert np.abs(got.astype(int) - want).mean() < 0.05

@@ -1,4 +1,4 @@
-"""export/writer.py and jax_writer.py: the folder's contents, artifacts with
+"""export/writer.py (and its --format jax): the folder's contents, artifacts with
 the live generator's numbers at any input size and batch, loadable without
 the model code; refused requests leave nothing."""
 

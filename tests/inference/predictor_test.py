@@ -15,7 +15,7 @@ from flax import nnx
 
 from scsnet_jax import color
 from scsnet_jax.inference import predictor as predictor_lib
-from scsnet_jax.models import cpm
+from scsnet_jax.models import cpm, geometry
 from scsnet_jax.models.generator import Generator, GeneratorConfig
 
 # A few thousand parameters, receptive field ~12 px: compiles in seconds.
@@ -48,22 +48,6 @@ def test_resolve_output_size():
     predictor_lib.resolve_output_size(10, 14, scale=0.01)
   with pytest.raises(ValueError, match='limit of 100'):
     predictor_lib.resolve_output_size(10, 14, scale=1, max_pixels=100)
-
-
-def test_reflect_pad_indices():
-  x = _gray((1, 5, 6, 1))
-  padded = predictor_lib.reflect_pad(x)
-  assert padded.shape == (1, 8, 8, 1)
-  np.testing.assert_array_equal(padded[:, :5, :6], x)
-  # Reflection without repeating the edge: rows 5,6,7 <- 3,2,1; cols 6,7 <- 4,3.
-  np.testing.assert_array_equal(padded[0, 5:, :6, 0], x[0, [3, 2, 1], :, 0])
-  np.testing.assert_array_equal(padded[0, :5, 6:, 0], x[0, :, [4, 3], 0].T)
-  small = _gray((1, 1, 2, 1))
-  tiny = predictor_lib.reflect_pad(small)   # too small to reflect: edge repeat
-  assert tiny.shape == (1, 4, 4, 1)
-  np.testing.assert_array_equal(tiny[0, :, :2, 0],
-                                np.broadcast_to(small[0, 0, :, 0], (4, 2)))
-  np.testing.assert_array_equal(tiny[0, :, 2:, 0], small[0, 0, 1, 0])
 
 
 @pytest.mark.parametrize('in_len,out_len,tile,overlap',
@@ -110,7 +94,7 @@ def test_padding_then_crop(model):
   gray = _gray((1, 15, 18, 1), seed=1)
   out, _ = predictor_lib.Predictor(params, TINY).predict_nlab(
       gray, None, (30, 36))
-  padded = predictor_lib.reflect_pad(gray)
+  padded = geometry.reflect_pad(gray)
   assert padded.shape == (1, 16, 20, 1)
   expected = gen(jnp.asarray(padded), out_size=(32, 40))[:, :30, :36]
   np.testing.assert_allclose(out, expected, atol=1e-5)
@@ -199,7 +183,7 @@ def _chelsea_gray(width):
   photo = Image.fromarray(data.chelsea())
   height = round(photo.height * width / photo.width)
   small = np.asarray(photo.resize((width, height), Image.Resampling.BICUBIC))
-  return color.gray_from_rgb(small)[None]
+  return color.rgb8_to_gray(small)[None]
 
 
 def _blend_zones(windows, length):
@@ -213,7 +197,7 @@ def _blend_zones(windows, length):
 def _seam_step(tiled, whole, rows, cols):
   """Largest excess, in 8-bit levels, of the tiled output's mean step between
   neighbouring columns (rows) over the untiled output's, where tiles blend."""
-  tiled, whole = (color.rgb_from_nlab(x[0]).astype(np.float64)
+  tiled, whole = (color.nlab_to_rgb8(x[0]).astype(np.float64)
                   for x in (tiled, whole))
   worst = 0.0
   for axis, zones in ((1, _blend_zones(cols, tiled.shape[1])),
@@ -294,7 +278,7 @@ def test_centres_sampling_in_every_predictor_path(model):
   gray = _gray((1, 15, 18, 1), seed=7)
   out, _ = predictor_lib.Predictor(params, centres).predict_nlab(gray, None,
                                                              (30, 36))
-  padded = jnp.asarray(predictor_lib.reflect_pad(gray))
+  padded = jnp.asarray(geometry.reflect_pad(gray))
   expected = gen(padded, out_size=(32, 40))[:, :30, :36]
   np.testing.assert_allclose(out, expected, atol=1e-5)
   corners, _ = predictor_lib.Predictor(params, TINY).predict_nlab(gray, None,
@@ -316,7 +300,7 @@ def test_centres_sampling_in_every_predictor_path(model):
 
 # ------------------------------------------------------------ issue 32 ---
 def _levels(nlab):
-  return color.rgb_from_nlab(nlab).astype(int)
+  return color.nlab_to_rgb8(nlab).astype(int)
 
 
 def test_output_buckets_crop_to_the_unpadded_result_and_bound_programs(

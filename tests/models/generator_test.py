@@ -8,11 +8,12 @@ from flax import nnx
 
 from scsnet_jax.models import generator as gen_lib
 from scsnet_jax.models.generator import Generator, GeneratorConfig
+from tests import helpers
 
 
 def _param_count(module_fn):
   abstract = nnx.eval_shape(module_fn)
-  return gen_lib.count_params(nnx.state(abstract, nnx.Param))
+  return helpers.count_params(nnx.state(abstract, nnx.Param))
 
 
 def test_parameter_counts_equal_the_spec():
@@ -21,7 +22,7 @@ def test_parameter_counts_equal_the_spec():
   assert _param_count(auto) == 9_857_540
   assert _param_count(ref) == 15_150_340
   cpm = nnx.eval_shape(auto).cpm
-  assert gen_lib.count_params(nnx.state(cpm, nnx.Param)) == 330_499
+  assert helpers.count_params(nnx.state(cpm, nnx.Param)) == 330_499
 
 
 @pytest.fixture(scope='module')
@@ -173,7 +174,7 @@ def trained_residual():
 
 def test_residual_points_tiles_and_export_agree_with_the_full_grid(
     trained_residual):
-  from scsnet_jax.export import jax_writer as export
+  from scsnet_jax.export import writer as export
   from scsnet_jax.inference import predictor as predictor_lib
   from scsnet_jax.models.cpm import grid_coordinates
   model = trained_residual

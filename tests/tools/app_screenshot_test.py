@@ -4,7 +4,7 @@ The browser run itself is tested in tests/app_test.py."""
 
 import os
 
-from scsnet_jax.tools import app_screenshot
+from tools import app_screenshot
 
 
 def test_default_output_is_outside_the_tracked_screenshot(

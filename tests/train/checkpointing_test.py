@@ -9,17 +9,18 @@ import numpy as np
 import pytest
 
 from scsnet_jax import config_lib, sharding
+from scsnet_jax import loading
 from scsnet_jax.errors import UserError
-from scsnet_jax.inference import loading
 from scsnet_jax.train import checkpointing
 from scsnet_jax.train import state as train_state
 from tests.paths import TEST_CONFIG
+from tests import helpers
 
 
 
 @pytest.fixture(scope='module')
 def config():
-  return config_lib.with_shallow_model(
+  return helpers.with_shallow_model(
       config_lib.load_sibling_config(TEST_CONFIG, 'test'))
 
 
@@ -40,7 +41,7 @@ def _assert_trees_equal(a, b):
 
 
 def test_save_then_restore_gives_back_every_leaf(tmp_path, config, state):
-  checkpointing.save_train_state(tmp_path, state, config)
+  helpers.save_train_state(tmp_path, state, config)
   mesh = sharding.create_mesh()
   manager = checkpointing.create_manager(tmp_path)
   assert manager.latest_step() == 7
@@ -56,7 +57,7 @@ def test_save_then_restore_gives_back_every_leaf(tmp_path, config, state):
 
 def test_load_generator_reads_ema_or_raw_weights_and_config(tmp_path, config,
                                                             state):
-  checkpointing.save_train_state(tmp_path, state, config)
+  helpers.save_train_state(tmp_path, state, config)
   bundle = loading.load_generator(tmp_path)
   assert bundle.step == 7
   assert bundle.config.model.texture_res_blocks == 1
@@ -74,7 +75,7 @@ def test_load_generator_reads_ema_or_raw_weights_and_config(tmp_path, config,
 def test_missing_workdir_or_step_is_a_clear_error(tmp_path, config, state):
   with pytest.raises(FileNotFoundError, match='no checkpoints under'):
     loading.load_generator(tmp_path / 'nothing')
-  checkpointing.save_train_state(tmp_path, state, config)
+  helpers.save_train_state(tmp_path, state, config)
   with pytest.raises(FileNotFoundError, match=r'available: \[7\]'):
     loading.load_generator(tmp_path, step=3)
 
@@ -99,7 +100,7 @@ def test_data_iterator_position_is_saved_per_process(tmp_path, config, state):
   iterator = _counting_iterator()
   for _ in range(6):
     next(iterator)
-  checkpointing.save_train_state(tmp_path, state, config, iterator)
+  helpers.save_train_state(tmp_path, state, config, iterator)
   assert os.path.exists(tmp_path / 'checkpoints' / '7' / 'data_iterator' /
                         'process_0-of-1.json')
   fresh = _counting_iterator()
@@ -112,11 +113,11 @@ def test_data_iterator_position_is_saved_per_process(tmp_path, config, state):
 
 def test_grain_iterator_resumes_at_the_next_batch(tmp_path, config, state):
   from scsnet_jax.data import pipeline as input_pipeline
-  iterator = input_pipeline.create_iterator(config, 'train')
+  iterator = input_pipeline.create_iterator(config.data, 'train')
   next(iterator)
-  checkpointing.save_train_state(tmp_path, state, config, iterator)
+  helpers.save_train_state(tmp_path, state, config, iterator)
   expected = next(iterator)
-  fresh = input_pipeline.create_iterator(config, 'train')
+  fresh = input_pipeline.create_iterator(config.data, 'train')
   manager = checkpointing.create_manager(tmp_path)
   checkpointing.restore(manager, train_state.abstract_train_state(
       train_state.build_networks(config), config, sharding.create_mesh()), fresh)
@@ -135,10 +136,10 @@ def _tree_listing(root):
 def test_checkpoint_paths_a_user_may_give(tmp_path, config, state):
   """WORKDIR, WORKDIR/checkpoints and WORKDIR/checkpoints/STEP all load;
   other folders are one line naming what was expected."""
-  checkpointing.save_train_state(tmp_path, state, config)
+  helpers.save_train_state(tmp_path, state, config)
   later = state.replace(step=jnp.int32(9), generator_ema=jax.tree.map(
       lambda x: x + 2.0, state.generator_ema))
-  checkpointing.save_train_state(tmp_path, later, config)
+  helpers.save_train_state(tmp_path, later, config)
   cases = [(tmp_path, 9), (tmp_path / 'checkpoints', 9),
            (tmp_path / 'checkpoints' / '7', 7),
            (str(tmp_path / 'checkpoints' / '9') + '/', 9)]
@@ -162,7 +163,7 @@ def test_checkpoint_paths_a_user_may_give(tmp_path, config, state):
 
 def test_reading_writes_nothing_and_warns_nothing(tmp_path, config, state,
                                                   caplog):
-  checkpointing.save_train_state(tmp_path, state, config)
+  helpers.save_train_state(tmp_path, state, config)
   before = _tree_listing(tmp_path)
   with caplog.at_level(logging.INFO):
     loading.load_generator(tmp_path)

@@ -240,7 +240,7 @@ def test_attention_probe_reads_the_model_weights():
   model = Generator(config, rngs=nnx.Rngs(0))
   photo = skimage.transform.resize(skimage.data.astronaut(), (32, 32),
                                    anti_aliasing=True)
-  nlab = color.rgb_to_nlab(photo, np)[None].astype(np.float32)
+  nlab = color.rgb01_to_nlab(photo, np)[None].astype(np.float32)
   gray = nlab[..., :1]
   weights = model.reference_attention(gray, nlab)
   f_s = model.source_encoder(model.init_conv(gray))

@@ -15,16 +15,17 @@ import numpy as np
 import pytest
 
 from scsnet_jax import config_lib
-from scsnet_jax.inference import loading
+from scsnet_jax import loading
 from scsnet_jax.train import checkpointing
 from scsnet_jax.data import pipeline as input_pipeline
 from scsnet_jax.train import loop as trainer
 from tests.paths import TEST_CONFIG
+from tests import helpers
 
 
 
 def _config(steps):
-  config = config_lib.with_shallow_model(
+  config = helpers.with_shallow_model(
       config_lib.load_sibling_config(TEST_CONFIG, 'test'))
   config.train.steps = steps
   return config
@@ -129,7 +130,7 @@ class _SigtermAfter:
   """Data iterator that sends this process SIGTERM after `n` batches."""
 
   def __init__(self, config, n):
-    self._inner = input_pipeline.create_iterator(config, 'train')
+    self._inner = input_pipeline.create_iterator(config.data, 'train')
     self._left = n
 
   def __iter__(self):
@@ -183,7 +184,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(workdir,
   last_good = manager.latest_step()
   manager.close()
   batch = input_pipeline.model_inputs(next(input_pipeline.create_iterator(
-      _config(1), 'train')))
+      _config(1).data, 'train')))
   batch['target'] = np.full_like(batch['target'], np.nan)
   with pytest.raises(trainer.NonFiniteLossError, match='non-finite'):
     trainer.train_and_evaluate(_config(last_good + 3), workdir,

@@ -14,8 +14,8 @@ from scsnet_jax import color, config_lib
 from scsnet_jax.train import losses
 from scsnet_jax.train import state as train_state
 from scsnet_jax.train import step as train_step
-from scsnet_jax.models import vgg
-from tests.models.vgg_test import random_vgg_params
+from scsnet_jax.pretrained import vgg
+from tests.pretrained.vgg_test import random_vgg_params
 
 
 def test_l1_matches_numpy():
@@ -117,7 +117,7 @@ def vgg_params():
 
 def _random_nlab(key, shape=(1, 16, 16, 3)):
   rgb = jax.random.uniform(key, shape, minval=0.05, maxval=0.95)
-  return color.rgb_to_nlab(rgb)
+  return color.rgb01_to_nlab(rgb)
 
 
 def test_perceptual_loss_matches_per_layer_re_derivation(vgg_params):
@@ -131,7 +131,7 @@ def test_perceptual_loss_matches_per_layer_re_derivation(vgg_params):
 
   @jax.jit
   def features(nlab):
-    rgb = jnp.clip(color.nlab_to_rgb(nlab), 0, 1)
+    rgb = jnp.clip(color.nlab_to_rgb01(nlab), 0, 1)
     normalised = (rgb - np.array(vgg.IMAGENET_MEAN, np.float32)) / np.array(
         vgg.IMAGENET_STD, np.float32)
     return vgg.vgg16_features(vgg_params, normalised)

@@ -12,10 +12,11 @@ from scsnet_jax.train import checkpointing, resume
 from scsnet_jax.train import loop as trainer
 from scsnet_jax.train import state as train_state
 from tests.paths import TEST_CONFIG
+from tests import helpers
 
 
 def _config():
-  return config_lib.with_shallow_model(
+  return helpers.with_shallow_model(
       config_lib.load_sibling_config(TEST_CONFIG, 'test'))
 
 
@@ -29,7 +30,7 @@ def saved(tmp_path_factory):
   state = train_state.create_train_state(
       train_state.build_networks(config), config, sharding.create_mesh())
   iterator = iter(grain.MapDataset.range(10).to_iter_dataset())
-  checkpointing.save_train_state(workdir, state, config, iterator)
+  helpers.save_train_state(workdir, state, config, iterator)
   return str(workdir), config
 
 

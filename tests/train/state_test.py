@@ -11,6 +11,7 @@ import pytest
 from scsnet_jax import config_lib, sharding
 from scsnet_jax.train import state as train_state
 from tests.paths import TEST_CONFIG
+from tests import helpers
 
 
 
@@ -20,7 +21,7 @@ def _test_config():
 
 @pytest.fixture(scope='module')
 def config():
-  return config_lib.with_shallow_model(_test_config())
+  return helpers.with_shallow_model(_test_config())
 
 
 @pytest.fixture(scope='module')
@@ -140,9 +141,9 @@ def test_decoupled_decay_shrinks_by_exactly_the_configured_amount():
 
 
 def test_unknown_weight_decay_mode_is_refused_where_the_config_is_built():
-  from scsnet_jax import config_lib, config_overrides
+  from scsnet_jax import config_lib
   config = config_lib.get_base_config()
   config.optimizer.weight_decay_mode = 'adamw'
   with pytest.raises(ValueError, match="weight_decay_mode must be one of "
                      "'l2', 'decoupled', got 'adamw'"):
-    config_overrides.validate_config(config)
+    config_lib.validate_config(config)

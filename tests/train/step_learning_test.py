@@ -21,13 +21,14 @@ from scsnet_jax.train import state as train_state
 from scsnet_jax.train import step as train_step
 from scsnet_jax.models import bicubic
 from tests.paths import TEST_CONFIG
+from tests import helpers
 
 REFERENCE_BRANCH = ('reference_encoder', 'pvc_attention')
 
 
 def _recipe_config():
   """configs/test.py (shallow model) with the CPU recipe's learning levers."""
-  config = config_lib.with_shallow_model(
+  config = helpers.with_shallow_model(
       config_lib.load_sibling_config(TEST_CONFIG, 'test'))
   config.model.luminance_residual = True
   config.loss.perceptual_weight = 0.0
@@ -43,7 +44,7 @@ def setup():
   config = _recipe_config()
   mesh = sharding.create_mesh(jax.devices()[:1])
   local = input_pipeline.model_inputs(next(input_pipeline.create_iterator(
-      config, 'train', global_batch_size=4, process_index=0,
+      config.data, 'train', global_batch_size=4, process_index=0,
       process_count=1)))
   networks = train_state.build_networks(config)
   step = train_step.make_train_step(config, mesh, networks)
@@ -128,7 +129,7 @@ def test_reference_branch_learns_only_in_referential_steps(setup):
 
 def test_inactive_gan_leaves_discriminator_alone(setup):
   config, mesh = setup['config'], setup['mesh']
-  config = config_lib.with_shallow_model(config)
+  config = helpers.with_shallow_model(config)
   config.loss.adversarial_weight = 1.0
   config.loss.gan_start_step = 2
   assert not config_lib.gan_active(config, 1)
@@ -166,13 +167,12 @@ def test_cosine_schedule_warms_up_and_decays():
   np.testing.assert_allclose(float(schedule(55)), (peak + 0.1 * peak) / 2,
                              rtol=1e-5)
   np.testing.assert_allclose(float(schedule(100)), 0.1 * peak, rtol=1e-5)
-  # Refused where the config is built (config_overrides.validate_config).
-  from scsnet_jax import config_overrides
+  # Refused where the config is built (config_lib.validate_config).
   config.optimizer.schedule = 'linear'
   with pytest.raises(ValueError, match="config.optimizer.schedule must be one "
                      "of 'constant', 'warmup_constant', 'cosine', got "
                      "'linear'"):
-    config_overrides.validate_config(config)
+    config_lib.validate_config(config)
 
 
 def test_warmup_constant_schedule_holds_the_peak_after_warm_up():

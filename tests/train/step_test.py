@@ -5,6 +5,8 @@ compile) and one compiled step per mesh, shared by the whole module.
 """
 
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,12 +18,13 @@ from scsnet_jax.train import losses
 from scsnet_jax.train import state as train_state
 from scsnet_jax.train import step as train_step
 from tests.paths import TEST_CONFIG
+from tests import helpers
 
 RTOL, ATOL = 2e-4, 1e-6
 
 
 def _config(**loss):
-  config = config_lib.with_shallow_model(
+  config = helpers.with_shallow_model(
       config_lib.load_sibling_config(TEST_CONFIG, 'test'))
   config.loss.update(loss)
   return config
@@ -183,7 +186,7 @@ def test_overfitting_one_batch_halves_the_l1():
   mesh = sharding.create_mesh(jax.devices()[:1])
   from scsnet_jax.data import pipeline as input_pipeline
   local = input_pipeline.model_inputs(next(input_pipeline.create_iterator(
-      config, 'train', global_batch_size=2, process_index=0,
+      config.data, 'train', global_batch_size=2, process_index=0,
       process_count=1)))
   batch = sharding.global_batch(local, mesh)
   networks = train_state.build_networks(config)
@@ -330,3 +333,18 @@ def test_render_window_and_content_points_are_exclusive():
   with pytest.raises(Exception, match='exclusive'):
     train_step.make_train_step(config, sharding.create_mesh(),
                                train_state.build_networks(config))
+
+
+def test_step_options_are_read_once_and_frozen():
+  config = config_lib.get_base_config()
+  options = train_step.StepOptions.from_config(config)
+  config.loss.content_weight = 99.0
+  config.train.ema_decay = 0.5
+  config.train.content_points = 7
+  assert options.loss_config.content_weight == 10.0
+  assert (options.ema_decay, options.ema_warmup, options.content_points,
+          options.render_window) == (0.999, True, 0, 0)
+  with pytest.raises(dataclasses.FrozenInstanceError):
+    options.ema_decay = 0.5
+  with pytest.raises((AttributeError, TypeError)):
+    options.loss_config.content_weight = 1.0
