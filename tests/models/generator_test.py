@@ -264,7 +264,7 @@ def test_reference_residual_model_starts_as_the_automatic_one():
   spec = Generator(spec_config, rngs=nnx.Rngs(0))
   assert np.abs(np.asarray(spec(gray, reference, out_size=(16, 24))) -
                 np.asarray(spec(gray, out_size=(16, 24)))).max() > 1e-3
-  count = lambda m: gen_lib.count_params(nnx.state(m, nnx.Param))
+  count = lambda m: helpers.count_params(nnx.state(m, nnx.Param))
   assert count(model) == count(spec)
 
 
@@ -308,7 +308,7 @@ def test_luminance_keys_match_the_source_side_at_init():
   spec = Generator(GeneratorConfig(**{**vars(LUMINANCE_KEYS),
                                       'reference_keys': 'reference'}),
                    rngs=nnx.Rngs(0))
-  count = lambda m: gen_lib.count_params(nnx.state(m, nnx.Param))
+  count = lambda m: helpers.count_params(nnx.state(m, nnx.Param))
   assert count(model) == count(spec)
   gray = _smooth_gray((1, 16, 16, 1), 4)
   chroma = np.random.default_rng(5).uniform(-0.3, 0.3, (1, 16, 16, 2))

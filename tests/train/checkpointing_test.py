@@ -201,8 +201,8 @@ def plain_state(config):
 def damaged_workdir(tmp_path_factory, config, plain_state):
   """Steps 7 (intact) and 9 (its generator_ema truncated)."""
   workdir = tmp_path_factory.mktemp('damaged')
-  checkpointing.save_train_state(workdir, plain_state, config)
-  checkpointing.save_train_state(
+  helpers.save_train_state(workdir, plain_state, config)
+  helpers.save_train_state(
       workdir, plain_state.replace(step=np.int32(9)), config)
   damage_step(workdir / 'checkpoints' / '9')
   return workdir
