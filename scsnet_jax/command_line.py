@@ -21,6 +21,9 @@ from scsnet_jax import config_lib
 from scsnet_jax.errors import UserError
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+# configs/workdir.py:DIR reads a run's config.json as a config file.
+WORKDIR_CONFIG = os.path.join(_PACKAGE_DIR, os.pardir, 'configs',
+                              'workdir.py')
 _HELP_FLAGS = ('-h', '-?', '--help', '--helpshort', '--helpfull', '--helpxml')
 DEBUG_HINT = '(SCSNET_DEBUG=1 shows the traceback)'
 
@@ -35,6 +38,17 @@ def raw_flag(argv: Sequence[str], *names: str) -> Optional[str]:
       if arg == name and index + 1 < len(argv):
         return argv[index + 1]
   return None
+
+
+def with_workdir_config(argv: list[str]) -> list[str]:
+  """``--mode=eval`` without ``--config``: the workdir's own config file
+  (``WORKDIR_CONFIG``), put on the command line before absl parses it, so
+  ``--config.KEY=VALUE`` overrides apply to it too."""
+  workdir = raw_flag(argv, '--workdir')
+  if (raw_flag(argv, '--mode') != 'eval' or not workdir
+      or any(a == '--config' or a.startswith('--config=') for a in argv)):
+    return argv
+  return [argv[0], f'--config={WORKDIR_CONFIG}:{workdir}'] + argv[1:]
 
 
 # ------------------------------------------------------------------ noise ---

@@ -15,7 +15,7 @@ from ml_collections import config_flags
 
 from scsnet_jax import command_line, config_lib, errors
 from scsnet_jax import workdir as workdir_lib
-from scsnet_jax.train import resume
+from scsnet_jax.train import preemption, resume
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Configuration file (configs/*.py); --mode=eval defaults '
@@ -39,19 +39,6 @@ _FALL_BACK = flags.DEFINE_bool(
     'fall_back_to_intact_checkpoint', False, 'Resuming: if the latest '
     'checkpoint is damaged (e.g. a file cut short), move it aside to '
     'checkpoints/STEP.damaged and resume from the newest intact one.')
-
-WORKDIR_CONFIG = os.path.join(os.path.dirname(__file__), os.pardir, 'configs',
-                              'workdir.py')
-
-
-def with_workdir_config(argv: list[str]) -> list[str]:
-  """``--mode=eval`` without ``--config``: the workdir's own config file."""
-  workdir = command_line.raw_flag(argv, '--workdir')
-  if (command_line.raw_flag(argv, '--mode') != 'eval' or not workdir
-      or any(a == '--config' or a.startswith('--config=') for a in argv)):
-    return argv
-  return [argv[0], f'--config={WORKDIR_CONFIG}:{workdir}'] + argv[1:]
-
 
 def initialize_distributed():
   """Joins the processes of a multi-process run (the cluster is detected;
@@ -97,7 +84,7 @@ def run(config, workdir: str, mode: str, allow_config_change=(),
     return loop.train_and_evaluate(config, workdir,
                                    allow_config_change=allow_config_change,
                                    fall_back_to_intact=fall_back_to_intact)
-  except loop.StoppedEarly as stopped:
+  except preemption.StoppedEarly as stopped:
     # Saved, not finished: a distinct status so the scheduler requeues.
     logging.warning('%s; exit status %d (requeue to continue)', stopped,
                     errors.EXIT_STOPPED_EARLY)
@@ -125,4 +112,4 @@ def main(argv):
 
 if __name__ == '__main__':
   command_line.quiet_native_logs(sys.argv)
-  command_line.run(main, with_workdir_config(sys.argv))
+  command_line.run(main, command_line.with_workdir_config(sys.argv))

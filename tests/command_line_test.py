@@ -99,3 +99,33 @@ def test_help_exits_0_where_absl_exits_1():
   refused = status('--no_such_flag')
   assert refused.returncode == 1
   assert refused.stderr.strip().splitlines()[-1].startswith('error: ')
+
+
+def test_eval_uses_the_workdirs_config_json_with_overrides(tmp_path,
+                                                           monkeypatch):
+  config = config_lib.load_sibling_config(
+      os.path.join(REPO_ROOT, 'configs', 'test.py'), 'test')
+  config.model.texture_res_blocks = 2
+  (tmp_path / 'config.json').write_text(config.to_json())
+  argv = ['main', '--mode=eval', f'--workdir={tmp_path}',
+          '--config.eval.num_automatic=3']
+  with_file = command_line.with_workdir_config(argv)
+  assert with_file == ['main', f'--config={command_line.WORKDIR_CONFIG}:{tmp_path}',
+                       *argv[1:]]
+  from absl import flags
+  from ml_collections import config_flags
+  parser = flags.FlagValues()   # the same flag as main's, parsed alone
+  holder = config_flags.DEFINE_config_file('config', None, '',
+                                           flag_values=parser)
+  # ml_collections reads the --config.KEY overrides from sys.argv.
+  monkeypatch.setattr(sys, 'argv', [with_file[0], with_file[1],
+                                    with_file[-1]])
+  parser(sys.argv)
+  resolved = holder.value
+  assert resolved.model.texture_res_blocks == 2
+  assert resolved.eval.num_automatic == 3
+  config_lib.validate_config(resolved)
+  # A given --config, or training, keeps the command line as it is.
+  given = ['main', '--mode=eval', f'--workdir={tmp_path}', '--config=c.py']
+  assert command_line.with_workdir_config(given) == given
+  assert command_line.with_workdir_config(argv[:1] + argv[2:]) == argv[:1] + argv[2:]

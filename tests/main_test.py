@@ -94,37 +94,6 @@ def test_eval_without_config_needs_a_training_workdir(tmp_path):
   _assert_clean_failure(result, '--config=configs/<name>.py is required')
 
 
-def test_eval_uses_the_workdirs_config_json_with_overrides(tmp_path,
-                                                           monkeypatch):
-  from scsnet_jax import main
-  config = config_lib.load_sibling_config(
-      os.path.join(REPO_ROOT, 'configs', 'test.py'), 'test')
-  config.model.texture_res_blocks = 2
-  (tmp_path / 'config.json').write_text(config.to_json())
-  argv = ['main', '--mode=eval', f'--workdir={tmp_path}',
-          '--config.eval.num_automatic=3']
-  with_file = main.with_workdir_config(argv)
-  assert with_file == ['main', f'--config={main.WORKDIR_CONFIG}:{tmp_path}',
-                       *argv[1:]]
-  from absl import flags
-  from ml_collections import config_flags
-  parser = flags.FlagValues()   # the same flag as main's, parsed alone
-  holder = config_flags.DEFINE_config_file('config', None, '',
-                                           flag_values=parser)
-  # ml_collections reads the --config.KEY overrides from sys.argv.
-  monkeypatch.setattr(sys, 'argv', [with_file[0], with_file[1],
-                                    with_file[-1]])
-  parser(sys.argv)
-  resolved = holder.value
-  assert resolved.model.texture_res_blocks == 2
-  assert resolved.eval.num_automatic == 3
-  config_lib.validate_config(resolved)
-  # A given --config, or training, keeps the command line as it is.
-  given = ['main', '--mode=eval', f'--workdir={tmp_path}', '--config=c.py']
-  assert main.with_workdir_config(given) == given
-  assert main.with_workdir_config(argv[:1] + argv[2:]) == argv[:1] + argv[2:]
-
-
 def _main_with_run(monkeypatch, tmp_path, run):
   from absl import flags
   from absl.testing import flagsaver
@@ -174,11 +143,11 @@ def test_a_run_stopped_by_sigterm_exits_75_for_requeueing(monkeypatch,
                                                           tmp_path):
   import pytest
   from scsnet_jax import errors, main
-  from scsnet_jax.train import loop
+  from scsnet_jax.train import loop, preemption
   calls = []
   def stopped(config, workdir, allow_config_change=(), **unused):
     calls.append(allow_config_change)
-    raise loop.StoppedEarly(None, 3)
+    raise preemption.StoppedEarly(None, 3)
   monkeypatch.setattr(loop, 'train_and_evaluate', stopped)
   monkeypatch.setattr(main, 'initialize_distributed', lambda: None)
   with pytest.raises(SystemExit) as exit_info:

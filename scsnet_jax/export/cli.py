@@ -20,12 +20,14 @@ from flax import nnx
 from scsnet_jax import workdir as workdir_lib
 from scsnet_jax.errors import UserError, first_line
 from scsnet_jax.export import reader, writer
-from scsnet_jax.export.format import JAX_KEY, MODES, ONNX_KEY
+from scsnet_jax.export.format import JAX_KEY, MODES, ONNX_KEY, PARAMS_FORMATS
 from scsnet_jax import loading
 from scsnet_jax.models.generator import abstract_generator
 
 
 def _int_list(text: str) -> list[int]:
+  if text.strip() == 'none':   # parameters only
+    return []
   try:
     values = [int(v) for v in text.split(',') if v.strip()]
   except ValueError:
@@ -48,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help='new or empty folder to write the export to')
   parser.add_argument('--scales', type=_int_list, default=[2, 4],
                       help='integer magnifications to export an artifact '
-                           'for, comma-separated (default: 2,4)')
+                           'for, comma-separated, or none for the '
+                           'parameters only (default: 2,4)')
   parser.add_argument('--modes', default=None,
                       help='automatic,referential (default: what the model '
                            'supports)')
@@ -60,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
                            'ONNX model per mode and scale, checked against '
                            'the JAX model with onnxruntime (needs the '
                            'onnx extra and jax2onnx: docs/onnx.md)')
+  parser.add_argument('--params-format', choices=PARAMS_FORMATS,
+                      default='orbax',
+                      help='orbax: a checkpoint folder (default); npz: one '
+                           'float16 .npz with its SHA-256 in the manifest '
+                           '(half the size; the starter weights\' form)')
   parser.add_argument('--platforms', default='cpu,cuda',
                       help='platforms the artifacts are lowered for '
                            '(comma-separated: cpu, cuda, rocm, tpu; default: '
@@ -100,11 +108,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     manifest = writer.export_generator(
         graphdef, params, model_config, args.output,
         scales=args.scales, modes=modes, step=step, platforms=platforms,
-        format=args.format)
+        format=args.format, params_format=args.params_format)
   except (OSError, UserError) as error:
     print(f'error: {first_line(error)}', file=sys.stderr)
     return 1
-  names = ', '.join(a['file'] for a in
-                    manifest[JAX_KEY] + manifest.get(ONNX_KEY, []))
+  names = ', '.join([manifest['params']] + [
+      a['file'] for a in manifest[JAX_KEY] + manifest.get(ONNX_KEY, [])])
   print(f'exported step {step} to {args.output}: {names}')
   return 0

@@ -4,6 +4,8 @@ An export folder (``writer.export_generator`` writes it, ``reader`` reads)::
 
   DIR/manifest.json                 what is here (format, modes, scales, specs)
   DIR/params/                       orbax checkpoint: EMA generator parameters
+                                    (or DIR/params.npz, float16, its SHA-256 in
+                                    the manifest: ``params_file``)
   DIR/model_config.json             the generator config (``config.model``)
   DIR/generator_<mode>_x<scale>.jax_export   serialized ``jax.export``
   DIR/generator_<mode>_x<scale>.onnx         with ``--format onnx`` instead
@@ -28,6 +30,8 @@ from scsnet_jax.models.geometry import INPUT_MULTIPLE
 
 MANIFEST = 'manifest.json'
 PARAMS_DIR = 'params'
+PARAMS_NPZ = 'params.npz'
+PARAMS_FORMATS = ('orbax', 'npz')
 MODEL_CONFIG = 'model_config.json'
 FORMAT = 'scsnet_jax.export/1'
 MODES = ('automatic', 'referential')

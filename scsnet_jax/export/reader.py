@@ -22,9 +22,9 @@ import orbax.checkpoint as ocp
 
 from scsnet_jax import image_io
 from scsnet_jax.errors import UserError
-from scsnet_jax.export import trust
+from scsnet_jax.export import params_file, trust
 from scsnet_jax.export.format import (FORMAT, JAX_KEY, MANIFEST, MODES,
-                                      ONNX_KEY)
+                                      ONNX_KEY, PARAMS_NPZ)
 from scsnet_jax.models.generator import abstract_generator
 from scsnet_jax.models.geometry import reflect_pad
 
@@ -87,6 +87,11 @@ def _check_schema(where: str, manifest: dict) -> None:
     refuse('step', step, 'an integer or null')
   if JAX_KEY not in manifest:
     refuse(JAX_KEY, _MISSING, 'a list of artifacts (may be empty)')
+  if manifest.get('params') == PARAMS_NPZ:
+    digest = manifest.get('params_sha256', _MISSING)
+    if not (isinstance(digest, str) and len(digest) == 64
+            and all(c in '0123456789abcdef' for c in digest)):
+      refuse('params_sha256', digest, 'the 64 hex digits of params.npz')
   for key in (JAX_KEY, ONNX_KEY):
     for index, entry in enumerate(manifest.get(key, [])):
       mode = entry.get('mode', _MISSING)
@@ -102,7 +107,8 @@ _MISSING = object()
 
 
 def load_params(path: str):
-  """(pure-dict params, model config dict) from an export folder."""
+  """(pure-dict params, model config dict) from an export folder: its
+  orbax ``params/`` or its SHA-256-checked ``params.npz``."""
   manifest = read_manifest(path)
   model_config = read_json(os.path.join(path, manifest['model_config']))
   if not isinstance(model_config, dict):
@@ -110,6 +116,10 @@ def load_params(path: str):
                     'object')
   # A target restores the exact tree (integer keys of nnx.List included).
   abstract = nnx.state(abstract_generator(model_config)).to_pure_dict()
+  if manifest['params'] == PARAMS_NPZ:   # checked against its SHA-256
+    return params_file.load_params(
+        os.path.join(path, PARAMS_NPZ), abstract,
+        manifest['params_sha256']), model_config
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   target = jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),

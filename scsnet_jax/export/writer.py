@@ -27,6 +27,7 @@ from scsnet_jax import atomic
 from scsnet_jax.errors import UserError
 from scsnet_jax.export import format as export_format
 from scsnet_jax.export import onnx_writer
+from scsnet_jax.export import params_file
 from scsnet_jax.models.geometry import INPUT_MULTIPLE
 
 
@@ -104,10 +105,16 @@ def export_generator(graphdef, params, model_config: dict, output_dir: str, *,
                      modes: Sequence[str] = export_format.MODES,
                      step: Optional[int] = None,
                      platforms: Optional[Sequence[str]] = None,
-                     format: str = 'jax') -> dict:  # pylint: disable=redefined-builtin
+                     format: str = 'jax',  # pylint: disable=redefined-builtin
+                     params_format: str = 'orbax') -> dict:
   """Writes params, config and one artifact per (mode, scale) in ``format``
-  (a key of ``WRITERS``); returns the manifest. The folder appears complete
-  or not at all."""
+  (a key of ``WRITERS``; no scales: parameters only); returns the manifest.
+  ``params_format`` 'npz' stores the parameters as one float16 ``.npz`` with
+  its SHA-256 in the manifest (``params_file``: the starter weights' form)
+  instead of an orbax folder. The folder appears complete or not at all."""
+  if params_format not in export_format.PARAMS_FORMATS:
+    raise UserError(f'unknown parameters format {params_format!r}; use '
+                    f'{", ".join(export_format.PARAMS_FORMATS)}')
   format_writer = _check_request(model_config, scales, modes, format)
   output_dir = os.path.abspath(output_dir)
   if os.path.exists(output_dir) and (not os.path.isdir(output_dir)
@@ -118,13 +125,21 @@ def export_generator(graphdef, params, model_config: dict, output_dir: str, *,
   staging = tempfile.mkdtemp(dir=parent, prefix='.export-tmp-')
   try:
     params = jax.tree.map(np.asarray, params)
-    checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(os.path.join(staging, export_format.PARAMS_DIR), params)
-    checkpointer.wait_until_finished()
+    params_entry = {'params': export_format.PARAMS_DIR}
+    if params_format == 'npz':
+      digest = params_file.save_params(
+          params, os.path.join(staging, export_format.PARAMS_NPZ))
+      params_entry = {'params': export_format.PARAMS_NPZ,
+                      'params_sha256': digest}
+    else:
+      checkpointer = ocp.StandardCheckpointer()
+      checkpointer.save(os.path.join(staging, export_format.PARAMS_DIR),
+                        params)
+      checkpointer.wait_until_finished()
     atomic.write_json(os.path.join(staging, export_format.MODEL_CONFIG),
                       model_config, indent=2, sort_keys=True)
     manifest = {'format': export_format.FORMAT, 'step': step,
-                'params': export_format.PARAMS_DIR,
+                **params_entry,
                 'model_config': export_format.MODEL_CONFIG,
                 'jax_version': jax.__version__, export_format.JAX_KEY: []}
     manifest[format_writer.manifest_key] = format_writer.write(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import sys
 from typing import Optional
 
 from absl import logging
@@ -28,6 +29,8 @@ from scsnet_jax import workdir as workdir_lib
 from scsnet_jax.errors import UserError, first_line
 from scsnet_jax.export import reader as export
 from scsnet_jax import loading
+from scsnet_jax import starter
+from scsnet_jax.export.format import JAX_KEY
 from scsnet_jax.inference import predictor as predictor_lib
 
 # References are downscaled to this longest side: their cost (cross attention
@@ -52,8 +55,9 @@ def add_model_arguments(parser: argparse.ArgumentParser, *,
                         max_output_pixels: int) -> None:
   """--checkpoint, --tile, --tile-overlap (what ``load_runner`` needs) and
   --max-output-pixels (each command has its own default)."""
-  parser.add_argument('--checkpoint', required=True,
-                      help=workdir_lib.CHECKPOINT_HELP)
+  parser.add_argument('--checkpoint', default=None,
+                      help=workdir_lib.CHECKPOINT_HELP + ' (default: the '
+                           'starter weights shipped with the package)')
   parser.add_argument('--tile', type=int, default=256,
                       help='input window size (multiple of '
                            f'{predictor_lib.WINDOW_ALIGN}, at least '
@@ -72,7 +76,11 @@ def add_model_arguments(parser: argparse.ArgumentParser, *,
 def check_model_arguments(parser: argparse.ArgumentParser,
                           args: argparse.Namespace) -> None:
   """``add_model_arguments``' values that argparse cannot check alone
-  (the tiling) as a usage error (exit 2)."""
+  (the tiling) as a usage error (exit 2); no ``--checkpoint`` means the
+  starter weights, said in one line on stderr."""
+  if args.checkpoint is None:
+    args.checkpoint = starter.STARTER_DIR
+    print(starter.NOTE, file=sys.stderr)
   try:
     predictor_lib.check_tiling(args.tile, args.tile_overlap)
   except UserError as error:
@@ -140,7 +148,8 @@ class Runner:
         and one_window and self.exported.supports(reference is not None,
                                                   height, width, out_size)):
       return self.exported.predict_nlab(gray, reference, out_size, interrupt)
-    if self.exported is not None and not self._noted:
+    if (self.exported is not None and self.exported.manifest[JAX_KEY]
+        and not self._noted):   # a parameters-only export runs the code
       self._noted = True
       logging.warning(
           'note: no exported artifact fits (it needs an exported integer '

@@ -11,22 +11,20 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
 import time
-import threading
 from typing import Any, NamedTuple, Optional, Sequence
 
 import jax
 import ml_collections
 import numpy as np
 from etils import epath
-from jax.experimental import multihost_utils
 
 from scsnet_jax import atomic, config_lib, sharding, writers
 from scsnet_jax import workdir as workdir_lib
 from scsnet_jax.data import pipeline as input_pipeline
 from scsnet_jax.evaluation import common, validation
-from scsnet_jax.train import checkpointing, health, resume
+from scsnet_jax.train import checkpointing, health, resume, schedule
+from scsnet_jax.train.preemption import PreemptionWatcher, StoppedEarly
 from scsnet_jax.train import state as train_state
 from scsnet_jax.train import step as train_step
 from scsnet_jax.train.state import TrainState
@@ -34,61 +32,6 @@ from scsnet_jax.train.state import TrainState
 
 class NonFiniteLossError(RuntimeError):
   """A step produced NaN/Inf; the last finite checkpoint is left in place."""
-
-
-class StoppedEarly(Exception):
-  """SIGTERM stopped the run before its last step, after saving.
-
-  An exception rather than a normal return, so that ``main`` can exit with
-  ``errors.EXIT_STOPPED_EARLY`` and a scheduler requeue the job (a plain
-  exit 0 reads as "finished"). ``state`` is the saved state.
-  """
-
-  def __init__(self, state: TrainState, step: int):
-    super().__init__(f'stopped by SIGTERM at step {step} (saved)')
-    self.state, self.step = state, step
-
-
-class PreemptionWatcher:
-  """Did this job get SIGTERM? Agreed across processes.
-
-  Single process: a Python SIGTERM handler sets a flag. Several processes:
-  JAX's coordination service (``jax.distributed``) catches the signal and
-  ``reached_preemption_sync_point`` tells every process at the same step.
-  """
-
-  def __init__(self):
-    self._flag = threading.Event()
-    self._previous = None
-    self._multi = jax.process_count() > 1
-    self._warned = False
-    if not self._multi and threading.current_thread() is threading.main_thread():
-      self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
-
-  def _on_sigterm(self, signum, frame):
-    del signum, frame
-    logging.warning('SIGTERM received: saving a checkpoint, then exiting')
-    self._flag.set()
-
-  def should_stop(self, step: int) -> bool:
-    if self._multi:
-      try:
-        return bool(multihost_utils.reached_preemption_sync_point(step))
-      except Exception as error:  # pylint: disable=broad-except
-        # No preemption service (older runtime): the run goes on, but a
-        # SIGTERM will no longer save, which must not go unnoticed.
-        if not self._warned:
-          self._warned = True
-          logging.error('preemption check failed (%s: %s): SIGTERM will NOT '
-                        'save a checkpoint in this run; only the periodic '
-                        'checkpoints (train.checkpoint_every_steps) remain',
-                        type(error).__name__, error)
-        return False
-    return self._flag.is_set()
-
-  def close(self):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
 
 
 _MODE_LOSSES = ('generator_loss', 'content_loss', 'content_l_loss',
@@ -200,7 +143,7 @@ def _setup(config: ml_collections.ConfigDict, workdir: str,
   epath.Path(workdir).mkdir(parents=True, exist_ok=True)
   mesh = sharding.create_mesh()
   sharding.check_batch_size(config.data.global_batch_size, mesh)
-  num_steps = config_lib.total_steps(config)
+  num_steps = schedule.total_steps(config)
   train = config.train
   logging.info('training %d steps on %d devices (%d processes), mesh %s',
                num_steps, jax.device_count(), jax.process_count(),
@@ -231,7 +174,7 @@ def _setup(config: ml_collections.ConfigDict, workdir: str,
           lambda rng: train_state.init_train_state(
               networks, config, rng).generator_params, config.seed),
       networks.generator if validator is not None else None,
-      settling_steps=config_lib.settling_steps(config))
+      settling_steps=schedule.settling_steps(config))
   return _Run(workdir, mesh, num_steps, data_iterator, manager, networks,
               state, start_step, writer, step_fn, validator, monitor)
 
@@ -267,7 +210,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        data_iterator: Optional[Any] = None,
                        allow_config_change: Sequence[str] = (),
                        fall_back_to_intact: bool = False) -> TrainState:
-  """Trains to ``config_lib.total_steps(config)`` (or until SIGTERM).
+  """Trains to ``schedule.total_steps(config)`` (or until SIGTERM).
 
   ``data_iterator`` (per-process numpy batches) replaces the configured input
   pipeline, e.g. in tests. A resume refuses a config that differs from the
@@ -301,9 +244,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           logging.warning('the data iterator ended at step %d', step)
           break
         batch = sharding.global_batch(local_batch, mesh)
-        referential = config_lib.mode_for_step(config, step)
-        flags = (referential, config_lib.gan_active(config, step),
-                 config_lib.perceptual_active(config, step))
+        referential = schedule.mode_for_step(config, step)
+        flags = (referential, schedule.gan_active(config, step),
+                 schedule.perceptual_active(config, step))
         if flags not in compiled:
           compiled.add(flags)
           logging.info(

@@ -18,7 +18,7 @@ import optax
 from flax import nnx, struct
 from jax.sharding import Mesh
 
-from scsnet_jax import config_lib
+from scsnet_jax.train import schedule
 from scsnet_jax import sharding
 from scsnet_jax.models import generator as generator_lib
 from scsnet_jax.models.discriminator import Discriminator
@@ -66,7 +66,7 @@ def learning_rate_schedule(config: ml_collections.ConfigDict):
   ``warmup_steps``, then constant (a run stopped at any time, e.g. by a
   time budget, ends at full rate and its EMA does the averaging);
   'cosine': the same warm-up, then cosine decay to ``final_lr_fraction`` of
-  the peak at ``config_lib.total_steps(config)``.
+  the peak at ``schedule.total_steps(config)``.
   """
   opt = config.optimizer
   if opt.schedule == 'constant':
@@ -76,7 +76,7 @@ def learning_rate_schedule(config: ml_collections.ConfigDict):
     return optax.join_schedules(
         [optax.linear_schedule(0.0, opt.learning_rate, max(warmup, 1)),
          optax.constant_schedule(opt.learning_rate)], [max(warmup, 1)])
-  total = config_lib.total_steps(config)
+  total = schedule.total_steps(config)
   return optax.warmup_cosine_decay_schedule(
       init_value=0.0, peak_value=opt.learning_rate,
       warmup_steps=warmup, decay_steps=max(total, warmup + 1),

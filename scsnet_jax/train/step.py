@@ -325,8 +325,8 @@ def make_train_step(config: ml_collections.ConfigDict, mesh: Mesh,
   perceptual_active=None) -> (state, metrics)``: ``train_step`` closed over
   ``networks`` and the config, jitted with explicit shardings and the state
   donated (do not use it after the call). The three flags are static: one
-  compilation per combination that runs; ``config_lib.gan_active`` and
-  ``config_lib.perceptual_active`` give the last two for a step.
+  compilation per combination that runs; ``schedule.gan_active`` and
+  ``schedule.perceptual_active`` give the last two for a step.
 
   The perceptual network is loaded here once and passed to the jitted
   function as an argument (a closure constant would be baked into the

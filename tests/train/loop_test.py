@@ -1,4 +1,4 @@
-"""trainer.py in-process: outputs of a run, resuming, SIGTERM, NaN stop.
+"""train/loop.py in-process: outputs of a run, resuming, SIGTERM, NaN stop.
 
 One shallow model (configs/test.py widths, one block per stack) and one set
 of compiled steps for the whole module; the runs share a workdir and build on
@@ -16,7 +16,7 @@ import pytest
 
 from scsnet_jax import config_lib
 from scsnet_jax import loading
-from scsnet_jax.train import checkpointing
+from scsnet_jax.train import checkpointing, preemption
 from scsnet_jax.data import pipeline as input_pipeline
 from scsnet_jax.train import loop as trainer
 from tests.paths import TEST_CONFIG
@@ -149,7 +149,7 @@ def test_sigterm_saves_the_current_step_and_stops_early(workdir, first_run,
   del first_run
   config = _config(100)
   with caplog.at_level(logging.INFO), pytest.raises(
-      trainer.StoppedEarly) as stopped:
+      preemption.StoppedEarly) as stopped:
     trainer.train_and_evaluate(config, workdir,
                                data_iterator=_SigtermAfter(config, 1))
   # Resumed at 4, one batch, SIGTERM during the next: saved at step 6 at most.

@@ -10,6 +10,7 @@ import optax
 import pytest
 from flax import nnx
 
+from scsnet_jax.train import schedule
 from scsnet_jax import color, config_lib
 from scsnet_jax.train import losses
 from scsnet_jax.train import state as train_state
@@ -281,9 +282,9 @@ def test_default_gan_start_step_is_zero_and_warm_up_is_content_only(
   """By default the GAN is on from the first step (the paper); before a
   gan_start_step, G trains on 10 L_C alone and D is not touched."""
   config = config_lib.get_base_config()
-  assert config_lib.gan_active(config, 0)
+  assert schedule.gan_active(config, 0)
   config.loss.gan_start_step = 3
-  assert [config_lib.gan_active(config, s) for s in range(5)] == [
+  assert [schedule.gan_active(config, s) for s in range(5)] == [
       False, False, False, True, True]
 
   networks, state, batch = tiny_gan

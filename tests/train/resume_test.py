@@ -1,7 +1,6 @@
 """resume.py and the loop's resume checks: a changed config, another process
-count and a broken preemption service are each said in one line."""
+count is said in one line."""
 
-import logging
 
 import jax
 import pytest
@@ -82,19 +81,3 @@ def test_another_process_count_is_a_one_line_error(saved, monkeypatch, tmp_path)
     monkeypatch.undo()
     manager.close()
   resume.check_process_count(str(tmp_path), 3)   # no iterator state: silent
-
-
-def test_a_failing_preemption_check_is_logged_once(monkeypatch, caplog):
-  watcher = trainer.PreemptionWatcher()
-  watcher._multi = True  # pylint: disable=protected-access
-  def broken(step):
-    raise RuntimeError('no preemption service')
-  monkeypatch.setattr(trainer.multihost_utils,
-                      'reached_preemption_sync_point', broken)
-  with caplog.at_level(logging.WARNING):
-    assert not watcher.should_stop(1) and not watcher.should_stop(2)
-  watcher.close()
-  errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
-  assert len(errors) == 1
-  assert 'SIGTERM will NOT save' in errors[0].getMessage()
-  assert 'no preemption service' in errors[0].getMessage()

@@ -15,6 +15,7 @@ import jax
 import numpy as np
 import pytest
 
+from scsnet_jax.train import schedule
 from scsnet_jax import config_lib, sharding
 from scsnet_jax.data import pipeline as input_pipeline
 from scsnet_jax.train import state as train_state
@@ -132,14 +133,14 @@ def test_inactive_gan_leaves_discriminator_alone(setup):
   config = helpers.with_shallow_model(config)
   config.loss.adversarial_weight = 1.0
   config.loss.gan_start_step = 2
-  assert not config_lib.gan_active(config, 1)
-  assert config_lib.gan_active(config, 2)
+  assert not schedule.gan_active(config, 1)
+  assert schedule.gan_active(config, 2)
   networks = train_state.build_networks(config)
   state = train_state.create_train_state(networks, config, mesh)
   before = jax.device_get(state.discriminator_params)
   step = train_step.make_train_step(config, mesh, networks)
   state, metrics = step(state, setup['batch'], False,
-                        config_lib.gan_active(config, 0))
+                        schedule.gan_active(config, 0))
   assert float(metrics['discriminator_loss']) == 0.0
   for a, b in zip(jax.tree.leaves(before),
                   jax.tree.leaves(jax.device_get(state.discriminator_params))):

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from scsnet_jax.train import schedule
 from scsnet_jax import config_lib, sharding
 from scsnet_jax.train import losses
 from scsnet_jax.train import state as train_state
@@ -299,8 +300,8 @@ def test_perceptual_term_on_a_window_without_the_gan():
   taken on the rendered window (re-derived from the rendered output)."""
   config = _config(adversarial_weight=0.0, perceptual_weight=5.0)
   config.train.render_window = 16
-  assert not config_lib.gan_active(config, 0)
-  assert config_lib.perceptual_active(config, 0)
+  assert not schedule.gan_active(config, 0)
+  assert schedule.perceptual_active(config, 0)
   mesh = sharding.create_mesh(jax.devices()[:1])
   networks = train_state.build_networks(config)
   state = train_state.create_train_state(networks, config, mesh)
