@@ -137,7 +137,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.error(f'--max-upload-cache must hold at least one upload '
                  f'({largest} bytes at --max-input-pixels '
                  f'{args.max_input_pixels}), got {args.max_upload_cache}')
-  runner_lib.check_model_arguments(parser, args)
+  note = runner_lib.check_model_arguments(parser, args)
+  if note:   # the starter weights
+    print(note, file=sys.stderr)
   if args.auth is not None:
     try:
       args.auth_pairs = read_auth(args.auth)

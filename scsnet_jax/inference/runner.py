@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import sys
 from typing import Optional
 
 from absl import logging
@@ -74,17 +73,19 @@ def add_model_arguments(parser: argparse.ArgumentParser, *,
 
 
 def check_model_arguments(parser: argparse.ArgumentParser,
-                          args: argparse.Namespace) -> None:
+                          args: argparse.Namespace) -> Optional[str]:
   """``add_model_arguments``' values that argparse cannot check alone
-  (the tiling) as a usage error (exit 2); no ``--checkpoint`` means the
-  starter weights, said in one line on stderr."""
+  (the tiling) as a usage error (exit 2). No ``--checkpoint`` means the
+  starter weights: returns the one line the command prints on stderr to
+  say so (else None)."""
+  note = None
   if args.checkpoint is None:
-    args.checkpoint = starter.STARTER_DIR
-    print(starter.NOTE, file=sys.stderr)
+    args.checkpoint, note = starter.STARTER_DIR, starter.NOTE
   try:
     predictor_lib.check_tiling(args.tile, args.tile_overlap)
   except UserError as error:
     parser.error(str(error))
+  return note
 
 
 # ----------------------------------------------------------------- runner ---
