@@ -34,8 +34,8 @@ _CHUNK = 4096   # rows converted to float64 at a time (bounded memory)
 class Weights(NamedTuple):
   """Re-ranking weights: cosine, spatial, histogram distance."""
   cosine: float = 1.0
-  spatial: float = 0.5
-  histogram: float = 0.25
+  spatial: float = 1.0
+  histogram: float = 0.5
 
 
 DEFAULT_WEIGHTS = Weights()
@@ -69,11 +69,15 @@ def cosine_all(query_pooled: np.ndarray, pooled: np.ndarray) -> np.ndarray:
 
 
 def spatial_similarity(query_grid: np.ndarray, grid: np.ndarray) -> np.ndarray:
-  """(G,) query and (K, G) grids of unit cells -> (K,) mean cell cosine."""
-  cells = features_lib.GRID * features_lib.GRID
-  query = np.asarray(query_grid, np.float64).reshape(cells, -1)
-  other = np.asarray(grid, np.float64).reshape(len(grid), cells, -1)
-  return np.einsum('kcd,cd->k', other, query) / cells
+  """(G,) query and (K, G) grids of unit cells -> (K,) mean cell cosine,
+  the better of the layout as it is and mirrored (cell columns reversed: a
+  photo taken from the other side, or flipped, keeps its layout)."""
+  side = features_lib.GRID
+  query = np.asarray(query_grid, np.float64).reshape(side, side, -1)
+  other = np.asarray(grid, np.float64).reshape(len(grid), side, side, -1)
+  straight = np.einsum('krcd,rcd->k', other, query)
+  mirrored = np.einsum('krcd,rcd->k', other, query[:, ::-1])
+  return np.maximum(straight, mirrored) / (side * side)
 
 
 def histogram_distance(query_hist: np.ndarray, hist: np.ndarray) -> np.ndarray:

@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from PIL import Image
 
 from scsnet_jax import color
 from scsnet_jax.pretrained import efficientnet_lite as lite
@@ -37,6 +38,22 @@ def test_lightness_of_colour_equals_lightness_of_its_gray():
   assert light.shape == (224, 224) and 0 <= light.min() <= light.max() <= 1
 
 
+def test_every_image_is_seen_at_the_describe_side():
+  # A sharp 256 px image and its 64 px version describe alike (both seen
+  # at 64 px), where the bicubic of the sharp one alone would differ.
+  rng = np.random.default_rng(3)
+  sharp = rng.integers(0, 256, (256, 256, 3), np.uint8)
+  small = np.asarray(Image.fromarray(sharp).resize((64, 64),
+                                                   Image.Resampling.BICUBIC))
+  assert features_lib.DESCRIBE_SIDE == 64
+  seen_sharp = features_lib.lightness(sharp)
+  assert np.abs(seen_sharp - features_lib.lightness(small)).mean() < 0.01
+  direct = Image.fromarray(((color.rgb8_to_gray(sharp)[..., 0] + 1) / 2
+                            ).astype(np.float32), 'F').resize(
+                                (224, 224), Image.Resampling.BICUBIC)
+  assert np.abs(seen_sharp - np.asarray(direct)).mean() > 0.05
+
+
 @pytest.fixture(scope='module')
 def embedder():
   return features_lib.Embedder(helpers.efficientnet_lite0_params_or_skip(),
@@ -47,14 +64,14 @@ def test_descriptors_re_derived_from_the_network(embedder):
   rng = np.random.default_rng(2)
   light = rng.uniform(0, 1, (3, 224, 224)).astype(np.float32)
   got = embedder.embed_light(light)             # batches of 2, one padded
-  assert got.pooled.shape == (3, 1280) and got.grid.shape == (3, 2880)
+  assert got.pooled.shape == (3, 320) and got.grid.shape == (3, 2880)
   out = jax.jit(lite.efficientnet_lite0)(
       embedder.params, jnp.asarray(np.repeat(light[..., None], 3, -1)))
-  pooled = np.asarray(out['pooled'], np.float64)
+  blocks = np.asarray(out['blocks'], np.float64)   # (3, 7, 7, 320)
+  pooled = blocks.mean(axis=(1, 2))
   np.testing.assert_allclose(
       got.pooled, pooled / np.linalg.norm(pooled, axis=1, keepdims=True),
       atol=1e-5)
-  blocks = np.asarray(out['blocks'], np.float64)   # (3, 7, 7, 320)
   cell = blocks[:, 2:5, 4:7].mean(axis=(1, 2))     # row 1, column 2
   cell /= np.linalg.norm(cell, axis=1, keepdims=True)
   np.testing.assert_allclose(got.grid.reshape(3, 9, 320)[:, 5], cell,

@@ -31,14 +31,27 @@ def test_scores_follow_the_formula_and_order():
   top = np.argsort(-cosine)[:7]
   want = {}
   for row in top:
-    spatial = np.mean([gallery.grid[row].reshape(9, -1)[c] @
-                       query.grid[0].reshape(9, -1)[c] for c in range(9)])
+    cells = gallery.grid[row].reshape(3, 3, -1)
+    mine = query.grid[0].reshape(3, 3, -1)
+    straight = np.mean([cells[r, c] @ mine[r, c] for r in range(3)
+                        for c in range(3)])
+    mirrored = np.mean([cells[r, c] @ mine[r, 2 - c] for r in range(3)
+                        for c in range(3)])
+    spatial = max(straight, mirrored)
     hist = 0.5 * np.abs(gallery.hist[row] - query.hist[0]).sum()
     want[row] = (cosine[row] + 0.5 * spatial - 0.25 * hist) / 1.5
   assert [m.row for m in got] == sorted(want, key=lambda r: -want[r])
   for match in got:
     assert match.score == pytest.approx(want[match.row], abs=1e-9)
     assert match.name == names[match.row]
+
+
+def test_a_mirrored_layout_counts_as_the_same_layout():
+  one = _features(1, 4)
+  grid = one.grid.reshape(1, 3, 3, -1)[:, :, ::-1].reshape(1, -1)
+  mirrored = Features(one.pooled, grid, one.hist)
+  assert ranking.spatial_similarity(one.grid[0], mirrored.grid) == (
+      pytest.approx([1.0]))
 
 
 def test_the_query_itself_scores_one_and_wins():
