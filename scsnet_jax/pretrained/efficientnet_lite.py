@@ -98,6 +98,34 @@ def _conv(x, layer, stride=1, groups=1):
   return y + layer['bias']
 
 
+def _same_padding(size: int, kernel: int, stride: int) -> tuple[int, int, int]:
+  """TF "SAME": (before, after, output size); the odd pixel goes after."""
+  out = -(-size // stride)
+  total = max((out - 1) * stride + kernel - size, 0)
+  return total // 2, total - total // 2, out
+
+
+def _depthwise(x, layer, stride=1):
+  """Depthwise kxk conv (kernel (k, k, 1, C)) as k*k shifted multiply-adds.
+
+  The same sums as ``conv_general_dilated(feature_group_count=C)`` (to
+  float32 rounding; tested), but XLA fuses them into one loop: 6x faster
+  on CPU (12 vs 72 ms per 224 px image, 2 cores), where the grouped conv
+  was most of the network's time."""
+  k = layer['kernel'].shape[0]
+  top, bottom, out_h = _same_padding(x.shape[1], k, stride)
+  left, right, out_w = _same_padding(x.shape[2], k, stride)
+  padded = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+  kernel = layer['kernel'][:, :, 0, :]
+  total = 0.0
+  for i in range(k):
+    for j in range(k):
+      window = padded[:, i:i + (out_h - 1) * stride + 1:stride,
+                      j:j + (out_w - 1) * stride + 1:stride, :]
+      total = total + window * kernel[i, j]
+  return total + layer['bias']
+
+
 def _relu6(x):
   return jnp.clip(x, 0.0, 6.0)
 
@@ -106,7 +134,7 @@ def _block(x, layer, block: Block):
   y = x
   if 'expand' in layer:
     y = _relu6(_conv(y, layer['expand']))
-  y = _relu6(_conv(y, layer['depthwise'], block.stride, groups=y.shape[-1]))
+  y = _relu6(_depthwise(y, layer['depthwise'], block.stride))
   y = _conv(y, layer['project'])
   if block.stride == 1 and block.cin == block.cout:
     y = y + x

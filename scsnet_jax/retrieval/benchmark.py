@@ -271,3 +271,40 @@ def bench_query(embedder: Embedder, count: int = 10_000,
           'cache_file_mb': file_bytes / 2**20, 'cache_write_s': write_s,
           'cache_read_s': read_s, 'cache_read_entries': len(read or {}),
           'peak_rss_mb': _rss_mb()}
+
+
+def default_photos() -> list[str]:
+  """The photos_cpu corpus (configs/photos_cpu.py, when run from the
+  repository) and the held-out opencv-doc photos, those installed."""
+  from scsnet_jax import config_lib  # pylint: disable=import-outside-toplevel
+  config = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+      os.path.abspath(__file__)))), 'configs', 'photos_cpu.py')
+  corpus = (expand(config_lib.load_config_file(config).data.folder_path)
+            if os.path.exists(config) else [])
+  return corpus + expand(list(HELD_OUT))
+
+
+def run(record, photos: Optional[list[str]] = None,
+        checkpoint: Optional[str] = None, embedder: Optional[Embedder] = None,
+        index_size: int = 10_000) -> None:
+  """Every retrieval measurement, each row passed to ``record`` as it is
+  made; the colour rows only with a trained ``checkpoint``."""
+  photos = expand(photos) if photos else default_photos()
+  if not photos:
+    record({'part': 'retrieval', 'skipped': 'no photos found'})
+    return
+  embedder = embedder or Embedder()
+  record(bench_indexing(embedder, photos))
+  record(bench_query(embedder, index_size))
+  for row in bench_recall(embedder, photos):
+    record(row)
+  if checkpoint:
+    from scsnet_jax.inference import runner as runner_lib  # pylint: disable=import-outside-toplevel
+    from scsnet_jax.retrieval import colour_benchmark  # pylint: disable=import-outside-toplevel
+    held = {os.path.realpath(p) for p in HELD_OUT}
+    runner = runner_lib.load_runner(checkpoint, dtype='float32', tile=0,
+                                    tile_overlap=32)
+    record(colour_benchmark.bench_colour(
+        runner, embedder, [p for p in photos if os.path.realpath(p) in held],
+        [p for p in photos if os.path.realpath(p) not in held],
+        checkpoint=checkpoint))

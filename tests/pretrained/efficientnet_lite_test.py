@@ -49,6 +49,8 @@ def test_folded_batchnorm_and_tf_same_padding_match_numpy():
            'bn.running_var': rng.uniform(0.1, 3, channels)}
   # TF SAME, stride 2 on 8 px: total padding 1, all of it after.
   conv = _conv_nchw_numpy(x, w, 2, ((0, 1), (0, 1)))
+  assert lite._same_padding(8, 3, 2) == (0, 1, 4)
+  assert lite._same_padding(7, 5, 1) == (2, 2, 7)
   want = ((conv - state['bn.running_mean'][:, None, None])
           / np.sqrt(state['bn.running_var'] + 1e-3)[:, None, None]
           * state['bn.weight'][:, None, None] + state['bn.bias'][:, None, None])
@@ -56,10 +58,11 @@ def test_folded_batchnorm_and_tf_same_padding_match_numpy():
   layer = {'kernel': jnp.asarray(np.transpose(kernel, (2, 3, 1, 0)),
                                  jnp.float32),
            'bias': jnp.asarray(bias, jnp.float32)}
-  got = lite._conv(jnp.asarray(x.transpose(1, 2, 0)[None], jnp.float32),
-                   layer, stride=2, groups=channels)
-  np.testing.assert_allclose(np.asarray(got[0]).transpose(2, 0, 1), want,
-                             rtol=1e-4, atol=1e-4)
+  inputs = jnp.asarray(x.transpose(1, 2, 0)[None], jnp.float32)
+  for got in (lite._depthwise(inputs, layer, stride=2),
+              lite._conv(inputs, layer, stride=2, groups=channels)):
+    np.testing.assert_allclose(np.asarray(got[0]).transpose(2, 0, 1), want,
+                               rtol=1e-4, atol=1e-4)
   # torch's symmetric padding (1, 1) would give another answer.
   symmetric = _conv_nchw_numpy(x, w, 2, ((1, 1), (1, 1)))
   assert not np.allclose(symmetric[:, :4, :4], conv)
