@@ -31,13 +31,13 @@ REFERENCE_SIZE = (192, 256)    # (height, width) every reference is resized to
 KINDS = ('automatic', 'retrieved', 'random', 'partner')
 
 
-def _reference(pixels: np.ndarray) -> np.ndarray:
+def fixed_reference(pixels: np.ndarray) -> np.ndarray:
   resized = np.asarray(Image.fromarray(pixels).resize(
       REFERENCE_SIZE[::-1], Image.Resampling.BICUBIC))
   return color.rgb8_to_nlab(resized)
 
 
-def _render(runner, gray: np.ndarray, reference, out_size) -> np.ndarray:
+def render(runner, gray: np.ndarray, reference, out_size) -> np.ndarray:
   """(h, w, 1) gray (+ reference nlab) -> (H, W, 3) sRGB [0, 1]."""
   ref = None if reference is None else reference[None]
   out, _ = runner.predict_nlab(gray[None], ref, out_size)
@@ -72,8 +72,8 @@ def bench_colour(runner, embedder: Embedder, held_out: list[str],
     entry = {'photo': held_out[q], 'retrieved_is_partner': top.row == q}
     for kind in KINDS:
       reference = (None if kind == 'automatic'
-                   else _reference(partners[rows[kind]]))
-      rgb = _render(runner, view['gray'], reference, out_size)
+                   else fixed_reference(partners[rows[kind]]))
+      rgb = render(runner, view['gray'], reference, out_size)
       metrics = validation.image_metrics(rgb[None], truth)
       scores[kind].append(metrics)
       entry[kind] = round(metrics['ciede2000'], 3)
