@@ -13,6 +13,7 @@ from scsnet_jax.retrieval import choices
 from scsnet_jax.retrieval.api import Gallery, retrieve
 from scsnet_jax.retrieval.features import Embedder
 from tests import helpers
+from tests.paths import REPO_ROOT
 
 PHOTOS = ['/usr/share/puzzle-jigsaw/samples/cat-animal-cat-portrait-mackerel.jpg',
           '/usr/share/palapeli/collection/citrus-fruits.jpg',
@@ -58,6 +59,22 @@ def test_retrieve_accepts_a_folder_and_uint8(gallery, tmp_path, monkeypatch):
   monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path))
   assert retrieve(pixels, gallery.index.folder)[0].name == gallery.index.names[0]
   assert len(os.listdir(tmp_path / 'scsnet_jax' / 'galleries')) == 1
+
+
+def test_docs_api_snippet_runs(gallery, tmp_path, monkeypatch, capsys):
+  # gallery-api-snippet:start (docs/retrieval.md's block, run as written)
+  with open(os.path.join(REPO_ROOT, 'docs', 'retrieval.md')) as f:
+    text = f.read()
+  code = text.split('<!-- gallery-api-snippet:start -->\n```python\n')[1]
+  code = code.split('```')[0]
+  monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path / 'cache'))
+  monkeypatch.chdir(tmp_path)
+  os.symlink(gallery.index.folder, tmp_path / 'family_photos')
+  Image.open(gallery.path(1)).convert('L').resize((60, 40)).save('scan.png')
+  exec(compile(code, 'docs/retrieval.md', 'exec'), {})  # pylint: disable=exec-used
+  lines = capsys.readouterr().out.splitlines()
+  assert len(lines) == 3
+  assert lines[0].startswith(os.path.join('family_photos', gallery.index.names[1]))
 
 
 def test_chooser_records_choices_and_runners_up(gallery, tmp_path):
