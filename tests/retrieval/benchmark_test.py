@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scsnet_jax import color
 from scsnet_jax.retrieval import benchmark as bench
 from scsnet_jax.retrieval import features as features_lib
 from scsnet_jax.retrieval import ranking
