@@ -127,3 +127,12 @@ def test_progress_counts_every_file(gallery):
                         on_progress=lambda d, n: seen.append((d, n)),
                         on_error=lambda line: None)
   assert seen == [(i, 5) for i in range(1, 6)]
+
+
+def test_a_gallery_without_readable_photos_is_one_error(tmp_path):
+  from scsnet_jax.retrieval.api import Gallery  # pylint: disable=import-outside-toplevel
+  (tmp_path / 'photos').mkdir()
+  (tmp_path / 'photos' / 'bad.jpg').write_bytes(b'no')
+  with pytest.raises(UserError, match='holds no readable photo'):
+    Gallery.open(str(tmp_path / 'photos'), embedder=FakeEmbedder(),
+                 cache_dir=str(tmp_path / 'cache'), on_error=lambda l: None)
