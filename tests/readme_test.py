@@ -210,6 +210,8 @@ def test_readme_walkthrough(tmp_path):
 # that needs something else says so by its marker and is run where that is:
 RUN_ELSEWHERE = {
     'app-client-snippet': 'tests/app_test.py',   # needs a live web app
+    # needs EfficientNet-Lite0's weights and a folder of photos
+    'gallery-api-snippet': 'tests/retrieval/api_test.py',
 }
 _SNIPPET = re.compile(r'(?:<!-- (?P<marker>[a-z-]+):start -->\n)?'
                       r'```python\n(?P<code>.*?)```', flags=re.S)
