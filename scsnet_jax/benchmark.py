@@ -66,9 +66,9 @@ flags.DEFINE_integer('sizes_count', 100,
                      'Sizes benchmark: photos per run (--what=sizes).')
 flags.DEFINE_list('sizes_modes', ['unbounded', 'bounded', 'input_buckets'],
                   'Sizes benchmark: predictor settings compared.')
-flags.DEFINE_enum('sizes_model', 'tiny', ['tiny', 'shallow'],
+flags.DEFINE_enum('sizes_model', 'tiny', ['tiny', 'full'],
                   'Sizes benchmark: generator (size_benchmark.TINY_MODEL, '
-                  'or configs/test.py shallow).')
+                  "or configs/test.py's full-width one).")
 flags.DEFINE_list('retrieval_photos', None, 'Retrieval: photo globs (default: '
                   "configs/photos_cpu.py's corpus + opencv-doc held-out).")
 flags.DEFINE_string('retrieval_checkpoint', None, 'Retrieval: a trained '

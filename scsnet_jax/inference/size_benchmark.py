@@ -33,7 +33,8 @@ import numpy as np
 SCALE = 2
 # A small generator (a few thousand weights, compiles in seconds): what is
 # measured is how memory and time scale with the number of sizes, which the
-# compilations set; ``model='shallow'`` runs configs/test.py's shallow one.
+# compilations set; ``model='full'`` runs the spec's full-width generator
+# (configs/test.py's model).
 TINY_MODEL = dict(
     referential=False, init_width=8, encoder_widths=[8, 16],
     source_res_blocks=0, reference_res_blocks=0, cross_attention_qk=8,
@@ -101,10 +102,12 @@ def run_scenario(mode: str, distinct: bool, count: int, tile: int,
   the growth of the peak RSS over the model's load."""
   from scsnet_jax import config_lib
   from scsnet_jax.inference import predictor as predictor_lib
-  config = config_lib.with_shallow_model(config_lib.load_sibling_config(
-      os.path.join(root, 'configs', 'test.py'), 'test'))
+  config = config_lib.load_sibling_config(
+      os.path.join(root, 'configs', 'test.py'), 'test')
   if model == 'tiny':
     config.model.update(TINY_MODEL)
+  elif model != 'full':
+    raise ValueError(f'model: {model!r} is not tiny or full')
   settings = dict(_SETTINGS[mode])
   cache = settings.pop('cache')
   if cache is not None:

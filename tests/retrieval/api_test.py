@@ -1,54 +1,18 @@
 """retrieve() and the reference chooser on real photos with the real
 network: a gray, smaller, shifted view of a gallery photo finds it."""
 
-import json
 import os
 
 import numpy as np
-import pytest
 from PIL import Image
 
-from scsnet_jax import color, image_io
-from scsnet_jax.retrieval import choices
-from scsnet_jax.retrieval.api import Gallery, retrieve
-from scsnet_jax.retrieval.features import Embedder
-from tests import helpers
+from scsnet_jax.retrieval.api import retrieve
+from tests.retrieval.conftest import gray_view
 from tests.paths import REPO_ROOT
-
-PHOTOS = ['/usr/share/puzzle-jigsaw/samples/cat-animal-cat-portrait-mackerel.jpg',
-          '/usr/share/palapeli/collection/citrus-fruits.jpg',
-          '/usr/share/palapeli/collection/european-honey-bee.jpg',
-          '/usr/share/palapeli/collection/castle-maintenon.jpg',
-          '/usr/share/palapeli/collection/cincinnati-bridge.jpg',
-          '/usr/share/backgrounds/mate/nature/LadyBird.jpg']
-
-
-@pytest.fixture(scope='module')
-def gallery(tmp_path_factory):
-  params = helpers.efficientnet_lite0_params_or_skip()
-  if not all(os.path.exists(p) for p in PHOTOS):
-    pytest.skip('Debian photos absent (shared/corpus/photos-debian12.md)')
-  folder = tmp_path_factory.mktemp('gallery')
-  for path in PHOTOS:
-    image = Image.fromarray(image_io.read_image(path, draft_size=(400, 400)))
-    image.thumbnail((320, 320))
-    image.save(folder / (os.path.basename(path)[:12] + '.png'))
-  return Gallery.open(str(folder), embedder=Embedder(params, weights_id='t'),
-                      cache_dir=str(tmp_path_factory.mktemp('cache')))
-
-
-def _gray_view(path):
-  """A gray 3/4 crop from the top-left, at 96 px: another view."""
-  pixels = np.asarray(Image.open(path).convert('RGB'))
-  height, width = pixels.shape[:2]
-  crop = Image.fromarray(pixels[:height * 3 // 4, :width * 3 // 4])
-  crop.thumbnail((96, 96))
-  return color.rgb8_to_gray(np.asarray(crop))
-
 
 def test_gray_view_finds_its_photo_first(gallery):
   for row, name in enumerate(gallery.index.names):
-    matches = retrieve(_gray_view(gallery.path(row)), gallery, top_k=3)
+    matches = retrieve(gray_view(gallery.path(row)), gallery, top_k=3)
     assert matches[0].name == name, (name, matches)
     assert len(matches) == 3 and matches[0].score > matches[1].score
 
@@ -75,19 +39,3 @@ def test_docs_api_snippet_runs(gallery, tmp_path, monkeypatch, capsys):
   lines = capsys.readouterr().out.splitlines()
   assert len(lines) == 3
   assert lines[0].startswith(os.path.join('family_photos', gallery.index.names[1]))
-
-
-def test_chooser_records_choices_and_runners_up(gallery, tmp_path):
-  chooser = choices.ReferenceChooser(gallery, top_k=4)
-  choice = chooser.choose('in/x.png', _gray_view(gallery.path(2)), 'out/x.png')
-  assert choice.reference == gallery.path(2)
-  line = choices.choice_line(choice)
-  assert line.startswith(f'in/x.png -> {gallery.path(2)} (similarity 0.')
-  path = chooser.write_json(str(tmp_path))
-  with open(path) as f:
-    record = json.load(f)
-  assert record['format'] == choices.FORMAT and record['top_k'] == 4
-  entry = record['inputs'][0]
-  assert entry['reference'] == gallery.path(2) and entry['output'] == 'out/x.png'
-  assert len(entry['runners_up']) == 3
-  assert entry['choice']['score'] >= entry['runners_up'][0]['score']
