@@ -6,13 +6,21 @@ default (none is in the photo corpus), or the first files of a folder
 source's eval split; each is resized so its shorter side is ``crop_size``,
 centre-cropped to a square, and bicubically reduced by ``scale``. Modes:
 
-  automatic           gray input only             baseline: bicubic_gray
-  self_reference      + the photo's own LR colours baseline: color_copy
-  mirrored_reference  + the same, flipped L-R      baseline: global_transfer
+  automatic             gray input only           baseline: bicubic_gray
+  self_reference        + the photo's own LR colours         color_copy
+  mirrored_reference    + the same, flipped L-R              global_transfer,
+                                                              exemplar_transfer
+  other_view_reference  + another framing of the scene:      global_transfer,
+                          the photo's top-left square of     exemplar_transfer
+                          0.6x its short side, at LR size
 
 ``global_transfer`` (bicubic L + the reference's mean a, b) is what a model
 gets by reading the reference's colour statistics only; beating it with the
 mirrored reference shows that colours are matched by content, not position.
+``exemplar_transfer`` is the classical content-matching transfer (Welsh et
+al. 2002, ``evaluation.exemplar_transfer``) on the bicubic L. The other view
+differs in position and scale (x1.67) and holds only part of the target's
+content, as a second photo of the same scene would.
 
 Metrics per image, averaged: ``l_psnr`` (CIE L, peak 100, dB), ``rgb_psnr``
 (8-bit sRGB, dB), ``ciede2000`` (mean CIEDE2000 over pixels), and
@@ -40,15 +48,21 @@ from scsnet_jax import workdir as workdir_lib
 from scsnet_jax.config_lib import VALIDATION_SOURCES
 from scsnet_jax.data import degradations
 from scsnet_jax.data import sources as data_sources
-from scsnet_jax.evaluation import baselines, common, metrics
+from scsnet_jax.evaluation import baselines, common, exemplar_transfer, metrics
 
 # scikit-image's natural colour photographs (bundled in its wheel).
 SKIMAGE_PHOTOS = ('astronaut', 'chelsea', 'coffee', 'rocket',
                   'motorcycle_left', 'motorcycle_right')
-MODES = ('automatic', 'self_reference', 'mirrored_reference')
-BASELINE_OF_MODE = {'automatic': 'bicubic_gray',
-                    'self_reference': 'color_copy',
-                    'mirrored_reference': 'global_transfer'}
+MODES = ('automatic', 'self_reference', 'mirrored_reference',
+         'other_view_reference')
+BASELINES_OF_MODE = {
+    'automatic': ('bicubic_gray',),
+    'self_reference': ('color_copy',),
+    'mirrored_reference': ('global_transfer', 'exemplar_transfer'),
+    'other_view_reference': ('global_transfer', 'exemplar_transfer')}
+# The other view: the photo's top-left square of this share of its short
+# side (validation's module docstring).
+OTHER_VIEW_FRACTION = 0.6
 METRICS = ('l_psnr', 'rgb_psnr', 'ciede2000', 'colorfulness')
 
 
@@ -60,6 +74,7 @@ class ValidationSet:
   gray: np.ndarray
   lr_color: np.ndarray
   target: np.ndarray
+  other_view: np.ndarray   # (N, h, w, 3) LR colour of another framing
 
   def reference(self, mode: str) -> Optional[np.ndarray]:
     if mode == 'automatic':
@@ -68,6 +83,8 @@ class ValidationSet:
       return self.lr_color
     if mode == 'mirrored_reference':
       return np.ascontiguousarray(self.lr_color[:, :, ::-1])
+    if mode == 'other_view_reference':
+      return self.other_view
     raise ValueError(f'unknown validation mode {mode!r}')
 
 
@@ -80,6 +97,15 @@ def _square_view(pixels: np.ndarray, side: int) -> np.ndarray:
   size = (max(side, round(h * factor)), max(side, round(w * factor)))
   resized = degradations.resize_bicubic(image, size)
   return np.clip(degradations.center_crop(resized, side), 0.0, 1.0)
+
+
+def other_view(pixels: np.ndarray, side: int) -> np.ndarray:
+  """uint8 (H, W, 3) -> float32 (side, side, 3): the top-left square of
+  ``OTHER_VIEW_FRACTION`` x min(H, W), resized (bicubic, antialiased)."""
+  image = image_io.to_float01(pixels)
+  crop = max(1, round(OTHER_VIEW_FRACTION * min(image.shape[:2])))
+  resized = degradations.resize_bicubic(image[:crop, :crop], (side, side))
+  return np.clip(resized, 0.0, 1.0)
 
 
 def _photo_source(validation: ml_collections.ConfigDict):
@@ -100,17 +126,20 @@ def load_validation_set(validation: ml_collections.ConfigDict
   count = min(int(validation.num_images), len(source))
   side = int(validation.crop_size)
   lr_side = degradations.lr_size_for_scale(side, float(validation.scale))
-  names, gray, lr_color, target = [], [], [], []
+  names, gray, lr_color, target, others = [], [], [], [], []
   for index in range(count):
-    hr = _square_view(source.load(index), side)
+    pixels = source.load(index)
+    hr = _square_view(pixels, side)
     lr = np.clip(degradations.resize_bicubic(hr, (lr_side, lr_side)), 0, 1)
     lr_nlab = color.rgb01_to_nlab(lr, xp=np).astype(np.float32)
     names.append(source.describe(index))
     gray.append(lr_nlab[..., :1])
     lr_color.append(lr_nlab)
     target.append(color.rgb01_to_nlab(hr, xp=np).astype(np.float32))
+    others.append(color.rgb01_to_nlab(other_view(pixels, lr_side),
+                                      xp=np).astype(np.float32))
   return ValidationSet(names, np.stack(gray), np.stack(lr_color),
-                       np.stack(target))
+                       np.stack(target), np.stack(others))
 
 
 # ------------------------------------------------------------- baselines ---
@@ -122,14 +151,20 @@ def global_transfer(gray, reference, out_size):
   return color.nlab_to_rgb01(jnp.concatenate([lightness, chroma], -1), jnp)
 
 
-def baseline_rgb(mode: str, gray, reference, out_size) -> np.ndarray:
-  """sRGB [0, 1] (N, H, W, 3) of the mode's baseline."""
-  if mode == 'automatic':
+def baseline_rgb(method: str, gray, reference, out_size) -> np.ndarray:
+  """sRGB [0, 1] (N, H, W, 3) of one baseline (``BASELINES_OF_MODE``)."""
+  if method == 'bicubic_gray':
     out = baselines.bicubic_gray(gray, out_size)
-  elif mode == 'self_reference':
+  elif method == 'color_copy':
     out = baselines.color_copy(gray, reference, out_size)
-  else:
+  elif method == 'global_transfer':
     out = global_transfer(gray, reference, out_size)
+  elif method == 'exemplar_transfer':
+    out = exemplar_transfer.exemplar_transfer(
+        np.asarray(baselines.upsampled_luminance(gray, out_size)),
+        np.asarray(reference))
+  else:
+    raise ValueError(f'unknown baseline {method!r}')
   return np.clip(np.asarray(out), 0.0, 1.0)
 
 
@@ -178,13 +213,15 @@ class Validator:
     self.out_size = tuple(data.target.shape[1:3])
     self._render = make_render_fn(graphdef, mesh)
     self.target_rgb = np.clip(color.nlab_to_rgb01(data.target, np), 0, 1)
-    self.baseline_scores = {}
+    self.baseline_scores = {}   # {'<mode>/<method>': metrics}
     for mode in self.modes:
-      rgb = baseline_rgb(mode, jnp.asarray(data.gray),
-                         None if mode == 'automatic'
-                         else jnp.asarray(data.reference(mode)),
-                         self.out_size)
-      self.baseline_scores[mode] = image_metrics(rgb, self.target_rgb)
+      reference = data.reference(mode)
+      for method in BASELINES_OF_MODE[mode]:
+        rgb = baseline_rgb(method, jnp.asarray(data.gray),
+                           None if reference is None
+                           else jnp.asarray(reference), self.out_size)
+        self.baseline_scores[f'{mode}/{method}'] = image_metrics(
+            rgb, self.target_rgb)
 
   def _global(self, array: np.ndarray):
     """Every process holds the whole set: each device takes its slice."""
@@ -209,8 +246,9 @@ class Validator:
       rgb = np.clip(color.nlab_to_rgb01(nlab, np), 0, 1)
       for name, value in image_metrics(rgb, self.target_rgb).items():
         scores[f'{mode}/model/{name}'] = value
-      for name, value in self.baseline_scores[mode].items():
-        scores[f'{mode}/{BASELINE_OF_MODE[mode]}/{name}'] = value
+    for row, values in self.baseline_scores.items():
+      for name, value in values.items():
+        scores[f'{row}/{name}'] = value
     return common.Evaluation(scores, outputs, {})
 
   def summary(self, evaluation: common.Evaluation) -> str:

@@ -19,6 +19,8 @@ import sys
 from typing import Iterable
 
 from scsnet_jax import writers
+from scsnet_jax.evaluation import validation
+from scsnet_jax.tools import evaluate_photos
 
 
 def read_scalars(path: str) -> dict[str, list[tuple[int, float]]]:
@@ -140,18 +142,18 @@ def draw(series: dict[str, list[tuple[int, float]]], output: str,
   lpsnr.set_title('validation CIE-L PSNR (dB), x4, unseen photos')
   lpsnr.set_xlabel('step')
 
-  colours = {'automatic': 'tab:blue', 'self_reference': 'tab:green',
-             'mirrored_reference': 'tab:orange'}
-  baselines = {'automatic': 'bicubic_gray', 'self_reference': 'color_copy',
-               'mirrored_reference': 'global_transfer'}
+  colours = dict(zip(validation.MODES, ('tab:blue', 'tab:green',
+                                          'tab:orange', 'tab:purple')))
   for mode, colour in colours.items():
     _plot(ciede, series, f'val/{mode}/model/ciede2000', f'{mode}: model',
           color=colour, marker='o')
-    _plot(ciede, series, f'val/{mode}/{baselines[mode]}/ciede2000',
-          f'{mode}: {baselines[mode]}', color=colour, linestyle='--')
+    for method, style in zip(validation.BASELINES_OF_MODE[mode], ('--', ':')):
+      _plot(ciede, series, f'val/{mode}/{method}/ciede2000',
+            f'{mode}: {method}', color=colour, linestyle=style)
     _plot(cn, series, f'val/{mode}/model/colorfulness', f'{mode}: model',
           color=colour, marker='o')
-  cn.axhline(20, color='gray', linestyle=':', label='target (20)')
+  cn.axhline(evaluate_photos.MIN_COLORFULNESS, color='gray', linestyle=':',
+             label=f'target ({evaluate_photos.MIN_COLORFULNESS:g})')
   ciede.set_title('validation CIEDE2000 (lower is better)')
   ciede.set_xlabel('step')
   cn.set_title('validation colourfulness (M3)')

@@ -33,8 +33,44 @@ def test_validation_photos_are_fixed_squares_of_skimage_photos(data):
   np.testing.assert_array_equal(data.reference('mirrored_reference'),
                                 data.lr_color[:, :, ::-1])
   assert data.reference('automatic') is None
+  assert data.reference('other_view_reference').shape == (2, 8, 8, 3)
   again = validation.load_validation_set(_section())
   np.testing.assert_array_equal(again.target, data.target)
+
+
+def test_the_other_view_is_the_top_left_square_at_lr_size(data):
+  """Against scikit-image's own antialiased bicubic resize of the photo's
+  top-left 0.6 x short-side square (a different resampler: loose bound)."""
+  from skimage import data as skdata, transform
+  for index, name in enumerate(('astronaut', 'chelsea')):
+    photo = getattr(skdata, name)() / 255.0
+    side = round(validation.OTHER_VIEW_FRACTION * min(photo.shape[:2]))
+    def view(crop):
+      return transform.resize(crop, (8, 8), order=3, anti_aliasing=True)
+    got = color.nlab_to_rgb01(data.other_view[index], np)
+    error = np.abs(got - view(photo[:side, :side])).mean()
+    assert error < 0.05, name
+    # ... and closer to that square than to the other corners' squares.
+    for corner in (photo[-side:, -side:], photo[:side, -side:],
+                   photo[-side:, :side]):
+      assert error < np.abs(got - view(corner)).mean(), name
+  # Not the aligned colours: another framing.
+  assert np.abs(data.other_view - data.lr_color).mean() > 0.05
+
+
+def test_exemplar_baseline_keeps_l_and_takes_reference_chroma(data):
+  """The Welsh baseline's L is the bicubic L; its chroma comes from the
+  reference's pixels (each output a, b is one of the reference's)."""
+  reference = data.reference('other_view_reference')
+  rgb = validation.baseline_rgb('exemplar_transfer', data.gray, reference,
+                                (32, 32))
+  gray = validation.baseline_rgb('bicubic_gray', data.gray, None, (32, 32))
+  lab, lab_gray = (skcolor.rgb2lab(x) for x in (rgb, gray))
+  np.testing.assert_allclose(lab[..., 0], lab_gray[..., 0], atol=1.5)
+  chroma = np.abs(lab[..., 1:]).mean()
+  assert chroma > 3.0     # colour, not gray
+  with pytest.raises(ValueError, match='unknown baseline'):
+    validation.baseline_rgb('copy', data.gray, reference, (32, 32))
 
 
 def test_global_transfer_is_bicubic_l_with_mean_chroma(data):
@@ -89,11 +125,14 @@ def test_untrained_residual_model_scores_as_bicubic_gray(untrained_run):
           scores['automatic/bicubic_gray/ciede2000'])
   table = validation.summary_table(scores)
   assert table == validation.Validator.summary(None, untrained_run)
-  assert table.count('\n') == 2 + 2 * len(validation.MODES) - 1
+  rows = len(validation.MODES) + sum(
+      len(m) for m in validation.BASELINES_OF_MODE.values())
+  assert table.count('\n') == 2 + rows - 1
+  assert '| other_view_reference | exemplar_transfer |' in table
   targets = evaluate_photos.check_targets(scores)
-  assert not targets['luminance: L-PSNR >= bicubic + 0.5 dB']['pass']
-  assert targets['automatic: CIEDE2000 <= gray baseline']['pass']
-  assert not targets['automatic: colourfulness >= 20']['pass']
+  assert len(targets) == 5
+  assert not targets['luminance: L-PSNR >= bicubic + 1.5 dB']['pass']
+  assert not targets['automatic: colourfulness >= 25']['pass']
 
 
 def test_labelled_grid_shows_the_five_columns(data, untrained_run):
