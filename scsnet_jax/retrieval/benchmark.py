@@ -1,11 +1,8 @@
 """Retrieval figures for ``python -m scsnet_jax.benchmark --what=retrieval``.
 
-- ``views``: pairs of views of one photograph: the query is the gray,
-  low-resolution left part (its centre at 3:4, ``LR_SIZE`` px, what predict
-  gets), its partner the colour right part, mirrored, at full resolution;
-  the two parts do not overlap (a gap of ``GAP`` of the width; top and
-  bottom, and 4:3, for portrait photos).
-  Every photo's partner is in the gallery, so each query has all the other
+- ``views``: pairs of views of one photograph (``view_pairs.view_pair``:
+  the gray low-resolution query part and its mirrored colour partner, which
+  do not overlap). Every photo's partner is in the gallery, so each query has all the other
   partners as distractors.
 - ``subjects``: pairs of different photos of one subject or scene (opencv-doc's
   stereo and viewpoint pairs, ``SUBJECT_PAIRS``), queried the same way.
@@ -31,15 +28,15 @@ from typing import Optional
 import numpy as np
 from PIL import Image
 
-from scsnet_jax import color, image_io
+from scsnet_jax import color
 from scsnet_jax.retrieval import features as features_lib
 from scsnet_jax.retrieval import index as index_lib
 from scsnet_jax.retrieval import ranking
+from scsnet_jax.retrieval.view_pairs import (LR_SIZE, describe_gallery,
+                                             describe_queries, read_photo,
+                                             view_pair)
 from scsnet_jax.retrieval.features import Embedder, Features
 
-LR_SIZE = (84, 64)    # the gray query (height, width), 4x smaller than
-SCALE = 4             # its colour truth, as the validation protocol's x4
-GAP = 0.1
 OPENCV = '/usr/share/doc/opencv-doc/examples/data/'
 # opencv-doc's colour photographs (Debian's opencv-doc; none is in the
 # photos_cpu training corpus or the scikit-image validation photos).
@@ -71,59 +68,6 @@ def expand(globs) -> list[str]:
   if isinstance(globs, str):
     globs = [g for g in globs.split(',') if g]
   return sorted({p for g in globs for p in glob.glob(g) if os.path.isfile(p)})
-
-
-def _fit(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-  """Centre crop to the aspect of ``size`` (height, width), resized to it."""
-  height, width = pixels.shape[:2]
-  want = size[1] / size[0]
-  if width / height > want:
-    keep = max(1, round(height * want))
-    pixels = pixels[:, (width - keep) // 2:(width - keep) // 2 + keep]
-  else:
-    keep = max(1, round(width / want))
-    pixels = pixels[(height - keep) // 2:(height - keep) // 2 + keep]
-  return np.asarray(Image.fromarray(np.ascontiguousarray(pixels)).resize(
-      (size[1], size[0]), Image.Resampling.BICUBIC))
-
-
-def view_pair(pixels: np.ndarray) -> dict:
-  """One photo -> {'target': (4h, 4w, 3) uint8 colour truth of the query
-  part, 'gray': (h, w, 1) normalised L query (LR_SIZE, transposed for
-  portrait photos), 'partner': the other part, mirrored, uint8}."""
-  height, width = pixels.shape[:2]
-  portrait = width < height
-  if portrait:   # split top / bottom
-    pixels = np.transpose(pixels, (1, 0, 2))
-  edge = pixels.shape[1]
-  cut = int(edge * (1 - GAP) / 2)
-  query, partner = pixels[:, :cut], pixels[:, edge - cut:][:, ::-1]
-  size = LR_SIZE
-  if portrait:
-    query, partner = (np.transpose(p, (1, 0, 2)) for p in (query, partner))
-    size = size[::-1]
-  target = _fit(query, (size[0] * SCALE, size[1] * SCALE))
-  small = np.asarray(Image.fromarray(target).resize(
-      (size[1], size[0]), Image.Resampling.BICUBIC))
-  return {'target': target, 'gray': color.rgb8_to_gray(small),
-          'partner': np.ascontiguousarray(partner)}
-
-
-def read_photo(path: str) -> np.ndarray:
-  """Decoded at a reduced size (JPEG draft) and shrunk to <= 1024 px."""
-  pixels = image_io.read_image(path, draft_size=(1024, 1024))
-  image = Image.fromarray(pixels)
-  image.thumbnail((1024, 1024), Image.Resampling.BICUBIC)
-  return np.asarray(image)
-
-
-def describe_queries(embedder: Embedder, grays: list[np.ndarray]) -> Features:
-  return Features.concatenate([embedder.embed_gray(g) for g in grays])
-
-
-def describe_gallery(embedder: Embedder, photos: list[np.ndarray]) -> Features:
-  return embedder.embed_light(np.stack([features_lib.lightness(p)
-                                        for p in photos]))
 
 
 def recall(queries: Features, gallery: Features, partners: list[int], *,

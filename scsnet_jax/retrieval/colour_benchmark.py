@@ -1,7 +1,7 @@
 """Does the retrieved reference colour better? CIEDE2000 of a trained model's
 output against the truth, with four references per query.
 
-Queries are the view pairs of held-out photos (``benchmark.view_pair``:
+Queries are the view pairs of held-out photos (``view_pairs.view_pair``:
 the gray low-resolution left part; its truth is that part in colour at 4x).
 The gallery holds every held-out photo's partner (the mirrored right part)
 and the distractor photos' partners. Per query the model runs:
@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from scsnet_jax import color
-from scsnet_jax.retrieval import benchmark as bench
+from scsnet_jax.retrieval import view_pairs
 from scsnet_jax.retrieval import ranking
 from scsnet_jax.retrieval.features import Embedder, Features
 
@@ -50,11 +50,11 @@ def bench_colour(runner, embedder: Embedder, held_out: list[str],
   """The table described in the module docstring, as one JSON row."""
   from scsnet_jax.evaluation import validation  # pylint: disable=import-outside-toplevel
   start = time.perf_counter()
-  queries = [bench.view_pair(bench.read_photo(p)) for p in held_out]
-  others = [bench.view_pair(bench.read_photo(p))['partner']
+  queries = [view_pairs.view_pair(view_pairs.read_photo(p)) for p in held_out]
+  others = [view_pairs.view_pair(view_pairs.read_photo(p))['partner']
             for p in distractors]
   partners = [q['partner'] for q in queries] + others
-  gallery = bench.describe_gallery(embedder, partners)
+  gallery = view_pairs.describe_gallery(embedder, partners)
   stored = Features(*(a.astype(np.float16) for a in
                       (gallery.pooled, gallery.grid, gallery.hist)))
   names = [f'{i:06d}' for i in range(len(partners))]

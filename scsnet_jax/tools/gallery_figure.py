@@ -26,7 +26,7 @@ from scsnet_jax import color
 from scsnet_jax.errors import UserError, first_line
 from scsnet_jax.inference import runner as runner_lib
 from scsnet_jax.retrieval import benchmark as bench
-from scsnet_jax.retrieval import colour_benchmark, ranking
+from scsnet_jax.retrieval import colour_benchmark, ranking, view_pairs
 from scsnet_jax.retrieval.features import Embedder, Features
 
 TILE = (192, 256)   # (height, width) of every panel
@@ -48,11 +48,11 @@ def _panel(pixels: np.ndarray, caption: str, frame=None) -> Image.Image:
 
 def make_figure(runner, embedder: Embedder, photos: list[str],
                 distractors: list[str]) -> Image.Image:
-  views = [bench.view_pair(bench.read_photo(p)) for p in photos]
-  others = [bench.view_pair(bench.read_photo(p))['partner']
+  views = [view_pairs.view_pair(view_pairs.read_photo(p)) for p in photos]
+  others = [view_pairs.view_pair(view_pairs.read_photo(p))['partner']
             for p in distractors if p not in photos]
   partners = [v['partner'] for v in views] + others
-  described = bench.describe_gallery(embedder, partners)
+  described = view_pairs.describe_gallery(embedder, partners)
   stored = Features(*(a.astype(np.float16) for a in
                       (described.pooled, described.grid, described.hist)))
   names = [f'{i:06d}' for i in range(len(partners))]

@@ -12,23 +12,6 @@ from scsnet_jax.retrieval.features import Features
 from tests.retrieval.index_test import FakeEmbedder
 
 
-def test_view_pair_parts_do_not_overlap_and_the_partner_is_mirrored():
-  width, height = 200, 100
-  columns = np.arange(width, dtype=np.uint8)            # pixel value = column
-  pixels = np.repeat(np.repeat(columns[None, :, None], height, 0), 3, 2)
-  view = bench.view_pair(pixels)
-  cut = int(width * (1 - bench.GAP) / 2)                  # 90
-  partner = view['partner'][0, :, 0]
-  np.testing.assert_array_equal(partner, np.arange(width - 1, width - cut - 1,
-                                                   -1))
-  assert view['target'].shape == (bench.LR_SIZE[0] * bench.SCALE,
-                                  bench.LR_SIZE[1] * bench.SCALE, 3)
-  assert view['gray'].shape == bench.LR_SIZE + (1,)
-  assert view['target'].max() < cut and partner.min() >= width - cut
-  portrait = bench.view_pair(np.ascontiguousarray(pixels.transpose(1, 0, 2)))
-  assert portrait['gray'].shape == bench.LR_SIZE[::-1] + (1,)
-
-
 def _unit(x):
   return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
