@@ -49,7 +49,6 @@ import dataclasses
 from typing import Callable, Optional, Protocol, runtime_checkable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -264,7 +263,6 @@ class Predictor:
     self._graphdefs = {}
     # This predictor's compilations, one per (dtype, window shape, output
     # block shape), at most MAX_COMPILED_WINDOWS (the module docstring).
-    self._render_window = jax.jit(_render_window, static_argnums=0)
     self._compiled = collections.OrderedDict()
 
   @property
@@ -309,8 +307,13 @@ class Predictor:
     if key in self._compiled:
       self._compiled.move_to_end(key)
     else:
-      self._compiled[key] = self._render_window.lower(graphdef,
-                                                      *args).compile()
+      # A function of its own per program: jax's tracing and lowering
+      # caches are keyed (weakly) by the function, so dropping the program
+      # drops its cache entries too; one shared jit kept every shape's.
+      def program(*program_args):
+        return _render_window(*program_args)
+      self._compiled[key] = jax.jit(program, static_argnums=0).lower(
+          graphdef, *args).compile()
       while len(self._compiled) > MAX_COMPILED_WINDOWS:
         self._compiled.popitem(last=False)
     return self._compiled[key]
@@ -320,10 +323,13 @@ class Predictor:
     ``interrupt()`` before each window."""
     batch, height, width, _ = gray.shape
     rows, cols = self.plan(height, width, out_size)
-    padded = jnp.asarray(pad_to(reflect_pad(gray),
-                                max(r.start + r.length for r in rows),
-                                max(c.start + c.length for c in cols)))
-    ref = None if reference is None else jnp.asarray(reflect_pad(reference))
+    # Host arrays: slicing a device array compiles a slice per window shape.
+    padded = np.asarray(pad_to(reflect_pad(gray),
+                               max(r.start + r.length for r in rows),
+                               max(c.start + c.length for c in cols)),
+                        np.float32)
+    ref = (None if reference is None
+           else np.asarray(reflect_pad(reference), np.float32))
     out = np.zeros((batch, *out_size, 3), np.float32)
     total = np.zeros(out_size, np.float32)
     graphdef = self.graphdef(dtype)
@@ -331,8 +337,8 @@ class Predictor:
       for c in cols:
         if interrupt is not None:
           interrupt()
-        window = padded[:, r.start:r.start + r.length,
-                        c.start:c.start + c.length]
+        window = np.ascontiguousarray(padded[:, r.start:r.start + r.length,
+                                             c.start:c.start + c.length])
         args = (self.params, window, ref, c.sample, r.sample, c.local,
                 r.local)
         block = self._window_program(graphdef, *args)(*args)

@@ -7,6 +7,8 @@ for fractional grids, ``np.pad`` indices written out, and the CPM's
 """
 
 
+import gc
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -322,6 +324,32 @@ def test_output_buckets_crop_to_the_unpadded_result_and_bound_programs(
   for side in (12, 16, 24, 32):   # four more input sizes: three kept
     bucketed.predict_nlab(_gray((1, side, side, 1)), None, (side, side))
   assert len(bucketed._compiled) == 3
+
+
+def test_dropped_programs_leave_nothing_in_jax_compilation_caches(
+    model, monkeypatch):
+  """jax's lowering and compilation caches key on the traced function's
+  jaxpr weakly: with one shared jit they kept every size's lowered module
+  and executable alive (~4 MB a size, whatever the bounded cache dropped);
+  a function per program lets them go with it (memory flat in the number
+  of sizes: benchmark --what=sizes)."""
+  from jax._src.interpreters import pxla  # pylint: disable=g-import-not-at-top
+  caches = [getattr(pxla, name, None) for name in
+            ('_cached_lowering_to_hlo', '_cached_compilation')]
+  if not all(hasattr(c, 'cache_info') for c in caches):
+    pytest.skip("this jax's compilation caches cannot be counted")
+  def entries():
+    gc.collect()
+    return [c.cache_info().currsize for c in caches]
+  monkeypatch.setattr(predictor_lib, 'MAX_COMPILED_WINDOWS', 2)
+  _, _, params = model
+  predictor = predictor_lib.Predictor(params, TINY)
+  before = entries()
+  for side in (12, 16, 20, 24, 28):
+    predictor.predict_nlab(_gray((1, side, side, 1)), None, (side, side))
+  assert len(predictor._compiled) == 2
+  for grown in np.subtract(entries(), before):
+    assert grown <= 2, (before, entries())
 
 
 def test_input_buckets_pad_small_images_and_crop_within_a_level(model):
