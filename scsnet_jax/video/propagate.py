@@ -11,7 +11,14 @@ with a reference drawn from the output already made:
 - ``both``: the two side by side (one reference, twice as wide).
 
 ``measure`` compares them (docs/video.md); ``DEFAULT_SOURCE`` is the one
-it chose. ``per_frame=True`` colours every frame on its own instead (the
+it chose. Then ``hold`` keeps colours where the picture holds still: each
+output pixel's ab moves toward the previous output's by
+``hold * exp(-(dL / HOLD_L)^2)``, dL the change of its lightness since the
+previous frame (CIE L units), after the previous frame is moved by the
+whole-frame shift that matches it best (``estimate_shift``: phase
+correlation; a camera pan). Where something else moved, L changed and the
+model's new colour is taken; still areas keep theirs (a recursive filter
+gated by luminance; keyframes are never blended). ``per_frame=True`` colours every frame on its own instead (the
 frame-by-frame baseline, ``--per-frame``).
 
 Every reference is resized to one shape per clip (the input frame's size,
@@ -33,6 +40,8 @@ from scsnet_jax.video import scenes
 
 SOURCES = ('keyframe', 'previous', 'both')
 DEFAULT_SOURCE = 'keyframe'
+DEFAULT_HOLD = 0.8
+HOLD_L = 4.0   # CIE L units: a lightness change of this much halves ~2.7x
 
 # A keyframe's own reference: gray (H, W, 1) -> uint8 RGB photo, or None
 # for automatic colouring.
@@ -58,6 +67,53 @@ def resize_nlab(nlab: np.ndarray, size: tuple[int, int]) -> np.ndarray:
   return np.stack(channels, axis=-1).astype(np.float32)
 
 
+def estimate_shift(before: np.ndarray, after: np.ndarray,
+                   max_fraction: float = 0.125) -> tuple[int, int]:
+  """The whole-pixel (dy, dx) with ``after[y, x] ~ before[y - dy, x - dx]``
+  (phase correlation of two (H, W) images), each at most ``max_fraction``
+  of the side."""
+  a = np.fft.rfft2(before - before.mean())
+  b = np.fft.rfft2(after - after.mean())
+  cross = b * np.conj(a)
+  cross /= np.maximum(np.abs(cross), 1e-9)
+  surface = np.fft.irfft2(cross, s=before.shape)
+  height, width = before.shape
+  limit_y = max(1, int(height * max_fraction))
+  limit_x = max(1, int(width * max_fraction))
+  dy = (np.arange(height) + height // 2) % height - height // 2
+  dx = (np.arange(width) + width // 2) % width - width // 2
+  allowed = (np.abs(dy)[:, None] <= limit_y) & (np.abs(dx)[None] <= limit_x)
+  index = np.argmax(np.where(allowed, surface, -np.inf))
+  row, col = np.unravel_index(index, surface.shape)
+  return int(dy[row]), int(dx[col])
+
+
+def shift_image(image: np.ndarray, dy: int, dx: int
+                ) -> tuple[np.ndarray, np.ndarray]:
+  """(H, W, C) moved by (dy, dx) and the (H, W, 1) mask of the pixels
+  that came from inside the image (elsewhere the copy is edge-padded)."""
+  height, width = image.shape[:2]
+  rows = np.clip(np.arange(height) - dy, 0, height - 1)
+  cols = np.clip(np.arange(width) - dx, 0, width - 1)
+  moved = image[rows][:, cols]
+  valid = (((np.arange(height) - dy >= 0) & (np.arange(height) - dy < height)
+            )[:, None] & ((np.arange(width) - dx >= 0)
+                          & (np.arange(width) - dx < width))[None])
+  return moved, valid[..., None]
+
+
+def hold_still(out: np.ndarray, last: np.ndarray, hold: float) -> np.ndarray:
+  """``out`` (Ht, Wt, 3) nlab with its ab moved toward ``last``'s (moved
+  by ``estimate_shift`` first) by ``hold * exp(-(dL / HOLD_L)^2)`` per
+  pixel (module docstring)."""
+  last, valid = shift_image(last, *estimate_shift(last[..., 0], out[..., 0]))
+  change = (out[..., :1] - last[..., :1]) * color.L_SCALE
+  weight = np.float32(hold) * np.exp(-np.square(change / HOLD_L)) * valid
+  mixed = out.copy()
+  mixed[..., 1:] += weight * (last[..., 1:] - out[..., 1:])
+  return mixed
+
+
 class Propagator:
   """Colours a stream of gray frames: ``colour(gray)`` -> (nlab, keyframe).
 
@@ -70,9 +126,14 @@ class Propagator:
   def __init__(self, runner, out_size: tuple[int, int], *,
                source: str = DEFAULT_SOURCE, per_frame: bool = False,
                keyframe_reference: Optional[KeyframeReference] = None,
-               cut_threshold: float = scenes.DEFAULT_THRESHOLD):
+               cut_threshold: float = scenes.DEFAULT_THRESHOLD,
+               hold: float = DEFAULT_HOLD):
     if source not in SOURCES:
       raise ValueError(f'source must be one of {SOURCES}, got {source!r}')
+    if not 0.0 <= hold < 1.0:
+      raise ValueError(f'hold must be in [0, 1), got {hold}')
+    self.hold = hold
+    self._last: Optional[np.ndarray] = None   # previous output, nlab
     if not per_frame and not runner.referential:
       per_frame = True   # an automatic-only model cannot propagate
     self.runner, self.out_size = runner, tuple(out_size)
@@ -123,8 +184,12 @@ class Propagator:
       out = self._model(gray, None if own is None else self._widen(own, own))
       self._keyframe = resize_nlab(out, self.ref_size)
       self._previous = self._keyframe
+      self._last = out
       return out, True
     out = self._model(gray, self._widen(self._keyframe, self._previous))
+    if self.hold:
+      out = hold_still(out, self._last, self.hold)
+    self._last = out
     if self.source != 'keyframe':
       self._previous = resize_nlab(out, self.ref_size)
     return out, False
