@@ -33,11 +33,13 @@ from scsnet_jax.video import propagate, synthetic
 
 def colour_clip(runner, clip: synthetic.Clip, *, per_frame: bool,
                 source: str = propagate.DEFAULT_SOURCE,
-                hold: float = propagate.DEFAULT_HOLD) -> dict:
+                hold: float = propagate.DEFAULT_HOLD,
+                hold_l: float = propagate.HOLD_L) -> dict:
   """Colours ``clip`` -> its uint8 frames, keyframes and seconds."""
   size = clip.truth.shape[1:3]
   colourer = propagate.Propagator(runner, size, source=source,
-                                  per_frame=per_frame, hold=hold)
+                                  per_frame=per_frame, hold=hold,
+                                  hold_l=hold_l)
   frames, changes = [], []
   start = time.monotonic()
   for gray in clip.gray:
@@ -168,8 +170,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument('--scale', type=int, default=2)
   parser.add_argument('--clips', default=','.join(synthetic.KINDS))
   parser.add_argument('--sources', default=','.join(propagate.SOURCES),
-                      help='propagation sources; SOURCE@HOLD sets the hold '
-                           f'(default {propagate.DEFAULT_HOLD})')
+                      help='propagation sources; SOURCE@HOLD@HOLD_L sets the '
+                           f'hold (default {propagate.DEFAULT_HOLD}) and its '
+                           f'lightness scale (default {propagate.HOLD_L})')
   parser.add_argument('--memory-frames', type=int, default=2000,
                       help='0 skips the memory run')
   parser.add_argument('--json', default=None)
@@ -188,11 +191,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                                 clip.photo)}
     outputs = {}
     for source in ['per-frame'] + args.sources.split(','):
-      name, _, hold = source.partition('@')
+      name, hold, hold_l = (source.split('@') + ['', ''])[:3]
       result = colour_clip(runner, clip, per_frame=name == 'per-frame',
                            source=propagate.DEFAULT_SOURCE
                            if name == 'per-frame' else name,
-                           hold=float(hold or propagate.DEFAULT_HOLD))
+                           hold=float(hold or propagate.DEFAULT_HOLD),
+                           hold_l=float(hold_l or propagate.HOLD_L))
       outputs[source] = result['frames']
       modes[source] = score(clip, result)
       print(f'{kind} {source}: CIEDE2000 {modes[source]["ciede2000"]:.2f} '

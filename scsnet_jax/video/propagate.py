@@ -102,13 +102,14 @@ def shift_image(image: np.ndarray, dy: int, dx: int
   return moved, valid[..., None]
 
 
-def hold_still(out: np.ndarray, last: np.ndarray, hold: float) -> np.ndarray:
+def hold_still(out: np.ndarray, last: np.ndarray, hold: float,
+               hold_l: float = HOLD_L) -> np.ndarray:
   """``out`` (Ht, Wt, 3) nlab with its ab moved toward ``last``'s (moved
   by ``estimate_shift`` first) by ``hold * exp(-(dL / HOLD_L)^2)`` per
   pixel (module docstring)."""
   last, valid = shift_image(last, *estimate_shift(last[..., 0], out[..., 0]))
   change = (out[..., :1] - last[..., :1]) * color.L_SCALE
-  weight = np.float32(hold) * np.exp(-np.square(change / HOLD_L)) * valid
+  weight = np.float32(hold) * np.exp(-np.square(change / hold_l)) * valid
   mixed = out.copy()
   mixed[..., 1:] += weight * (last[..., 1:] - out[..., 1:])
   return mixed
@@ -127,12 +128,12 @@ class Propagator:
                source: str = DEFAULT_SOURCE, per_frame: bool = False,
                keyframe_reference: Optional[KeyframeReference] = None,
                cut_threshold: float = scenes.DEFAULT_THRESHOLD,
-               hold: float = DEFAULT_HOLD):
+               hold: float = DEFAULT_HOLD, hold_l: float = HOLD_L):
     if source not in SOURCES:
       raise ValueError(f'source must be one of {SOURCES}, got {source!r}')
     if not 0.0 <= hold < 1.0:
       raise ValueError(f'hold must be in [0, 1), got {hold}')
-    self.hold = hold
+    self.hold, self.hold_l = hold, hold_l
     self._last: Optional[np.ndarray] = None   # previous output, nlab
     if not per_frame and not runner.referential:
       per_frame = True   # an automatic-only model cannot propagate
@@ -188,7 +189,7 @@ class Propagator:
       return out, True
     out = self._model(gray, self._widen(self._keyframe, self._previous))
     if self.hold:
-      out = hold_still(out, self._last, self.hold)
+      out = hold_still(out, self._last, self.hold, self.hold_l)
     self._last = out
     if self.source != 'keyframe':
       self._previous = resize_nlab(out, self.ref_size)
