@@ -4,14 +4,16 @@
       (--scale 2 | --size 1280x720) [--reference photo.jpg |
        --reference-gallery photos/ [--top-k K]] [--checkpoint DIR] \\
       [--per-frame] [--propagate-from keyframe|previous|both] \\
-      [--cut-threshold 0.25] [--crf 18] [--codec libx264] [--overwrite]
+      [--hold 0.95] [--cut-threshold 0.25] [--crf 18] [--codec libx264] \
+      [--overwrite]
 
 Frames are decoded, coloured and encoded one at a time (memory does not
 grow with the clip); frame rate, timestamps (so frame count and duration)
 and the rotation are kept; the audio stream is copied packet for packet.
 Colour or gray input alike is made gray through CIE L first. Keyframes (the
 start, each scene cut) are coloured automatically or from the reference;
-the frames after them from the output already made (``propagate``).
+the frames after them from the output already made, their colours held
+where the picture holds still (``propagate``).
 ``--size`` is the displayed WIDTHxHEIGHT (a rotated clip's stored frames
 are the other way round). The output appears only when it is complete
 (temporary file in its folder, renamed at the end); a bad input, an
@@ -63,6 +65,16 @@ def _threshold(text: str) -> float:
   return value
 
 
+def _hold(text: str) -> float:
+  try:
+    value = float(text)
+  except ValueError:
+    value = -1.0
+  if not 0.0 <= value < 1.0:
+    raise argparse.ArgumentTypeError(f'hold must be in [0, 1), got {text!r}')
+  return value
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog='python -m scsnet_jax.video',
@@ -88,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
                       default=propagate.DEFAULT_SOURCE,
                       help='reference for the frames after a keyframe '
                            '(default: %(default)s; docs/video.md)')
+  parser.add_argument('--hold', type=_hold, default=propagate.DEFAULT_HOLD,
+                      help='how strongly still areas keep the previous '
+                           "frame's colours, 0 to below 1; 0 = off "
+                           '(default: %(default)s)')
   parser.add_argument('--cut-threshold', type=_threshold,
                       default=scenes.DEFAULT_THRESHOLD,
                       help='scene cut: fraction of pixels whose lightness '
@@ -181,7 +197,7 @@ def run(args: argparse.Namespace, on_frame=None) -> int:
     colourer = propagate.Propagator(
         runner, out_size, source=args.propagate_from,
         per_frame=args.per_frame, keyframe_reference=reference,
-        cut_threshold=args.cut_threshold)
+        cut_threshold=args.cut_threshold, hold=args.hold)
     writer = video_io.Writer(args.output, clip, out_size, codec=args.codec,
                              crf=args.crf)
     start = time.monotonic()

@@ -97,7 +97,8 @@ def probe(path: str) -> Clip:
     if not container.streams:
       raise UserError(f'{path}: has no video frames (empty or truncated)')
     if not container.streams.video:
-      raise UserError(f'{path}: has no video stream (not a video, or truncated)')
+      raise UserError(f'{path}: has no video stream (not a video, or '
+                      'truncated)')
     stream = container.streams.video[0]
     if stream.codec_context is None or not stream.codec_context.name:
       raise UserError(f'{path}: unsupported video codec')
@@ -117,7 +118,7 @@ def probe(path: str) -> Clip:
                                     * rate)))
     return Clip(path, first.width, first.height, fractions.Fraction(rate),
                 stream.time_base or fractions.Fraction(1, 90000), frame_count,
-                int(first.rotation or 0) % 360,
+                int(getattr(first, 'rotation', 0) or 0) % 360,
                 bool(container.streams.audio), codec)
 
 
@@ -190,13 +191,18 @@ class Writer:
       self.video.pix_fmt = pix_fmt
       self.video.time_base = clip.time_base
       self.video.codec_context.time_base = clip.time_base
-      if clip.rotation:
-        self.video.set_display_rotation(clip.rotation)
+      if clip.rotation and hasattr(self.video, 'set_display_rotation'):
+        self.video.set_display_rotation(clip.rotation)  # PyAV 15+
+      elif clip.rotation:   # older PyAV: the mov muxer's 'rotate' tag
+        self.video.metadata['rotate'] = str((360 - clip.rotation) % 360)
       self.audio = None
       if clip.has_audio:
         with av.open(clip.path) as source:
-          self.audio = self.container.add_stream_from_template(
-              source.streams.audio[0])
+          template = source.streams.audio[0]
+          self.audio = (self.container.add_stream_from_template(template)
+                        if hasattr(self.container,
+                                   'add_stream_from_template')
+                        else self.container.add_stream(template=template))
       self._time_base = clip.time_base
       self._next_pts = 0
     except BaseException as error:

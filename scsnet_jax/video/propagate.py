@@ -40,8 +40,8 @@ from scsnet_jax.video import scenes
 
 SOURCES = ('keyframe', 'previous', 'both')
 DEFAULT_SOURCE = 'keyframe'
-DEFAULT_HOLD = 0.8
-HOLD_L = 4.0   # CIE L units: a lightness change of this much halves ~2.7x
+DEFAULT_HOLD = 0.95
+HOLD_L = 12.0  # CIE L units: a change of this much divides the hold by e
 
 # A keyframe's own reference: gray (H, W, 1) -> uint8 RGB photo, or None
 # for automatic colouring.

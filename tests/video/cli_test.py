@@ -122,3 +122,21 @@ def test_interrupt_leaves_no_half_written_file(tmp_path, clip_path,
                    str(tmp_path / 'out.mp4'), '--scale', '2']) == 130
   assert 'interrupted' in capsys.readouterr().err
   assert files_in(tmp_path) == []
+
+
+def test_reference_photo_and_gallery_colour_the_keyframes(
+    tmp_path, clip_path, shared_runner, capsys):
+  photos = tmp_path / 'photos'
+  photos.mkdir()
+  Image.new('RGB', (48, 40), (200, 40, 40)).save(photos / 'red.png')
+  out = str(tmp_path / 'ref.mp4')
+  assert cli.main(['--input', clip_path, '--output', out, '--scale', '2',
+                   '--reference', str(photos / 'red.png')]) == 0
+  assert _streams(out)[3] == FRAMES
+  from tests import helpers
+  helpers.efficientnet_lite0_params_or_skip()
+  out = str(tmp_path / 'gallery.mp4')
+  assert cli.main(['--input', clip_path, '--output', out, '--scale', '2',
+                   '--reference-gallery', str(photos)]) == 0
+  assert _streams(out)[3] == FRAMES
+  assert 'gallery' in capsys.readouterr().err
