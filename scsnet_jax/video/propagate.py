@@ -18,8 +18,9 @@ previous frame (CIE L units), after the previous frame is moved by the
 whole-frame shift that matches it best (``estimate_shift``: phase
 correlation; a camera pan). Where something else moved, L changed and the
 model's new colour is taken; still areas keep theirs (a recursive filter
-gated by luminance; keyframes are never blended). ``per_frame=True`` colours every frame on its own instead (the
-frame-by-frame baseline, ``--per-frame``).
+gated by luminance; keyframes are never blended). ``per_frame=True``
+colours every frame on its own instead (the frame-by-frame baseline,
+``--per-frame``).
 
 Every reference is resized to one shape per clip (the input frame's size,
 longest side at most ``runner.REFERENCE_MAX_SIDE``; twice as wide for

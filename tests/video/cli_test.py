@@ -1,8 +1,6 @@
 """scsnet_jax/video/cli.py: the command end to end on a tiny clip (starter
 weights, shared runner), each bad input as one line, interrupts."""
 
-import os
-
 import pytest
 from PIL import Image
 
