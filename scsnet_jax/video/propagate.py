@@ -15,8 +15,8 @@ it chose. Then ``hold`` keeps colours where the picture holds still: each
 output pixel's ab moves toward the previous output's by
 ``hold * exp(-(dL / HOLD_L)^2)``, dL the change of its lightness since the
 previous frame (CIE L units), after the previous frame is moved by the
-whole-frame shift that matches it best (``estimate_shift``: phase
-correlation; a camera pan). Where something else moved, L changed and the
+whole-frame zoom and shift that match it best (``motion``: a camera
+pan or zoom). Where something else moved, L changed and the
 model's new colour is taken; still areas keep theirs (a recursive filter
 gated by luminance; keyframes are never blended). ``per_frame=True``
 colours every frame on its own instead (the frame-by-frame baseline,
@@ -37,7 +37,7 @@ from PIL import Image
 
 from scsnet_jax import color
 from scsnet_jax.inference import runner as runner_lib
-from scsnet_jax.video import scenes
+from scsnet_jax.video import motion, scenes
 
 SOURCES = ('keyframe', 'previous', 'both')
 DEFAULT_SOURCE = 'keyframe'
@@ -68,47 +68,13 @@ def resize_nlab(nlab: np.ndarray, size: tuple[int, int]) -> np.ndarray:
   return np.stack(channels, axis=-1).astype(np.float32)
 
 
-def estimate_shift(before: np.ndarray, after: np.ndarray,
-                   max_fraction: float = 0.125) -> tuple[int, int]:
-  """The whole-pixel (dy, dx) with ``after[y, x] ~ before[y - dy, x - dx]``
-  (phase correlation of two (H, W) images), each at most ``max_fraction``
-  of the side."""
-  a = np.fft.rfft2(before - before.mean())
-  b = np.fft.rfft2(after - after.mean())
-  cross = b * np.conj(a)
-  cross /= np.maximum(np.abs(cross), 1e-9)
-  surface = np.fft.irfft2(cross, s=before.shape)
-  height, width = before.shape
-  limit_y = max(1, int(height * max_fraction))
-  limit_x = max(1, int(width * max_fraction))
-  dy = (np.arange(height) + height // 2) % height - height // 2
-  dx = (np.arange(width) + width // 2) % width - width // 2
-  allowed = (np.abs(dy)[:, None] <= limit_y) & (np.abs(dx)[None] <= limit_x)
-  index = np.argmax(np.where(allowed, surface, -np.inf))
-  row, col = np.unravel_index(index, surface.shape)
-  return int(dy[row]), int(dx[col])
-
-
-def shift_image(image: np.ndarray, dy: int, dx: int
-                ) -> tuple[np.ndarray, np.ndarray]:
-  """(H, W, C) moved by (dy, dx) and the (H, W, 1) mask of the pixels
-  that came from inside the image (elsewhere the copy is edge-padded)."""
-  height, width = image.shape[:2]
-  rows = np.clip(np.arange(height) - dy, 0, height - 1)
-  cols = np.clip(np.arange(width) - dx, 0, width - 1)
-  moved = image[rows][:, cols]
-  valid = (((np.arange(height) - dy >= 0) & (np.arange(height) - dy < height)
-            )[:, None] & ((np.arange(width) - dx >= 0)
-                          & (np.arange(width) - dx < width))[None])
-  return moved, valid[..., None]
-
-
 def hold_still(out: np.ndarray, last: np.ndarray, hold: float,
                hold_l: float = HOLD_L) -> np.ndarray:
   """``out`` (Ht, Wt, 3) nlab with its ab moved toward ``last``'s (moved
-  by ``estimate_shift`` first) by ``hold * exp(-(dL / HOLD_L)^2)`` per
+  by ``motion.estimate_motion`` first) by ``hold * exp(-(dL / HOLD_L)^2)`` per
   pixel (module docstring)."""
-  last, valid = shift_image(last, *estimate_shift(last[..., 0], out[..., 0]))
+  last, valid = motion.warp(last, *motion.estimate_motion(last[..., 0],
+                                                          out[..., 0]))
   change = (out[..., :1] - last[..., :1]) * color.L_SCALE
   weight = np.float32(hold) * np.exp(-np.square(change / hold_l)) * valid
   mixed = out.copy()

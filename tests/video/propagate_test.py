@@ -73,15 +73,6 @@ def test_hold_closed_form():
       np.zeros((8, 8, 2)), abs=1e-6)
 
 
-def test_estimate_shift_recovers_a_roll():
-  image = np.random.default_rng(0).random((40, 48))
-  moved = np.roll(image, (2, -3), axis=(0, 1))
-  assert propagate.estimate_shift(image, moved) == (2, -3)
-  shifted, valid = propagate.shift_image(image[..., None], 2, -3)
-  assert valid.sum() == (40 - 2) * (48 - 3)
-  assert np.array_equal(shifted[valid[..., 0]], moved[..., None][valid[..., 0]])
-
-
 def test_no_recompilation_after_the_first_frames(starter_runner):
   """Starter weights: after the first two frames (the automatic keyframe
   and the first referential frame) nothing compiles, cut included."""
