@@ -154,7 +154,7 @@ def table(results: dict) -> str:
            '|' + '---|' * 8]
   for name, modes in results['clips'].items():
     floor = modes['truth_flicker']
-    base = modes['per-frame']['flicker']
+    base = max(modes['per-frame']['flicker'], 1e-9)
     lines.append(f'| {name} | truth | 0 | {floor:.3f} | {floor / base:.2f} | '
                  '0 | | |')
     for mode, r in modes.items():
