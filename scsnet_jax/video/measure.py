@@ -120,29 +120,52 @@ def figure(clip: synthetic.Clip, per_frame: np.ndarray,
   """Rows: gray input (enlarged, nearest), truth, --per-frame, propagated;
   ``columns`` frames evenly spread over the clip."""
   from PIL import Image, ImageDraw  # pylint: disable=import-outside-toplevel
-  size = clip.truth.shape[1]
+  height, width = clip.truth.shape[1:3]
   picks = np.linspace(0, len(clip.truth) - 1, columns).round().astype(int)
-  scale = size // clip.gray.shape[1]
+  scale = height // clip.gray.shape[1]
   gray = [np.repeat(np.repeat(color.gray_to_rgb8(clip.gray[i]), scale, 0),
                     scale, 1) for i in picks]
   rows = [('input (gray, LR)', gray), ('truth', clip.truth[picks]),
           ('--per-frame', per_frame[picks]), ('propagated', propagated[picks])]
   label_w, pad = 110, 2
-  canvas = Image.new('RGB', (label_w + columns * (size + pad),
-                             len(rows) * (size + pad) + 14), 'white')
+  canvas = Image.new('RGB', (label_w + columns * (width + pad),
+                             len(rows) * (height + pad) + 14), 'white')
   draw = ImageDraw.Draw(canvas)
   for c, index in enumerate(picks):
-    draw.text((label_w + c * (size + pad) + 2, 1), f'frame {index}',
+    draw.text((label_w + c * (width + pad) + 2, 1), f'frame {index}',
               fill='black')
   for r, (label, images) in enumerate(rows):
-    top = 14 + r * (size + pad)
-    draw.text((4, top + size // 2 - 6), label, fill='black')
+    top = 14 + r * (height + pad)
+    draw.text((4, top + height // 2 - 6), label, fill='black')
     for c, image in enumerate(images):
       canvas.paste(Image.fromarray(np.asarray(image)),
-                   (label_w + c * (size + pad), top))
+                   (label_w + c * (width + pad), top))
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   with atomic.open_atomic(path, 'wb') as f:
     canvas.save(f, format='PNG')
+
+
+def measure_clip(runner, clip: synthetic.Clip, sources: Sequence[str]
+                 ) -> tuple[dict, dict]:
+  """Scores of ``clip`` per mode ('per-frame', then SOURCE[@HOLD[@HOLD_L]]
+  each) and the truth's flicker; and each mode's frames."""
+  modes = {'truth_flicker': synthetic.flicker(clip.truth, clip.boxes,
+                                              clip.photo)}
+  outputs = {}
+  for source in ['per-frame'] + list(sources):
+    name, hold, hold_l = (source.split('@') + ['', ''])[:3]
+    result = colour_clip(runner, clip, per_frame=name == 'per-frame',
+                         source=propagate.DEFAULT_SOURCE
+                         if name == 'per-frame' else name,
+                         hold=float(hold or propagate.DEFAULT_HOLD),
+                         hold_l=float(hold_l or propagate.HOLD_L))
+    outputs[source] = result['frames']
+    modes[source] = score(clip, result)
+    print(f'{clip.name} {source}: CIEDE2000 '
+          f'{modes[source]["ciede2000"]:.2f} flicker '
+          f'{modes[source]["flicker"]:.3f} cuts '
+          f'{modes[source]["cuts_found"]}', file=sys.stderr, flush=True)
+  return modes, outputs
 
 
 def table(results: dict) -> str:
@@ -200,6 +223,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument('--json', default=None)
   parser.add_argument('--report', default=None, metavar='JSON',
                       help='print the report of an earlier --json and exit')
+  parser.add_argument('--real', default=None, metavar='VIDEO',
+                      help='also a real clip (its colour frames are the '
+                           'truth; a still camera is assumed)')
+  parser.add_argument('--real-frames', type=int, default=48)
+  parser.add_argument('--real-figure', default=None,
+                      help='PNG of the real clip, like --figure')
   parser.add_argument('--figure', default=None,
                       help='PNG of the cut clip: input, truth, per-frame, '
                            'propagated (default source)')
@@ -213,28 +242,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   results = {'command': 'python -m scsnet_jax.video.measure ' +
                         ' '.join(sys.argv[1:] if argv is None else argv),
              'settings': vars(args), 'clips': {}}
-  for kind in args.clips.split(','):
+  for kind in filter(None, args.clips.split(',')):
     clip = synthetic.make_clip(kind, args.frames, args.size, args.scale)
-    modes = {'truth_flicker': synthetic.flicker(clip.truth, clip.boxes,
-                                                clip.photo)}
-    outputs = {}
-    for source in ['per-frame'] + args.sources.split(','):
-      name, hold, hold_l = (source.split('@') + ['', ''])[:3]
-      result = colour_clip(runner, clip, per_frame=name == 'per-frame',
-                           source=propagate.DEFAULT_SOURCE
-                           if name == 'per-frame' else name,
-                           hold=float(hold or propagate.DEFAULT_HOLD),
-                           hold_l=float(hold_l or propagate.HOLD_L))
-      outputs[source] = result['frames']
-      modes[source] = score(clip, result)
-      print(f'{kind} {source}: CIEDE2000 {modes[source]["ciede2000"]:.2f} '
-            f'flicker {modes[source]["flicker"]:.3f} cuts '
-            f'{modes[source]["cuts_found"]}', file=sys.stderr, flush=True)
+    modes, outputs = measure_clip(runner, clip, args.sources.split(','))
     results['clips'][kind] = modes
     if args.figure and kind == 'cut':
       figure(clip, outputs['per-frame'],
-             outputs.get(propagate.DEFAULT_SOURCE, outputs[source]),
-             args.figure)
+             outputs[args.sources.split(',')[0]], args.figure)
+  if args.real:
+    clip = synthetic.real_clip(args.real, args.real_frames,
+                               scale=args.scale)
+    modes, outputs = measure_clip(runner, clip, [propagate.DEFAULT_SOURCE])
+    results['clips']['real: ' + os.path.basename(args.real)] = modes
+    if args.real_figure:
+      figure(clip, outputs['per-frame'], outputs[propagate.DEFAULT_SOURCE],
+             args.real_figure, columns=4)
   results['compiled_programs'] = len(runner.predictor._compiled)  # pylint: disable=protected-access
   if args.memory_frames:
     results['memory'] = measure_memory(args.checkpoint, args.memory_frames)

@@ -106,6 +106,31 @@ def make_clip(kind: str, frames: int = 48, size: int = 128,
               np.asarray(which), cuts)
 
 
+def real_clip(path: str, frames: int = 48, height: int = 144,
+              scale: int = 2) -> Clip:
+  """The first ``frames`` frames of a real video as a clip: its colour
+  frames resized to ``height`` rows (aspect kept, width even) are the
+  truth, shrunk by ``scale`` and made gray the input. The camera is taken
+  as still (equal boxes): flicker then counts everything that moves, the
+  truth's own included. Needs PyAV."""
+  import av  # pylint: disable=import-outside-toplevel
+  truth = []
+  with av.open(path) as container:
+    for frame in container.decode(video=0):
+      width = round(frame.width * height / frame.height / 2) * 2
+      truth.append(np.asarray(frame.to_image().resize(
+          (width, height), Image.Resampling.BICUBIC)))
+      if len(truth) == frames:
+        break
+  truth = np.stack(truth)
+  small = (truth.shape[2] // scale, height // scale)
+  gray = np.stack([color.rgb8_to_gray(np.asarray(
+      Image.fromarray(f).resize(small, Image.Resampling.BICUBIC)))
+                   for f in truth])
+  boxes = np.tile([0.0, 0.0, float(height)], (len(truth), 1))
+  return Clip('real', truth, gray, boxes, np.zeros(len(truth), int), [])
+
+
 # ---------------------------------------------------------------- metrics ---
 def lab(rgb8: np.ndarray) -> np.ndarray:
   """uint8 sRGB (..., 3) -> CIE LAB float64."""
@@ -119,20 +144,22 @@ def ciede2000(output: np.ndarray, truth: np.ndarray) -> np.ndarray:
                    for o, t in zip(output, truth)])
 
 
-def previous_coordinates(box_now, box_before, size: int):
+def previous_coordinates(box_now, box_before, height: int,
+                         width: int = 0):
   """Where each pixel of a frame (box ``box_now``) was in the frame before
-  (box ``box_before``): (rows, cols) float arrays (size, size) and the
-  mask of pixels in view in both."""
-  centres = np.arange(size) + 0.5
+  (box ``box_before``): (rows, cols) float arrays (height, width) and the
+  mask of pixels in view in both. A box's side spans the frame's height
+  (and width: square clips; a still camera has equal boxes anyway)."""
+  width = width or height
   x_now, y_now, side_now = box_now
   x_before, y_before, side_before = box_before
-  src_x = x_now + centres * side_now / size
-  src_y = y_now + centres * side_now / size
-  cols = (src_x - x_before) * size / side_before - 0.5
-  rows = (src_y - y_before) * size / side_before - 0.5
+  src_y = y_now + (np.arange(height) + 0.5) * side_now / height
+  src_x = x_now + (np.arange(width) + 0.5) * side_now / width
+  rows = (src_y - y_before) * height / side_before - 0.5
+  cols = (src_x - x_before) * width / side_before - 0.5
   rows, cols = np.meshgrid(rows, cols, indexing='ij')
-  inside = ((rows >= 0) & (rows <= size - 1) & (cols >= 0)
-            & (cols <= size - 1))
+  inside = ((rows >= 0) & (rows <= height - 1) & (cols >= 0)
+            & (cols <= width - 1))
   return rows, cols, inside
 
 
@@ -141,12 +168,13 @@ def flicker_pairs(ab: np.ndarray, boxes: np.ndarray,
   """Mean |ab(t) - ab(t-1) moved to frame t| (Euclidean, CIE ab units)
   over the pixels in view in both frames, for each t >= 1 that shows the
   same photo as t-1 (NaN across a cut). ab: (T, S, S, 2) float."""
-  size = ab.shape[1]
+  height, width = ab.shape[1:3]
   out = np.full(len(ab), np.nan)
   for t in range(1, len(ab)):
     if photo[t] != photo[t - 1]:
       continue
-    rows, cols, inside = previous_coordinates(boxes[t], boxes[t - 1], size)
+    rows, cols, inside = previous_coordinates(boxes[t], boxes[t - 1], height,
+                                              width)
     moved = np.stack([ndimage.map_coordinates(
         ab[t - 1, ..., c], [rows, cols], order=1, mode='nearest')
                       for c in range(ab.shape[-1])], axis=-1)

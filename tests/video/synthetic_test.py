@@ -32,7 +32,7 @@ def test_flicker_undoes_a_known_pan():
 
 def test_pixels_in_view_in_both_frames():
   rows, cols, inside = synthetic.previous_coordinates(
-      (2.0, 0.0, 8.0), (0.0, 0.0, 8.0), 8)
+      (2.0, 0.0, 8.0), (0.0, 0.0, 8.0), 8, 8)
   assert cols[0] == pytest.approx(np.arange(8) + 2.0)
   assert inside.sum() == 8 * 6   # two columns left the view
 
