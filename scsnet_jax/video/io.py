@@ -208,8 +208,10 @@ class Writer:
     except BaseException as error:
       self.abort()
       if isinstance(error, (av.FFmpegError, ValueError)):
+        hint = ('; .mkv holds any audio codec' if 'does not support'
+                in str(error) else '')
         raise UserError(f'{path}: cannot write the video '
-                        f'({first_line(error)})') from None
+                        f'({first_line(error)}{hint})') from None
       raise
 
   def mux_audio(self, packet) -> None:
