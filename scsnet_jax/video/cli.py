@@ -172,6 +172,8 @@ def keyframe_reference(args):
 
     def from_gallery(gray):
       best = retrieve(gray, gallery, top_k=args.top_k)[0]
+      tqdm.write(f'keyframe reference: {printable(gallery.path(best))} '
+                 f'(similarity {best.score:.3f})', file=sys.stderr)
       return image_io.read_image(gallery.path(best))
     return from_gallery
   return None

@@ -137,4 +137,6 @@ def test_reference_photo_and_gallery_colour_the_keyframes(
   assert cli.main(['--input', clip_path, '--output', out, '--scale', '2',
                    '--reference-gallery', str(photos)]) == 0
   assert _streams(out)[3] == FRAMES
-  assert 'gallery' in capsys.readouterr().err
+  err = capsys.readouterr().err
+  assert 'gallery' in err and 'keyframe reference: ' in err
+  assert 'red.png' in err
