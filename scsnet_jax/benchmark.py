@@ -38,7 +38,7 @@ from scsnet_jax.models import generator as gen_lib
 FLAGS = flags.FLAGS
 flags.DEFINE_list('what', ['forward', 'train'],
                   'Parts to run: forward, train, tiled, input, sizes, '
-                  'retrieval.')
+                  'retrieval, video.')
 flags.DEFINE_list('modes', ['automatic', 'referential'], 'Generator modes.')
 flags.DEFINE_list('dtypes', ['float32', 'bfloat16'], 'Compute dtypes.')
 flags.DEFINE_list('batch_sizes', None,
@@ -375,6 +375,10 @@ def main(argv):
       from scsnet_jax.retrieval import benchmark as retrieval  # pylint: disable=import-outside-toplevel
       retrieval.run(record, FLAGS.retrieval_photos,
                     FLAGS.retrieval_checkpoint)
+    elif part == 'video':   # 240p -> 480p frames/s (scsnet_jax/video)
+      from scsnet_jax.video import benchmark as video  # pylint: disable=import-outside-toplevel
+      for row in video.bench_video():
+        record(row)
     elif part in runners:
       record(runners[part](env))
     else:

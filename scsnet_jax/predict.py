@@ -46,7 +46,7 @@ from scsnet_jax.models.generator import DTYPES
 from scsnet_jax.retrieval.choices import choice_line
 
 # -------------------------------------------------------------- arguments ---
-def _scale(text: str) -> float:
+def parse_scale(text: str) -> float:
   try:
     value = float(text)
   except ValueError:
@@ -57,7 +57,7 @@ def _scale(text: str) -> float:
   return value
 
 
-def _size(text: str) -> tuple[int, int]:
+def parse_size(text: str) -> tuple[int, int]:
   """'WIDTHxHEIGHT' (how people write sizes) -> (height, width)."""
   parts = text.lower().split('x')
   try:
@@ -82,9 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help='output folder (created if needed); one '
                            '<input name>.png per input')
   target = parser.add_mutually_exclusive_group(required=True)
-  target.add_argument('--scale', type=_scale, help='magnification, e.g. 4 '
+  target.add_argument('--scale', type=parse_scale, help='magnification, e.g. 4 '
                       'or 2.5 or 0.5')
-  target.add_argument('--size', type=_size, help='output WIDTHxHEIGHT')
+  target.add_argument('--size', type=parse_size, help='output WIDTHxHEIGHT')
   references = parser.add_mutually_exclusive_group()
   references.add_argument('--reference', default=None,
                           help='colour reference: one image for all inputs, '

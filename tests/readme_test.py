@@ -325,3 +325,17 @@ def test_code_map_names_every_module():
              if name.endswith('.py') and name != '__init__.py'
              and name not in code_map]
   assert not missing, f'README Code map lacks {missing}'
+
+
+def test_readme_video_command(tmp_path):
+  """README's video command on a tiny clip (starter weights, in-process)."""
+  pytest.importorskip('av')
+  from scsnet_jax.video import cli  # pylint: disable=g-import-not-at-top
+  from tests.video.conftest import write_clip  # pylint: disable=g-import-not-at-top
+  argv = _find(readme_commands(), 'video', '--input')
+  assert argv is not None, 'README has no python -m scsnet_jax.video command'
+  clip = write_clip(str(tmp_path / 'in.mp4'), frames=4)
+  argv = _replace(_replace(argv, _flag(argv, '--input'), clip),
+                  _flag(argv, '--output'), str(tmp_path / 'out.mp4'))
+  assert cli.main(argv[3:]) == 0
+  assert os.path.getsize(tmp_path / 'out.mp4') > 0
