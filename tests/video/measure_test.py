@@ -1,4 +1,4 @@
-"""scsnet_jax/video/measure.py and benchmark.py on a stand-in model (the
+"""scsnet_jax/video/measure.py on a stand-in model (the
 real runs are docs/video.md's)."""
 
 import json
@@ -6,7 +6,7 @@ import json
 import numpy as np
 from PIL import Image
 
-from scsnet_jax.video import benchmark, measure, synthetic
+from scsnet_jax.video import measure, synthetic
 from tests.video.propagate_test import FakeRunner
 
 
@@ -32,9 +32,3 @@ def test_scores_table_and_figure(tmp_path):
                  columns=3)
   with Image.open(path) as image:
     assert image.size[1] > 4 * 32
-
-
-def test_benchmark_frames_are_240p():
-  frames = benchmark.pan_frames(2)
-  assert [f.shape for f in frames] == [(240, 426, 1)] * 2
-  assert not np.array_equal(frames[0], frames[1])
