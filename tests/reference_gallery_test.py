@@ -117,7 +117,7 @@ def test_problems_are_one_line(setup, capsys, monkeypatch, problem):
   if problem == 'top-k':
     with pytest.raises(SystemExit):
       _run(capsys, *argv)
-    assert 'top-k must be a positive' in capsys.readouterr().err
+    assert 'expected a positive integer' in capsys.readouterr().err
     return
   code, _, err = _run(capsys, *argv)
   assert code == 1

@@ -36,6 +36,7 @@ from scsnet_jax.errors import UserError, first_line, printable
 from scsnet_jax.inference import predictor as predictor_lib
 from scsnet_jax.inference import runner as runner_lib
 from scsnet_jax.models.generator import DTYPES
+from scsnet_jax import predict
 from scsnet_jax.predict import parse_scale, parse_size
 from scsnet_jax.retrieval.api import retrieve
 from scsnet_jax.video import io as video_io
@@ -122,13 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-  parser = build_parser()
-  args = parser.parse_args(argv)
-  reference_gallery.check_gallery_arguments(parser, args)
-  note = runner_lib.check_model_arguments(parser, args)
-  if note:   # the starter weights
-    print(note, file=sys.stderr)
-  return args
+  """predict's parsing and checks with this command's parser."""
+  return predict.parse_args(argv, build_parser())
 
 
 # ------------------------------------------------------------------ checks ---
