@@ -8,8 +8,9 @@ import re
 import numpy as np
 from PIL import Image
 
+from scsnet_jax import hashing
 from scsnet_jax import predict, starter
-from scsnet_jax.export import params_file, reader
+from scsnet_jax.export import reader
 from tests import readme_test
 from tests.paths import REPO_ROOT
 
@@ -20,7 +21,7 @@ def test_the_shipped_file_is_the_one_the_manifest_and_provenance_name():
   """The SHA-256 recomputed here equals the manifest's and PROVENANCE.md's;
   one file of at most 40 MB; the manifest reads clean."""
   path = os.path.join(starter.STARTER_DIR, 'params.npz')
-  digest = params_file.sha256_of(path)
+  digest = hashing.file_sha256(path)
   manifest = reader.read_manifest(starter.STARTER_DIR)
   assert manifest['params'] == 'params.npz'
   assert manifest['params_sha256'] == digest

@@ -13,7 +13,6 @@ code, and a regular file of at most ``MAX_BYTES`` is all that is read.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 import zipfile
@@ -22,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from scsnet_jax import atomic
+from scsnet_jax.hashing import file_sha256
 from scsnet_jax.errors import UserError
 
 STORAGE_DTYPES = ('float16', 'float32')
@@ -48,15 +48,9 @@ def save_params(params: dict, path: str, dtype: str = 'float16') -> str:
   flat = {k: np.asarray(v).astype(dtype) for k, v in flatten(params).items()}
   with atomic.open_atomic(path) as f:
     np.savez(f, **flat)
-  return sha256_of(path)
+  return file_sha256(path)
 
 
-def sha256_of(path: str) -> str:
-  digest = hashlib.sha256()
-  with open(path, 'rb') as f:
-    for block in iter(lambda: f.read(1 << 20), b''):
-      digest.update(block)
-  return digest.hexdigest()
 
 
 def _check_file(path: str) -> None:
@@ -103,7 +97,7 @@ def load_params(path: str, like: dict, expected_sha256: str | None = None
   ``like`` (a tree of arrays or ShapeDtypeStructs); a one-line UserError
   for a damaged, foreign or tampered file."""
   _check_file(path)
-  if expected_sha256 and sha256_of(path) != expected_sha256:
+  if expected_sha256 and file_sha256(path) != expected_sha256:
     raise UserError(f'{path}: SHA-256 differs from the one recorded '
                     'beside it (damaged or replaced file)')
   wanted = flatten(like)

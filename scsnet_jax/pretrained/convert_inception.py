@@ -17,13 +17,13 @@ The classifier (``fc.*``) and ``bn.num_batches_tracked`` are dropped.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import sys
 
 import numpy as np
 
 from scsnet_jax import atomic
+from scsnet_jax.hashing import file_sha256
 from scsnet_jax.errors import UserError, one_line
 from scsnet_jax.pretrained import inception
 from scsnet_jax.pretrained import torch_reader
@@ -99,11 +99,7 @@ def convert_file(input_path, output_path,
 
 
 def _sha256_prefix(path, length=8):
-  digest = hashlib.sha256()
-  with open(path, 'rb') as f:
-    for block in iter(lambda: f.read(1 << 20), b''):
-      digest.update(block)
-  return digest.hexdigest()[:length]
+  return file_sha256(path)[:length]
 
 
 def main(argv=None):

@@ -37,11 +37,11 @@ limits stop it from costing much more memory or time than its size:
 
 from __future__ import annotations
 
-import hashlib
 import pickletools
 import reprlib
 import zipfile
 
+from scsnet_jax.hashing import file_sha256
 from scsnet_jax.errors import UserError
 
 BUDGET_FACTOR = 4
@@ -226,11 +226,7 @@ def check_sha256(path: str, expected: str) -> None:
       c not in '0123456789abcdef' for c in expected):
     raise CheckpointFormatError(
         f'expected SHA-256 {short_repr(expected)} is not 8 to 64 hex digits')
-  digest = hashlib.sha256()
-  with open(path, 'rb') as f:
-    for block in iter(lambda: f.read(1 << 20), b''):
-      digest.update(block)
-  actual = digest.hexdigest()
+  actual = file_sha256(path)
   if not actual.startswith(expected):
     raise CheckpointFormatError(
         f'{path}: SHA-256 is {actual[:len(expected)]}..., expected '

@@ -28,7 +28,6 @@ the on-disk index, so a change here invalidates every cache.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from typing import Optional
 
 import jax
@@ -37,6 +36,7 @@ import numpy as np
 from PIL import Image
 
 from scsnet_jax import color
+from scsnet_jax.hashing import file_sha256
 from scsnet_jax.pretrained import efficientnet_lite as lite
 from scsnet_jax.pretrained import efficientnet_weights
 
@@ -153,7 +153,7 @@ class Embedder:
       params = efficientnet_weights.load_efficientnet_lite0(weights_path)
       weights_id = weights_id or (
           efficientnet_weights.SHA256[:16] if weights_path is None
-          else _file_sha256(weights_path)[:16])
+          else file_sha256(weights_path)[:16])
     self.params = jax.tree.map(jnp.asarray, params)
     self.batch_size = batch_size
     self.version = f'{VERSION}/{weights_id or "custom"}'
@@ -185,9 +185,4 @@ class Embedder:
     return self.embed_light(lightness_from_gray(gray)[None])
 
 
-def _file_sha256(path: str) -> str:
-  digest = hashlib.sha256()
-  with open(path, 'rb') as f:
-    for chunk in iter(lambda: f.read(1 << 20), b''):
-      digest.update(chunk)
-  return digest.hexdigest()
+

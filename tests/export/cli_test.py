@@ -7,6 +7,7 @@ import os
 import jax
 import pytest
 
+from scsnet_jax import hashing
 from scsnet_jax.export import cli
 
 
@@ -79,7 +80,7 @@ def test_a_parameters_only_npz_export_loads_and_runs_like_the_original(
   export, and a changed byte or a mistyped digest is one line."""
   import numpy as np
   from scsnet_jax.errors import UserError
-  from scsnet_jax.export import params_file, reader
+  from scsnet_jax.export import reader
   from scsnet_jax.inference import runner as runner_lib
   _, params, path, _ = exported
   out = str(tmp_path / 'npz')
@@ -91,7 +92,7 @@ def test_a_parameters_only_npz_export_loads_and_runs_like_the_original(
   with open(os.path.join(out, 'manifest.json')) as f:
     manifest = json.load(f)
   assert manifest['artifacts'] == [] and manifest['params'] == 'params.npz'
-  assert manifest['params_sha256'] == params_file.sha256_of(
+  assert manifest['params_sha256'] == hashing.file_sha256(
       os.path.join(out, 'params.npz'))
   loaded, _ = reader.load_params(out)
   leaves = jax.tree.leaves(params)

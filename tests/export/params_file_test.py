@@ -7,6 +7,7 @@ import jax
 import numpy as np
 import pytest
 
+from scsnet_jax import hashing
 from scsnet_jax.errors import UserError
 from scsnet_jax.export import params_file
 
@@ -26,7 +27,7 @@ def test_round_trip_float16_and_float32(tmp_path):
   tree = _tree()
   path = str(tmp_path / 'p.npz')
   digest = params_file.save_params(tree, path)
-  assert digest == params_file.sha256_of(path)
+  assert digest == hashing.file_sha256(path)
   loaded = params_file.load_params(path, _like(tree), digest)
   for got, want in zip(jax.tree.leaves(loaded), jax.tree.leaves(tree)):
     assert got.dtype == np.float32

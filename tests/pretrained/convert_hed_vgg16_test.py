@@ -15,6 +15,7 @@ import scipy.signal
 import skimage.data
 import skimage.transform
 
+from scsnet_jax import hashing
 from scsnet_jax.errors import UserError
 from scsnet_jax.pretrained import vgg
 from scsnet_jax.pretrained import convert_hed_vgg16 as hed
@@ -193,7 +194,7 @@ needs_package = pytest.mark.skipif(INSTALLED is None,
 def test_installed_file_is_the_known_release():
   version = hed.installed_version()
   if version in hed.KNOWN_SHA256:
-    assert hed.sha256_of(INSTALLED) == hed.KNOWN_SHA256[version]
+    assert hashing.file_sha256(INSTALLED) == hed.KNOWN_SHA256[version]
 
 
 @needs_package
