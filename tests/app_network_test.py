@@ -1,5 +1,6 @@
-"""app.py's network settings, without gradio: a warning for a server other
-machines can reach, and --auth's login file handed to gradio's launch."""
+"""app.py's settings, without gradio: a warning for a server other
+machines can reach, --auth's login file handed to gradio's launch, and
+the starter weights when no --checkpoint is given."""
 
 import types
 
@@ -50,3 +51,11 @@ def test_serve_hands_the_login_to_gradio(tmp_path, monkeypatch):
   app.serve(_args(tmp_path, '--auth', str(login)), block=False)
   assert launched['auth'] == [('ann', 'pw')]
   assert launched['server_name'] == '127.0.0.1' and launched['share'] is False
+
+
+def test_without_checkpoint_the_app_serves_the_starter_weights(capsys):
+  """No --checkpoint: the shipped starter export, said once on stderr."""
+  from scsnet_jax import starter  # pylint: disable=g-import-not-at-top
+  args = app.parse_args([])
+  assert args.checkpoint == starter.STARTER_DIR
+  assert capsys.readouterr().err.count(starter.NOTE) == 1
